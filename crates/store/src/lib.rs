@@ -4,8 +4,8 @@
 //! instead of strings, so a path that is not `<store dir>/<32 nix32 chars>-<name>`
 //! cannot reach the image writer. This crate does not touch the file system.
 
-mod nixbase32;
 mod nar_hash;
+mod nixbase32;
 mod path;
 
 pub use nar_hash::NarHash;

@@ -21,7 +21,8 @@ pub fn encode(bytes: &[u8]) -> String {
             let b = n * 5;
             let (i, j) = (b / 8, b % 8);
             let lo = bytes[i] >> j;
-            let hi = if i + 1 < bytes.len() { bytes[i + 1].checked_shl(8 - j as u32).unwrap_or(0) } else { 0 };
+            let hi =
+                if i + 1 < bytes.len() { bytes[i + 1].checked_shl(8 - j as u32).unwrap_or(0) } else { 0 };
             ALPHABET[((lo | hi) & 0x1f) as usize] as char
         })
         .collect()
