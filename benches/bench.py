@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""nix-layer benchmarks, run by hand (not in CI).
+
+Builds the corpus of real Nix closures (../shared/corpus/regen.sh) if needed,
+then reports, in one run on the same paths:
+
+  * throughput of `nix-layer build` (docker-archive, cold, no cache): wall
+    time, MB/s, files/s, peak RSS — next to two floors measured now:
+    `tar -c PATHS | openssl dgst -sha256` and `cat` of every file;
+  * with --baseline PATH (a copy of nixpkgs' stream_layered_image.py; never
+    commit it): that script on the same closure and the same layer plan, and
+    whether its store layers are byte-identical to ours (diff_ids);
+  * a warm rebuild with a layer cache after one store path changed;
+  * sharing: efficiency E of the family {runtime, devcontainer, xl}, the bytes
+    pulled for xl onto devcontainer, and the bytes the xl OpenSSL update
+    re-pushes, for popularity, auto and shared at max-layers 100 and 50.
+
+Every speed figure is a ratio against a baseline measured in the same run.
+
+    benches/bench.py [--corpus /var/tmp/corpus] [--baseline stream_layered_image.py]
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "nix-layer")
+PROFILES = ["runtime", "devcontainer", "xl"]
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+def timed(argv, stdout=subprocess.DEVNULL, shell=False, env=None):
+    """Wall seconds and peak RSS (MiB) of one process tree's main process."""
+    start = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, shell=shell, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - start
+    err = p.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {argv}\n{err}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def best(n, fn):
+    runs = [fn() for _ in range(n)]
+    return min(runs, key=lambda r: r[0])
+
+
+def closure_stats(paths):
+    files = size = 0
+    for p in paths:
+        if os.path.islink(p):
+            continue
+        for d, _, fs in os.walk(p):
+            for f in fs:
+                fp = os.path.join(d, f)
+                st = os.lstat(fp)
+                if not os.path.islink(fp):
+                    files += 1
+                    size += st.st_size
+    return files, size
+
+
+def ensure_corpus(corpus):
+    if all(os.path.exists(f"{corpus}/{p}-{v}.closure-graph.json") for p in PROFILES for v in ("v1", "v2")):
+        return
+    regen = os.path.join(ROOT, "..", "shared", "corpus", "regen.sh")
+    print(f"building the corpus with {regen} …", file=sys.stderr)
+    sh(f"{regen} {corpus}")
+
+
+def nix_layer(*args, **kw):
+    return subprocess.run([BIN, *args], check=True, capture_output=True, text=True, **kw).stdout
+
+
+def docker_archive_diff_ids(path):
+    with tarfile.open(path) as t:
+        manifest = json.load(t.extractfile("manifest.json"))
+        config = json.load(t.extractfile(manifest[0]["Config"]))
+    return config["rootfs"]["diff_ids"]
+
+
+def throughput(corpus, profile, tmp, baseline):
+    graph = f"{corpus}/{profile}-v1.closure-graph.json"
+    paths = [n["path"] for n in json.load(open(graph))]
+    files, size = closure_stats(paths)
+    plist = os.path.join(tmp, "paths")
+    with open(plist, "w") as f:
+        f.write("\n".join(paths))
+    mb = size / 1e6
+    # Warm the page cache once so every contender reads from memory.
+    sh(f"tar -cf - -T {plist} > /dev/null")
+    floor_tar = best(3, lambda: timed(f"tar -cf - -T {plist} | openssl dgst -sha256 >/dev/null", shell=True))
+    floor_cat = best(3, lambda: timed(f"find $(cat {plist}) -type f -print0 | xargs -0 cat >/dev/null", shell=True))
+    out = os.path.join(tmp, "img.tar")
+    ours = best(3, lambda: timed([BIN, "build", "--graph", graph, "--name", "bench:1", "-o", out, "--quiet"]))
+    ours1 = best(1, lambda: timed([BIN, "build", "--graph", graph, "--name", "bench:1", "-o", out, "--quiet", "--jobs", "1"]))
+    row = {
+        "profile": profile, "files": files, "MB": round(mb, 1),
+        "nix_layer_s": round(ours[0], 3), "nix_layer_MBps": round(mb / ours[0]), "nix_layer_files_per_s": round(files / ours[0]),
+        "nix_layer_peak_MiB": round(ours[1], 1), "nix_layer_jobs1_s": round(ours1[0], 3),
+        "floor_tar_sha256_s": round(floor_tar[0], 3), "floor_cat_s": round(floor_cat[0], 3),
+        "ratio_vs_tar_floor": round(ours[0] / floor_tar[0], 2),
+    }
+    if baseline:
+        plan = json.loads(nix_layer("plan", "--graph", graph, "--json"))
+        cust = os.path.join(tmp, "cust")
+        os.makedirs(cust, exist_ok=True)
+        with tarfile.open(os.path.join(cust, "layer.tar"), "w") as t:
+            pass
+        with open(os.path.join(cust, "layer.tar"), "rb") as f:
+            open(os.path.join(cust, "checksum"), "w").write(hashlib.sha256(f.read()).hexdigest())
+        conf = {"architecture": "amd64", "config": {}, "created": "1970-01-01T00:00:01Z", "mtime": "1970-01-01T00:00:01Z",
+                "uid": 0, "gid": 0, "uname": "root", "gname": "root", "store_dir": "/nix/store", "from_image": None,
+                "store_layers": plan, "customisation_layer": cust, "repo_tag": "bench:1"}
+        conf_path = os.path.join(tmp, "conf.json")
+        json.dump(conf, open(conf_path, "w"))
+        base_out = os.path.join(tmp, "baseline.tar")
+        with open(base_out, "wb") as f:
+            base = timed(["python3", baseline, conf_path], stdout=f)
+        row["baseline_s"] = round(base[0], 3)
+        row["baseline_MBps"] = round(mb / base[0])
+        row["speedup_vs_baseline"] = round(base[0] / ours[0], 1)
+        ours_ids = docker_archive_diff_ids(out)[:-1]
+        base_ids = docker_archive_diff_ids(base_out)[:-1]
+        row["store_layers_byte_identical"] = ours_ids == base_ids
+    return row
+
+
+def warm_rebuild(corpus, profile, tmp, strategy):
+    """Cold build with a cache, then a rebuild after one new store path joins."""
+    graph_path = f"{corpus}/{profile}-v1.closure-graph.json"
+    graph = json.load(open(graph_path))
+    referenced = {r for n in graph for r in n["references"] if r != n["path"]}
+    root = next(n["path"] for n in graph if n["path"] not in referenced)
+    app_dir = os.path.join(tmp, f"app-{time.time_ns()}")
+    os.makedirs(app_dir)
+    open(os.path.join(app_dir, "run"), "w").write(f"#!/bin/sh\nexec {root}/bin/bash \"$@\"\n")
+    app = subprocess.run(["nix-store", "--add", app_dir], check=True, capture_output=True, text=True).stdout.strip()
+    info = json.loads(subprocess.run(["nix", "path-info", "--json", app], check=True, capture_output=True, text=True).stdout)[0]
+    graph2 = graph + [{"path": app, "narSize": info["narSize"], "narHash": info["narHash"], "references": [root]}]
+    g2 = os.path.join(tmp, "graph2.json")
+    json.dump(graph2, open(g2, "w"))
+    cache = os.path.join(tmp, f"cache-{strategy}")
+    common = ["--name", "bench:1", "--format", "oci", "--quiet", "--strategy", strategy, "--cache", cache]
+    cold = timed([BIN, "build", "--graph", graph_path, *common, "-o", os.path.join(tmp, f"cold-{strategy}")])
+    warm = timed([BIN, "build", "--graph", g2, *common, "-o", os.path.join(tmp, f"warm-{strategy}")])
+    nocache = timed([BIN, "build", "--graph", graph_path, "--name", "bench:1", "--format", "oci", "--quiet", "--strategy", strategy, "-o", os.path.join(tmp, f"nocache-{strategy}")])
+    return {"profile": profile, "strategy": strategy, "cold_s": round(nocache[0], 3), "cold_with_cache_fill_s": round(cold[0], 3),
+            "warm_one_path_changed_s": round(warm[0], 3), "speedup": round(nocache[0] / warm[0], 1)}
+
+
+def sharing(corpus, strategy, max_layers):
+    fam = [f"{corpus}/{p}-v1.closure-graph.json" for p in PROFILES]
+    common = ["--plan", "--strategy", strategy, "--max-layers", str(max_layers), "--json"]
+    f = json.loads(nix_layer("sharing", *common, *fam))
+    upd = json.loads(nix_layer("sharing", *common, f"{corpus}/xl-v1.closure-graph.json", f"{corpus}/xl-v2.closure-graph.json"))
+    pull = f["pulls"][1]
+    return {"strategy": strategy, "max_layers": max_layers, "E": round(f["efficiency"], 3),
+            "pull_xl_onto_devcontainer": round(pull["ratio"], 2), "openssl_update_repush": round(upd["pulls"][0]["ratio"], 2)}
+
+
+def table(rows):
+    keys = list(rows[0].keys())
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
+    print()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="/var/tmp/corpus")
+    ap.add_argument("--baseline", help="path to a copy of nixpkgs' stream_layered_image.py")
+    ap.add_argument("--profiles", default=",".join(PROFILES))
+    args = ap.parse_args()
+    os.environ.setdefault("NIX_CONFIG", "substituters =\nsandbox = false")
+    ensure_corpus(args.corpus)
+    sh(f"cd {ROOT} && cargo build --release --locked -q -p nix-layer")
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        print("## Cold build throughput (docker-archive, no cache, page cache warm)\n")
+        table([throughput(args.corpus, p, tmp, args.baseline) for p in args.profiles.split(",")])
+        print("## Rebuild after one store path changed (OCI layout, layer cache)\n")
+        table([warm_rebuild(args.corpus, "devcontainer", tmp, s) for s in ("shared", "popularity")])
+    print("## Sharing (plans; layer identity = ordered path list)\n")
+    table([sharing(args.corpus, s, m) for m in (100, 50) for s in ("popularity", "auto", "shared")])
+
+
+if __name__ == "__main__":
+    main()

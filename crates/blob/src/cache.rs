@@ -1,0 +1,667 @@
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::write::{file_has_digest, write_blob_via};
+use crate::{Compression, Digest, Error, LayerBlob};
+
+/// Names a cache entry: the sha256 (hex) of everything that determines a layer's bytes.
+///
+/// Callers must include *every* input that changes the output (path set and order, tar
+/// options, owners and mtime, compression, nix-layer's version): two layers with one key
+/// are assumed to be identical.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// Hashes `parts`, each prefixed with its length so `["ab","c"]` and `["a","bc"]` differ.
+    pub fn new(parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        for part in parts {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        CacheKey(hex::encode(h.finalize()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.0)
+    }
+}
+
+/// What [`LayerCache::verify_all`] found and removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub blobs_checked: usize,
+    /// Blobs whose contents did not match their name (or that had no valid name).
+    pub blobs_removed: Vec<PathBuf>,
+    pub entries_checked: usize,
+    /// Keys of entries that were unreadable or pointed at a missing or changed blob.
+    pub entries_removed: Vec<String>,
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "checked {} blobs ({} removed) and {} entries ({} removed)",
+            self.blobs_checked,
+            self.blobs_removed.len(),
+            self.entries_checked,
+            self.entries_removed.len()
+        )?;
+        for path in &self.blobs_removed {
+            write!(f, "\nremoved damaged blob {}", path.display())?;
+        }
+        for key in &self.entries_removed {
+            write!(f, "\nremoved invalid entry {key}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A content-addressed store of finished layer blobs, keyed by [`CacheKey`].
+///
+/// Layout under `root`: `blobs/sha256/<hex>` (read-only blobs, shared by every entry with
+/// the same bytes), `entries/<key>` (small JSON records), `tmp/` (files being written).
+/// Every file appears under its final name by an atomic rename, so concurrent builders,
+/// threads or processes, can insert and read at the same time; inserting one key twice
+/// at once is harmless because both writers produce identical files.
+///
+/// An entry records the blob file's length, mtime and inode as seen at insertion, and a
+/// checksum of its own contents. [`get`](Self::get) serves an entry only if all of these
+/// still agree, which catches truncation, replacement and most edits without re-reading
+/// the blob. An in-place edit that keeps the length and restores the mtime is only caught
+/// by [`verify_all`](Self::verify_all), which re-hashes everything.
+#[derive(Clone, Debug)]
+pub struct LayerCache {
+    root: PathBuf,
+}
+
+/// Entry format version; bump when [`EntryBody`] changes (old entries then read as misses).
+const ENTRY_FORMAT: u32 = 1;
+/// Entries are tiny; anything larger is not ours.
+const MAX_ENTRY_LEN: u64 = 64 * 1024;
+/// Temporary files older than this belong to a builder that died.
+const STALE_TMP: Duration = Duration::from_secs(24 * 60 * 60);
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryBody {
+    format: u32,
+    diff_id: Digest,
+    uncompressed_size: u64,
+    digest: Digest,
+    size: u64,
+    compression: Compression,
+    blob_len: u64,
+    blob_mtime_ns: i64,
+    blob_inode: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryFile {
+    entry: EntryBody,
+    /// sha256 (hex) of `serde_json::to_vec(&entry)`.
+    checksum: String,
+}
+
+impl EntryBody {
+    fn checksum(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("entry serialises");
+        hex::encode(Sha256::digest(&bytes))
+    }
+}
+
+/// Why an entry is not served.
+#[derive(Debug, PartialEq, Eq)]
+enum Invalid {
+    Unreadable,
+    Unparsable,
+    BadChecksum,
+    OldFormat,
+    BlobMissing,
+    /// The blob's length differs from the size its name implies: it is damaged.
+    BlobWrongLength,
+    BlobChanged,
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i64 {
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+}
+
+impl LayerCache {
+    /// Opens (creating if needed) the cache at `root`, and removes temporary files left
+    /// behind by builders that died more than a day ago.
+    pub fn open(root: &Path) -> Result<Self, Error> {
+        let cache = LayerCache { root: root.to_owned() };
+        for dir in [cache.blobs_dir(), cache.entries_dir(), cache.tmp_dir()] {
+            fs::create_dir_all(&dir).map_err(Error::io(
+                "could not create the layer cache directory (check permissions, or use another cache location)",
+                &dir,
+            ))?;
+        }
+        cache.remove_stale_tmp();
+        Ok(cache)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn entries_dir(&self) -> PathBuf {
+        self.root.join("entries")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn entry_path(&self, key: &CacheKey) -> PathBuf {
+        self.entries_dir().join(key.as_str())
+    }
+
+    /// Path of the blob with `digest`, whether or not it is present.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
+    fn remove_stale_tmp(&self) {
+        let Ok(dir) = fs::read_dir(self.tmp_dir()) else { return };
+        let now = SystemTime::now();
+        for entry in dir.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > STALE_TMP));
+            if old {
+                // Best effort: another process may be removing it too.
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// The blob cached under `key`, or `None` on a miss. An entry that fails validation is
+    /// removed and reported as a miss, so the caller rebuilds the layer.
+    pub fn get(&self, key: &CacheKey) -> Option<LayerBlob> {
+        match self.check(key) {
+            Ok(blob) => blob,
+            Err(_) => {
+                // A concurrent insert may have just replaced the bad entry with a good one;
+                // removing that costs one rebuild, never a wrong answer.
+                let _ = fs::remove_file(self.entry_path(key));
+                None
+            }
+        }
+    }
+
+    /// `Ok(None)` on a plain miss, `Err` for an entry that must not be served.
+    fn check(&self, key: &CacheKey) -> Result<Option<LayerBlob>, Invalid> {
+        let mut file = match File::open(self.entry_path(key)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(_) => return Err(Invalid::Unreadable),
+        };
+        let mut bytes = Vec::new();
+        (&mut file).take(MAX_ENTRY_LEN).read_to_end(&mut bytes).map_err(|_| Invalid::Unreadable)?;
+        let parsed: EntryFile = serde_json::from_slice(&bytes).map_err(|_| Invalid::Unparsable)?;
+        let e = parsed.entry;
+        if parsed.checksum != e.checksum() {
+            return Err(Invalid::BadChecksum);
+        }
+        if e.format != ENTRY_FORMAT {
+            return Err(Invalid::OldFormat);
+        }
+        let path = self.blob_path(&e.digest);
+        let meta = fs::symlink_metadata(&path).map_err(|_| Invalid::BlobMissing)?;
+        if !meta.is_file() {
+            return Err(Invalid::BlobMissing);
+        }
+        if meta.len() != e.size {
+            // The digest fixes the length, so this file is damaged for every entry.
+            let _ = fs::remove_file(&path);
+            return Err(Invalid::BlobWrongLength);
+        }
+        if meta.len() != e.blob_len || mtime_ns(&meta) != e.blob_mtime_ns || meta.ino() != e.blob_inode {
+            return Err(Invalid::BlobChanged);
+        }
+        Ok(Some(LayerBlob {
+            diff_id: e.diff_id,
+            uncompressed_size: e.uncompressed_size,
+            digest: e.digest,
+            size: e.size,
+            compression: e.compression,
+            path,
+        }))
+    }
+
+    /// The blob cached under `key` if it is valid and stored with `compression`; otherwise
+    /// runs `produce` to write the layer's tar stream, stores the blob and records the
+    /// entry. Returns the blob and whether it was a hit.
+    pub fn get_or_insert(
+        &self,
+        key: &CacheKey,
+        compression: Compression,
+        produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(LayerBlob, bool), Error> {
+        if let Some(blob) = self.get(key) {
+            if blob.compression == compression {
+                return Ok((blob, true));
+            }
+        }
+        let blob = write_blob_via(&self.tmp_dir(), &self.blobs_dir(), compression, produce)?;
+        let meta = fs::symlink_metadata(&blob.path)
+            .map_err(Error::io("could not stat the cached blob", &blob.path))?;
+        let entry = EntryBody {
+            format: ENTRY_FORMAT,
+            diff_id: blob.diff_id,
+            uncompressed_size: blob.uncompressed_size,
+            digest: blob.digest,
+            size: blob.size,
+            compression,
+            blob_len: meta.len(),
+            blob_mtime_ns: mtime_ns(&meta),
+            blob_inode: meta.ino(),
+        };
+        self.write_entry(key, entry)?;
+        Ok((blob, false))
+    }
+
+    fn write_entry(&self, key: &CacheKey, entry: EntryBody) -> Result<(), Error> {
+        let tmp_dir = self.tmp_dir();
+        let checksum = entry.checksum();
+        let bytes = serde_json::to_vec(&EntryFile { entry, checksum }).expect("entry serialises");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".entry-")
+            .tempfile_in(&tmp_dir)
+            .map_err(Error::io("could not create a temporary cache entry in", &tmp_dir))?;
+        tmp.write_all(&bytes).map_err(Error::io("could not write the cache entry", tmp.path()))?;
+        // No fsync: an entry lost or torn by a crash fails its checksum and reads as a miss.
+        let dest = self.entry_path(key);
+        tmp.persist(&dest).map_err(|e| Error::io("could not store the cache entry", &dest)(e.error))?;
+        Ok(())
+    }
+
+    /// Re-hashes every blob, removes those whose contents do not match their name, then
+    /// removes entries that no longer validate. Slow (reads everything); meant for
+    /// maintenance, not for every build.
+    pub fn verify_all(&self) -> Result<VerifyReport, Error> {
+        let mut report = VerifyReport::default();
+        let blobs_dir = self.blobs_dir();
+        for dirent in read_dir_sorted(&blobs_dir)? {
+            let path = blobs_dir.join(&dirent);
+            report.blobs_checked += 1;
+            let intact = format!("sha256:{dirent}")
+                .parse::<Digest>()
+                .is_ok_and(|digest| file_has_digest(&path, &digest));
+            if !intact {
+                fs::remove_file(&path).map_err(Error::io("could not remove the damaged blob", &path))?;
+                report.blobs_removed.push(path);
+            }
+        }
+        for name in read_dir_sorted(&self.entries_dir())? {
+            report.entries_checked += 1;
+            let key = CacheKey(name.clone());
+            if self.check(&key).is_err() {
+                let path = self.entry_path(&key);
+                fs::remove_file(&path)
+                    .map_err(Error::io("could not remove the invalid cache entry", &path))?;
+                report.entries_removed.push(name);
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<String>, Error> {
+    let err = Error::io("could not list the layer cache directory", dir);
+    let mut names = Vec::new();
+    for dirent in fs::read_dir(dir).map_err(err)? {
+        let dirent = dirent.map_err(Error::io("could not list the layer cache directory", dir))?;
+        names.push(dirent.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::{FileTimes, OpenOptions};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Arc, Barrier};
+
+    fn layer_bytes(seed: u8) -> Vec<u8> {
+        (0..200_000u32).map(|i| (i % 253) as u8 ^ seed).collect()
+    }
+
+    fn key(name: &str) -> CacheKey {
+        CacheKey::new(&[b"test", name.as_bytes()])
+    }
+
+    fn make_writable(path: &Path) {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    fn entry_exists(cache: &LayerCache, k: &CacheKey) -> bool {
+        cache.entry_path(k).exists()
+    }
+
+    #[test]
+    fn key_is_length_prefixed_and_stable() {
+        assert_ne!(CacheKey::new(&[b"ab", b"c"]), CacheKey::new(&[b"a", b"bc"]));
+        assert_ne!(CacheKey::new(&[b"a"]), CacheKey::new(&[b"a", b""]));
+        assert_eq!(CacheKey::new(&[b"x", b"y"]), CacheKey::new(&[b"x", b"y"]));
+        assert_eq!(key("a").as_str().len(), 64);
+        // Pinned: changing the key derivation silently empties every cache.
+        assert_eq!(
+            CacheKey::new(&[]).as_str(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn miss_then_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("a");
+        assert!(cache.get(&k).is_none());
+        let (blob, hit) =
+            cache.get_or_insert(&k, Compression::Gzip, |w| w.write_all(&layer_bytes(1))).unwrap();
+        assert!(!hit);
+        assert_eq!(blob.diff_id, Digest::of(&layer_bytes(1)));
+        assert_eq!(blob.path, cache.blob_path(&blob.digest));
+        let (again, hit) =
+            cache.get_or_insert(&k, Compression::Gzip, |_| panic!("must not rebuild on a hit")).unwrap();
+        assert!(hit);
+        assert_eq!(again, blob);
+        assert_eq!(cache.get(&k), Some(blob));
+        assert!(fs::read_dir(cache.tmp_dir()).unwrap().next().is_none(), "tmp/ is left empty");
+    }
+
+    #[test]
+    fn equal_blobs_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let (a, _) =
+            cache.get_or_insert(&key("a"), Compression::Zstd, |w| w.write_all(&layer_bytes(3))).unwrap();
+        let (b, _) =
+            cache.get_or_insert(&key("b"), Compression::Zstd, |w| w.write_all(&layer_bytes(3))).unwrap();
+        assert_eq!(a.path, b.path);
+        assert_eq!(fs::read_dir(cache.blobs_dir()).unwrap().count(), 1);
+        // Both entries stay valid: the second insert kept the first file (same inode).
+        assert_eq!(cache.get(&key("a")), Some(a));
+        assert_eq!(cache.get(&key("b")), Some(b));
+    }
+
+    #[test]
+    fn other_compression_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("c");
+        cache.get_or_insert(&k, Compression::Gzip, |w| w.write_all(b"data")).unwrap();
+        let (blob, hit) = cache.get_or_insert(&k, Compression::None, |w| w.write_all(b"data")).unwrap();
+        assert!(!hit);
+        assert_eq!(blob.compression, Compression::None);
+        assert_eq!(cache.get(&k).unwrap().compression, Compression::None);
+    }
+
+    #[test]
+    fn truncated_blob_is_detected_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("t");
+        let (blob, _) = cache.get_or_insert(&k, Compression::Gzip, |w| w.write_all(&layer_bytes(5))).unwrap();
+        make_writable(&blob.path);
+        OpenOptions::new().write(true).open(&blob.path).unwrap().set_len(blob.size / 2).unwrap();
+        assert_eq!(cache.check(&k), Err(Invalid::BlobWrongLength));
+        assert!(cache.get(&k).is_none());
+        assert!(!entry_exists(&cache, &k), "bad entry dropped");
+        assert!(!blob.path.exists(), "damaged blob dropped");
+        let (rebuilt, hit) =
+            cache.get_or_insert(&k, Compression::Gzip, |w| w.write_all(&layer_bytes(5))).unwrap();
+        assert!(!hit);
+        assert_eq!(rebuilt.digest, blob.digest);
+        assert!(file_has_digest(&rebuilt.path, &rebuilt.digest));
+    }
+
+    #[test]
+    fn blob_overwritten_in_place_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("o");
+        let (blob, _) = cache.get_or_insert(&k, Compression::None, |w| w.write_all(&layer_bytes(7))).unwrap();
+        make_writable(&blob.path);
+        // File timestamps come from a coarse kernel clock; make sure the write lands on a
+        // later tick than the insert.
+        std::thread::sleep(Duration::from_millis(30));
+        let mut f = OpenOptions::new().write(true).open(&blob.path).unwrap();
+        f.write_all(b"XXXX").unwrap(); // same length, same inode, new contents
+        drop(f);
+        assert_eq!(cache.check(&k), Err(Invalid::BlobChanged));
+        assert!(cache.get(&k).is_none());
+        assert!(!entry_exists(&cache, &k));
+    }
+
+    #[test]
+    fn blob_replaced_by_another_file_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("r");
+        let (blob, _) = cache.get_or_insert(&k, Compression::None, |w| w.write_all(b"abc")).unwrap();
+        let other = dir.path().join("other");
+        fs::write(&other, b"xyz").unwrap();
+        fs::rename(&other, &blob.path).unwrap();
+        assert_eq!(cache.check(&k), Err(Invalid::BlobChanged));
+        assert!(cache.get(&k).is_none());
+    }
+
+    #[test]
+    fn garbage_or_tampered_entries_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("g");
+        cache.get_or_insert(&k, Compression::Zstd, |w| w.write_all(b"abc")).unwrap();
+        let path = cache.entry_path(&k);
+
+        let good = fs::read_to_string(&path).unwrap();
+        let tampered = good.replacen("\"uncompressed_size\":3", "\"uncompressed_size\":4", 1);
+        assert_ne!(tampered, good);
+        fs::write(&path, tampered).unwrap();
+        assert_eq!(cache.check(&k), Err(Invalid::BadChecksum));
+        assert!(cache.get(&k).is_none());
+        assert!(!path.exists());
+
+        for garbage in [&b"\x00\xff garbage"[..], b"", b"{}", b"{\"entry\":1,\"checksum\":\"\"}"] {
+            fs::write(&path, garbage).unwrap();
+            assert_eq!(cache.check(&k), Err(Invalid::Unparsable));
+            assert!(cache.get(&k).is_none());
+            assert!(!path.exists());
+        }
+        let (_, hit) = cache.get_or_insert(&k, Compression::Zstd, |w| w.write_all(b"abc")).unwrap();
+        assert!(!hit);
+        assert!(cache.get(&k).is_some());
+    }
+
+    #[test]
+    fn missing_blob_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("m");
+        let (blob, _) = cache.get_or_insert(&k, Compression::None, |w| w.write_all(b"abc")).unwrap();
+        fs::remove_file(&blob.path).unwrap();
+        assert_eq!(cache.check(&k), Err(Invalid::BlobMissing));
+        assert!(cache.get(&k).is_none());
+    }
+
+    #[test]
+    fn verify_all_catches_same_size_same_mtime_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let (bad, _) =
+            cache.get_or_insert(&key("bad"), Compression::Gzip, |w| w.write_all(&layer_bytes(9))).unwrap();
+        let (good, _) =
+            cache.get_or_insert(&key("good"), Compression::Gzip, |w| w.write_all(&layer_bytes(10))).unwrap();
+        let mtime = fs::metadata(&bad.path).unwrap().modified().unwrap();
+        make_writable(&bad.path);
+        std::thread::sleep(Duration::from_millis(30));
+        let mut f = OpenOptions::new().write(true).open(&bad.path).unwrap();
+        f.write_all(b"\0\0\0\0").unwrap();
+        f.set_times(FileTimes::new().set_modified(mtime)).unwrap();
+        drop(f);
+        fs::set_permissions(&bad.path, fs::Permissions::from_mode(0o444)).unwrap();
+        // The cheap checks cannot see this edit ...
+        assert!(cache.check(&key("bad")).is_ok_and(|b| b.is_some()));
+        // ... a full verification can.
+        let report = cache.verify_all().unwrap();
+        assert_eq!(report.blobs_checked, 2);
+        assert_eq!(report.blobs_removed, vec![bad.path.clone()]);
+        assert_eq!(report.entries_checked, 2);
+        assert_eq!(report.entries_removed, vec![key("bad").to_string()]);
+        let text = report.to_string();
+        assert!(text.starts_with("checked 2 blobs (1 removed) and 2 entries (1 removed)"), "{text}");
+        assert!(text.contains(&bad.digest.hex()), "{text}");
+        assert!(cache.get(&key("bad")).is_none());
+        assert_eq!(cache.get(&key("good")), Some(good));
+        // A second pass finds nothing more.
+        let again = cache.verify_all().unwrap();
+        assert!(again.blobs_removed.is_empty() && again.entries_removed.is_empty());
+    }
+
+    #[test]
+    fn verify_all_removes_stray_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let stray = cache.blobs_dir().join("not-a-digest");
+        fs::write(&stray, b"x").unwrap();
+        let report = cache.verify_all().unwrap();
+        assert_eq!(report.blobs_removed, vec![stray.clone()]);
+        assert!(!stray.exists());
+    }
+
+    #[test]
+    fn open_removes_only_stale_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let stale = cache.tmp_dir().join(".blob-old.partial");
+        let fresh = cache.tmp_dir().join(".blob-new.partial");
+        fs::write(&stale, b"x").unwrap();
+        fs::write(&fresh, b"x").unwrap();
+        let long_ago = SystemTime::now() - STALE_TMP - Duration::from_secs(60);
+        File::options().write(true).open(&stale).unwrap().set_modified(long_ago).unwrap();
+        LayerCache::open(dir.path()).unwrap();
+        assert!(!stale.exists());
+        assert!(fresh.exists(), "a running builder's file is left alone");
+    }
+
+    #[test]
+    fn open_reports_an_unusable_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let err = LayerCache::open(&file).unwrap_err();
+        assert!(err.to_string().contains("could not create the layer cache directory"), "{err}");
+    }
+
+    /// Several threads insert one key at once; all succeed with the same blob.
+    #[test]
+    fn concurrent_inserts_from_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LayerCache::open(dir.path()).unwrap());
+        let barrier = Arc::new(Barrier::new(4));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (cache, barrier) = (cache.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    cache
+                        .get_or_insert(&key("shared"), Compression::Gzip, |w| {
+                            for chunk in layer_bytes(11).chunks(10_000) {
+                                w.write_all(chunk)?;
+                            }
+                            Ok(())
+                        })
+                        .unwrap()
+                        .0
+                })
+            })
+            .collect();
+        let blobs: Vec<LayerBlob> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(blobs.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(cache.get(&key("shared")), Some(blobs[0].clone()));
+        assert!(file_has_digest(&blobs[0].path, &blobs[0].digest));
+        assert_eq!(fs::read_dir(cache.blobs_dir()).unwrap().count(), 1);
+        assert!(fs::read_dir(cache.tmp_dir()).unwrap().next().is_none());
+    }
+
+    const CHILD_ENV: &str = "NIX_LAYER_BLOB_TEST_CACHE_ROOT";
+
+    /// Helper for `concurrent_inserts_from_two_processes`: run in a child process, it
+    /// inserts one slowly produced layer into the cache named by the environment.
+    #[test]
+    #[ignore = "helper run by concurrent_inserts_from_two_processes"]
+    fn child_inserts_slowly() {
+        let Some(root) = std::env::var_os(CHILD_ENV) else { return };
+        let cache = LayerCache::open(Path::new(&root)).unwrap();
+        let (blob, hit) = cache
+            .get_or_insert(&key("two-processes"), Compression::None, |w| {
+                for chunk in layer_bytes(13).chunks(20_000) {
+                    w.write_all(chunk)?;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(())
+            })
+            .unwrap();
+        println!("CHILD-RESULT {} {hit}", blob.digest);
+    }
+
+    #[test]
+    fn concurrent_inserts_from_two_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args(["--ignored", "--exact", "cache::tests::child_inserts_slowly", "--nocapture"])
+                    .env(CHILD_ENV, dir.path())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let expected = Digest::of(&layer_bytes(13));
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "child failed: {stdout}");
+            let line = stdout.lines().find(|l| l.starts_with("CHILD-RESULT")).expect("child reported");
+            assert!(line.contains(&expected.to_string()), "{line}");
+        }
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let blob = cache.get(&key("two-processes")).expect("entry valid after both inserts");
+        assert!(file_has_digest(&blob.path, &expected));
+        assert!(fs::read_dir(cache.tmp_dir()).unwrap().next().is_none());
+    }
+}

@@ -1,0 +1,196 @@
+//! Command-line arguments. Spellings of `build` and `plan` are a contract
+//! shared with the flake wrapper and the docs; keep them stable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  # A layered image of a closure, loaded into Docker
+  nix-layer build --closure $(nix-store -qR ./result) --name hello:latest -o hello.tar
+  docker load < hello.tar
+
+  # Stream straight into Docker or Podman, no file
+  nix-layer build --closure $(nix-store -qR ./result) --name hello -o - | docker load
+
+  # An OCI layout with zstd layers, then push it
+  nix-layer build --graph closure.json --name registry.example/hello:1 --format oci \\
+      --compression zstd -o ./oci && skopeo copy oci:./oci:1 docker://registry.example/hello:1
+
+  # Show the layer plan that nixpkgs' popularity split would make
+  nix-layer plan --closure $(nix-store -qR ./result) --max-layers 10 --json";
+
+#[derive(Parser)]
+#[command(name = "nix-layer", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build an image from a closure.
+    #[command(after_help = EXAMPLES)]
+    Build(Box<BuildArgs>),
+    /// Print the layer plan for a closure (which store paths go in which layer).
+    Plan(PlanArgs),
+    /// Report how much layers are shared between images or plans.
+    Sharing(SharingArgs),
+    /// Builder entry point for the Nix wrapper: reads `.attrs.json` (structured attrs).
+    #[command(hide = true)]
+    NixBuild(NixBuildArgs),
+    /// Check every blob of a layer cache and drop corrupt entries.
+    CacheVerify(CacheArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct GraphArgs {
+    /// Reference graph JSON: exportReferencesGraph output, a structured-attrs
+    /// `.attrs.json`, or `nix path-info --json` output.
+    #[arg(long, value_name = "FILE", conflicts_with = "closure")]
+    pub graph: Option<PathBuf>,
+    /// Key of the graph inside a structured-attrs file.
+    #[arg(long, value_name = "KEY", default_value = "graph")]
+    pub graph_key: String,
+    /// Store paths of a closed set, e.g. `$(nix-store -qR ROOT)`; references are read from Nix in one call.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub closure: Vec<String>,
+    /// The image's roots (default: every path that nothing else references).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub root: Vec<String>,
+    /// The store directory.
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    pub store_dir: String,
+    /// The nix-store binary used with --closure.
+    #[arg(long, value_name = "BIN", default_value = "nix-store")]
+    pub nix_store: PathBuf,
+    /// Most layers in the image, counting the base image's and the top layer.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_layers: usize,
+    /// Layering strategy: popularity (nixpkgs' default until 2024), auto (nixpkgs' auto-layer) or shared (nix-layer's, for cross-image sharing).
+    #[arg(long, value_name = "NAME", default_value = "popularity")]
+    pub strategy: String,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// Image name with optional tag (default tag: a hash of the image).
+    #[arg(long, value_name = "NAME[:TAG]", required_unless_present = "settings")]
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci", "oci-archive"])]
+    pub format: Option<String>,
+    /// Layer compression for oci and oci-archive (docker-archive layers are always uncompressed).
+    #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
+    pub compression: Option<String>,
+    /// Image config JSON (Cmd, Entrypoint, Env, User, WorkingDir, ExposedPorts, Volumes, Labels, StopSignal).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Store paths merged like symlinkJoin into the top layer.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub contents: Vec<String>,
+    /// Top-layer spec JSON: directories, symlinks, copies (setuid allowed), text files, owner rules.
+    #[arg(long, value_name = "FILE")]
+    pub top_layer: Option<PathBuf>,
+    /// Base image (docker-archive or OCI layout); its layers go first.
+    #[arg(long, value_name = "PATH")]
+    pub from_image: Option<PathBuf>,
+    /// Architecture in Go's spelling (default: this machine's).
+    #[arg(long, value_name = "GOARCH")]
+    pub arch: Option<String>,
+    /// Creation time: RFC 3339, seconds since the epoch, or `now`.
+    #[arg(long, value_name = "TIME", default_value = "1970-01-01T00:00:01Z")]
+    pub created: String,
+    /// Modification time of store-layer entries.
+    #[arg(long, value_name = "TIME", default_value = "1970-01-01T00:00:01Z")]
+    pub mtime: String,
+    /// Owner of store-layer entries.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub uid: u64,
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub gid: u64,
+    #[arg(long, value_name = "NAME", default_value = "root")]
+    pub uname: String,
+    #[arg(long, value_name = "NAME", default_value = "root")]
+    pub gname: String,
+    /// Register the whole closure in a Nix database at /nix/var/nix/db in the top layer.
+    #[arg(long)]
+    pub nix_db: bool,
+    /// Leave store paths out: the image holds only the top layer.
+    #[arg(long)]
+    pub no_store_paths: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Layer cache directory: a rebuild writes only layers it has not seen.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Build settings written by the Nix wrapper (a stream script or JSON); flags given here override them.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub settings: Option<PathBuf>,
+    /// No progress bar and no summary line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Where to write the image; `-` streams it to stdout.
+    #[arg(short = 'o', long = "output", value_name = "PATH|-")]
+    pub output: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// Layers of a base image to count against --max-layers.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub base_layers: usize,
+    /// Print the plan as JSON: a list of layers, each a list of store paths, bottom first.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct SharingArgs {
+    /// Images (OCI layout directories or docker-archives) or, with --plan, graph JSON files.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub inputs: Vec<PathBuf>,
+    /// Treat inputs as reference graphs and compare the layer plans of a strategy.
+    #[arg(long)]
+    pub plan: bool,
+    /// Strategy for --plan.
+    #[arg(long, value_name = "NAME", default_value = "popularity")]
+    pub strategy: String,
+    /// --max-layers for --plan.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_layers: usize,
+    /// Store directory for --plan.
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    pub store_dir: String,
+    /// Report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct NixBuildArgs {
+    /// The structured-attrs file (default: $NIX_ATTRS_JSON_FILE or ./.attrs.json).
+    pub attrs: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CacheArgs {
+    /// The cache directory.
+    pub dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,100 @@
+//! `nix-layer`: the command line. It parses arguments and settings, then
+//! hands a `BuildRequest` to `nix-layer-build`; no image logic lives here.
+
+mod args;
+mod progress;
+mod settings;
+mod sharing;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nix-layer: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build(a) => {
+            let quiet = a.quiet;
+            let req = settings::request_from_build_args(a)?;
+            build(req, quiet)
+        }
+        Command::NixBuild(a) => {
+            let attrs = settings::read_nix_attrs(a.attrs.as_deref())?;
+            match settings::nix_build(attrs)? {
+                settings::NixBuild::Image(req) => build(*req, true),
+                settings::NixBuild::StreamScript { path, script } => {
+                    settings::write_executable(&path, &script)
+                        .with_context(|| format!("cannot write the stream script {}", path.display()))
+                }
+            }
+        }
+        Command::Plan(a) => {
+            let (graph, strategy, budget) = settings::plan_inputs(&a)?;
+            let plan = nix_layer_plan::plan(&graph, strategy, budget)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&plan)?);
+            } else {
+                for (i, layer) in plan.layers.iter().enumerate() {
+                    let bytes: u64 =
+                        layer.iter().filter_map(|p| graph.index_of(p)).map(|j| graph.info(j).nar_size).sum();
+                    println!(
+                        "layer {:>3}  {:>10}  {} paths",
+                        i + 1,
+                        progress::human_bytes(bytes),
+                        layer.len()
+                    );
+                    for p in layer {
+                        println!("            {p}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Sharing(a) => sharing::run(a),
+        Command::CacheVerify(a) => {
+            let cache = nix_layer_blob::LayerCache::open(&a.dir)?;
+            let report = cache.verify_all()?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
+
+fn build(req: nix_layer_build::BuildRequest, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    let show_bar = !quiet && std::io::stderr().is_terminal();
+    let bar = progress::Bar::new(show_bar);
+    let destination = match &req.output {
+        nix_layer_build::Output::Path(p) => p.display().to_string(),
+        nix_layer_build::Output::Stdout => "stdout".to_owned(),
+    };
+    let summary = nix_layer_build::build(&req, &bar)?;
+    if !quiet {
+        let bytes: u64 = summary.layers.iter().map(|l| l.size).sum();
+        eprintln!(
+            "built {}: {} layers ({} from cache), {} in {:.2} s → {}",
+            summary.image,
+            summary.layers.len(),
+            summary.cache_hits,
+            progress::human_bytes(bytes),
+            started.elapsed().as_secs_f64(),
+            destination
+        );
+    }
+    Ok(())
+}

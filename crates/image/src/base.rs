@@ -1,0 +1,772 @@
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use nix_layer_blob::{write_blob, HashingReader};
+use serde_json::Value;
+use tempfile::TempPath;
+
+use crate::docker_archive::read_prefix;
+use crate::{
+    diff_ids_of, Compression, Digest, DockerArchiveWriter, Error, LayerBlob, LayerDescriptor, OciLayout,
+};
+
+/// Where a base layer's stored bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobSource {
+    /// A whole file (a blob of an OCI layout).
+    File(PathBuf),
+    /// `len` bytes at `offset` in an uncompressed tar archive (a docker-archive member).
+    ArchiveMember { archive: PathBuf, offset: u64, len: u64 },
+}
+
+impl BlobSource {
+    /// A reader over the stored bytes.
+    pub fn open(&self) -> io::Result<Box<dyn Read>> {
+        match self {
+            BlobSource::File(path) => Ok(Box::new(File::open(path)?)),
+            BlobSource::ArchiveMember { archive, offset, len } => {
+                let mut f = File::open(archive)?;
+                f.seek(SeekFrom::Start(*offset))?;
+                Ok(Box::new(f.take(*len)))
+            }
+        }
+    }
+
+    /// Length of the stored bytes.
+    pub fn stored_len(&self) -> io::Result<u64> {
+        match self {
+            BlobSource::File(path) => Ok(fs::metadata(path)?.len()),
+            BlobSource::ArchiveMember { len, .. } => Ok(*len),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            BlobSource::File(path) => path,
+            BlobSource::ArchiveMember { archive, .. } => archive,
+        }
+    }
+}
+
+/// One layer of a base image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseLayer {
+    /// From the base image config's `rootfs.diff_ids`.
+    pub diff_id: Digest,
+    /// The stored blob's descriptor, when the source has one (OCI layouts; a
+    /// docker-archive has none).
+    pub descriptor: Option<LayerDescriptor>,
+    /// How the stored bytes are compressed (from the media type, else the magic number).
+    pub compression: Compression,
+    pub source: BlobSource,
+}
+
+/// A base image (`--from-image`): its layers, bottom first, and its config.
+#[derive(Debug)]
+pub struct BaseImage {
+    pub layers: Vec<BaseLayer>,
+    /// The whole image config (`config.Env`, `rootfs`, `history`, …).
+    pub config: Value,
+    /// What was opened, for messages.
+    origin: PathBuf,
+    /// A docker-archive that was compressed as a whole is unpacked here; held only so the
+    /// file lives (and is removed) with the image.
+    _unpacked: Option<TempPath>,
+}
+
+impl BaseImage {
+    /// Opens a docker-archive (a `docker save` tar, possibly gzip- or zstd-compressed as a
+    /// whole, as dockerTools' `buildImage` makes) or an OCI image layout directory (its
+    /// first image).
+    pub fn open(path: &Path) -> Result<BaseImage, Error> {
+        if path.is_dir() {
+            Self::open_oci_layout(path, None)
+        } else {
+            Self::open_docker_archive(path)
+        }
+    }
+
+    /// The value of `config.Env`, for [`inherit_env`](crate::inherit_env).
+    pub fn env(&self) -> Vec<String> {
+        self.config
+            .pointer("/config/Env")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The path the image was opened from.
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    pub fn diff_ids(&self) -> Vec<Digest> {
+        self.layers.iter().map(|l| l.diff_id).collect()
+    }
+
+    /// Opens a docker-archive; if it holds several images, the first.
+    pub fn open_docker_archive(path: &Path) -> Result<BaseImage, Error> {
+        let bad = |problem: String| Error::BadBaseImage { path: path.to_owned(), problem };
+        let mut file = File::open(path).map_err(Error::io("cannot open the base image", path))?;
+        let mut magic = [0u8; 4];
+        let n = read_prefix(&mut file, &mut magic).map_err(Error::io("cannot read the base image", path))?;
+        let unpacked = match Compression::detect(&magic[..n]) {
+            Compression::None => None,
+            c => Some(unpack(path, c)?),
+        };
+        let archive_path = unpacked.as_ref().map_or(path, |t| t.as_ref()).to_owned();
+        let members =
+            list_members(&archive_path).map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
+        let member = |name: &str| -> Result<BlobSource, Error> {
+            let (offset, len) =
+                resolve(&members, name).ok_or_else(|| bad(format!("it has no member `{name}`")))?;
+            Ok(BlobSource::ArchiveMember { archive: archive_path.clone(), offset, len })
+        };
+        let read_member = |name: &str| -> Result<Vec<u8>, Error> {
+            let mut bytes = Vec::new();
+            member(name)?
+                .open()
+                .and_then(|mut r| r.read_to_end(&mut bytes))
+                .map_err(Error::io("cannot read the base image", path))?;
+            Ok(bytes)
+        };
+
+        if resolve(&members, "manifest.json").is_none() {
+            return Err(bad(
+                "it has no manifest.json, so it is not a docker-archive (for an OCI layout give its directory)"
+                    .into(),
+            ));
+        }
+        let manifest: Value = serde_json::from_slice(&read_member("manifest.json")?)
+            .map_err(|e| bad(format!("manifest.json is not valid JSON: {e}")))?;
+        let image = manifest.get(0).ok_or_else(|| bad("manifest.json lists no image".into()))?;
+        let config_name =
+            image["Config"].as_str().ok_or_else(|| bad("manifest.json has no Config entry".into()))?;
+        let layer_names: Vec<&str> = image["Layers"]
+            .as_array()
+            .ok_or_else(|| bad("manifest.json has no Layers list".into()))?
+            .iter()
+            .map(|v| v.as_str().ok_or_else(|| bad("manifest.json Layers holds a non-string".into())))
+            .collect::<Result<_, _>>()?;
+        let config: Value = serde_json::from_slice(&read_member(config_name)?)
+            .map_err(|e| bad(format!("the config `{config_name}` is not valid JSON: {e}")))?;
+        let diff_ids = diff_ids_of(&config).map_err(bad)?;
+        if diff_ids.len() != layer_names.len() {
+            return Err(bad(format!(
+                "the config lists {} diff_ids but the manifest {} layers",
+                diff_ids.len(),
+                layer_names.len()
+            )));
+        }
+        let mut layers = Vec::new();
+        for (name, diff_id) in layer_names.into_iter().zip(diff_ids) {
+            let source = member(name)?;
+            let mut prefix = [0u8; 4];
+            let n = source
+                .open()
+                .and_then(|mut r| read_prefix(&mut r, &mut prefix))
+                .map_err(Error::io("cannot read the base image", path))?;
+            let compression = Compression::detect(&prefix[..n]);
+            layers.push(BaseLayer { diff_id, descriptor: None, compression, source });
+        }
+        Ok(BaseImage { layers, config, origin: path.to_owned(), _unpacked: unpacked })
+    }
+
+    /// Opens an image of an OCI layout: the one whose `org.opencontainers.image.ref.name`
+    /// is `ref_name`, or the first one. An index entry that is itself an index (a
+    /// multi-platform image) is followed to its first Linux manifest.
+    pub fn open_oci_layout(dir: &Path, ref_name: Option<&str>) -> Result<BaseImage, Error> {
+        let bad = |problem: String| Error::BadBaseImage { path: dir.to_owned(), problem };
+        if !dir.join("oci-layout").is_file() {
+            return Err(bad(
+                "the directory has no `oci-layout` file, so it is not an OCI image layout".into()
+            ));
+        }
+        let blob_path = |digest: &Digest| dir.join("blobs").join("sha256").join(digest.hex());
+        let read_json_blob = |desc: &Value, what: &str| -> Result<Value, Error> {
+            let digest: Digest = desc["digest"]
+                .as_str()
+                .ok_or_else(|| bad(format!("the {what} descriptor has no digest")))?
+                .parse()?;
+            let path = blob_path(&digest);
+            let bytes = fs::read(&path).map_err(Error::io("cannot read the blob", &path))?;
+            if Digest::of(&bytes) != digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("the {what} blob `{}`", path.display()),
+                    expected: digest,
+                    actual: Digest::of(&bytes),
+                    hint: "the layout is damaged; copy the image again",
+                });
+            }
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("the {what} is not valid JSON: {e}")))
+        };
+
+        let index_path = dir.join("index.json");
+        let index: Value = serde_json::from_slice(
+            &fs::read(&index_path).map_err(Error::io("cannot read the layout's index", &index_path))?,
+        )
+        .map_err(|e| bad(format!("index.json is not valid JSON: {e}")))?;
+        let manifests =
+            index["manifests"].as_array().ok_or_else(|| bad("index.json has no manifests list".into()))?;
+        let ref_of = |m: &Value| m["annotations"][crate::REF_NAME_ANNOTATION].as_str().map(str::to_owned);
+        let mut desc = match ref_name {
+            None => manifests.first().ok_or_else(|| bad("the layout holds no image".into()))?.clone(),
+            Some(want) => {
+                manifests.iter().find(|m| ref_of(m).as_deref() == Some(want)).cloned().ok_or_else(|| {
+                    let names: Vec<String> = manifests.iter().filter_map(ref_of).collect();
+                    bad(format!("it has no image named `{want}`; it has: {}", names.join(", ")))
+                })?
+            }
+        };
+        if is_index_type(desc["mediaType"].as_str().unwrap_or_default()) {
+            let nested = read_json_blob(&desc, "image index")?;
+            let list = nested["manifests"].as_array().cloned().unwrap_or_default();
+            desc = list
+                .iter()
+                .find(|m| m["platform"]["os"] == "linux")
+                .or(list.first())
+                .cloned()
+                .ok_or_else(|| bad("its image index lists no manifest".into()))?;
+        }
+        let manifest = read_json_blob(&desc, "manifest")?;
+        let config = read_json_blob(&manifest["config"], "config")?;
+        let diff_ids = diff_ids_of(&config).map_err(bad)?;
+        let layer_descs = manifest["layers"].as_array().cloned().unwrap_or_default();
+        if diff_ids.len() != layer_descs.len() {
+            return Err(bad(format!(
+                "the config lists {} diff_ids but the manifest {} layers",
+                diff_ids.len(),
+                layer_descs.len()
+            )));
+        }
+        let mut layers = Vec::new();
+        for (d, diff_id) in layer_descs.iter().zip(diff_ids) {
+            let media_type = d["mediaType"].as_str().unwrap_or_default().to_owned();
+            let compression = Compression::from_layer_media_type(&media_type)
+                .ok_or_else(|| bad(format!("layer media type `{media_type}` is not a tar layer")))?;
+            let digest: Digest = d["digest"]
+                .as_str()
+                .ok_or_else(|| bad("a layer descriptor has no digest".into()))?
+                .parse()?;
+            let size = d["size"].as_u64().ok_or_else(|| bad("a layer descriptor has no size".into()))?;
+            let path = blob_path(&digest);
+            let actual = fs::metadata(&path).map_err(Error::io("cannot find the layer blob", &path))?.len();
+            if actual != size {
+                return Err(bad(format!("layer blob {digest} has {actual} bytes, the manifest says {size}")));
+            }
+            layers.push(BaseLayer {
+                diff_id,
+                descriptor: Some(LayerDescriptor { media_type, digest, size }),
+                compression,
+                source: BlobSource::File(path),
+            });
+        }
+        Ok(BaseImage { layers, config, origin: dir.to_owned(), _unpacked: None })
+    }
+
+    fn layer(&self, i: usize) -> Result<&BaseLayer, Error> {
+        self.layers.get(i).ok_or_else(|| Error::BadBaseImage {
+            path: self.origin.clone(),
+            problem: format!("it has {} layers; there is no layer {i}", self.layers.len()),
+        })
+    }
+
+    /// Reader over layer `i`'s uncompressed tar.
+    pub fn open_layer(&self, i: usize) -> Result<Box<dyn Read + '_>, Error> {
+        let layer = self.layer(i)?;
+        let path = layer.source.path();
+        let stored = layer.source.open().map_err(Error::io("cannot read the base layer in", path))?;
+        layer.compression.decoder(stored).map_err(Error::io("cannot decompress the base layer in", path))
+    }
+
+    /// sha256 and length of layer `i`'s uncompressed tar, checked against its diff_id.
+    fn verified_uncompressed(&self, i: usize) -> Result<u64, Error> {
+        let layer = self.layer(i)?;
+        let (digest, len) = Digest::of_reader(&mut self.open_layer(i)?)
+            .map_err(Error::io("cannot read the base layer in", layer.source.path()))?;
+        check_diff_id(layer, digest)?;
+        Ok(len)
+    }
+
+    /// Layer `i` as a blob file for our own writers, checked against its diff_id:
+    /// uncompressed if `uncompressed` (as a docker-archive needs), else as stored. Files
+    /// are written into `dir` only when needed: a stored OCI blob is used in place.
+    pub fn materialize_layer(&self, i: usize, dir: &Path, uncompressed: bool) -> Result<LayerBlob, Error> {
+        let layer = self.layer(i)?;
+        let path = layer.source.path();
+        if uncompressed && layer.compression != Compression::None {
+            let mut reader = self.open_layer(i)?;
+            let blob = write_blob(dir, Compression::None, |w| io::copy(&mut reader, w).map(drop))?;
+            check_diff_id(layer, blob.diff_id)?;
+            return Ok(blob);
+        }
+        let uncompressed_size = self.verified_uncompressed(i)?;
+        let (digest, size, path) = match (&layer.source, &layer.descriptor) {
+            (BlobSource::File(file), Some(d)) => (d.digest, d.size, file.clone()),
+            _ => {
+                let mut stored =
+                    layer.source.open().map_err(Error::io("cannot read the base layer in", path))?;
+                let blob = write_blob(dir, Compression::None, |w| io::copy(&mut stored, w).map(drop))?;
+                // Stored as-is: write_blob's "diff_id" is the digest of the stored bytes.
+                (blob.diff_id, blob.uncompressed_size, blob.path)
+            }
+        };
+        Ok(LayerBlob {
+            diff_id: layer.diff_id,
+            uncompressed_size,
+            digest,
+            size,
+            compression: layer.compression,
+            path,
+        })
+    }
+
+    /// Adds layer `i`'s stored bytes to `layout` (hard-linked from an OCI layout when
+    /// possible) and returns its descriptor, with the OCI media type for its compression.
+    pub fn add_layer_to_oci(&self, i: usize, layout: &OciLayout) -> Result<LayerDescriptor, Error> {
+        let layer = self.layer(i)?;
+        let media_type = layer.compression.layer_media_type().to_owned();
+        match (&layer.source, &layer.descriptor) {
+            (BlobSource::File(file), Some(d)) => {
+                layout.add_blob_from_file(file, &d.digest)?;
+                Ok(LayerDescriptor { media_type, digest: d.digest, size: d.size })
+            }
+            (source, _) => {
+                let mut stored =
+                    source.open().map_err(Error::io("cannot read the base layer in", source.path()))?;
+                let (digest, size) = layout.add_blob_from_reader(&mut stored)?;
+                Ok(LayerDescriptor { media_type, digest, size })
+            }
+        }
+    }
+
+    /// Appends layer `i`, decompressed, to a docker-archive, checking its diff_id. A
+    /// compressed layer is decompressed twice (once to learn its size for the tar header),
+    /// so nothing is staged on disk.
+    pub fn add_layer_to_docker_archive<W: Write>(
+        &self,
+        i: usize,
+        w: &mut DockerArchiveWriter<W>,
+    ) -> Result<(), Error> {
+        let layer = self.layer(i)?;
+        let path = layer.source.path();
+        if layer.compression != Compression::None {
+            let size = self.verified_uncompressed(i)?;
+            return w.add_layer(layer.diff_id, size, &mut self.open_layer(i)?);
+        }
+        let size = layer.source.stored_len().map_err(Error::io("cannot read the base layer in", path))?;
+        let stored = layer.source.open().map_err(Error::io("cannot read the base layer in", path))?;
+        let mut reader = HashingReader::new(stored);
+        w.add_layer(layer.diff_id, size, &mut reader)?;
+        if reader.bytes_read() == size {
+            // Read in full (not skipped as a duplicate): check what went into the archive.
+            check_diff_id(layer, reader.finish().1)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f(name, size)` for every entry of layer `i` (names as stored, e.g.
+    /// `nix/store/…` or `./etc/passwd`) and returns the layer's uncompressed length.
+    pub fn for_each_entry(&self, i: usize, f: &mut dyn FnMut(&str, u64)) -> Result<u64, Error> {
+        let layer = self.layer(i)?;
+        let path = layer.source.path();
+        let io_err = Error::io("cannot read the base layer in", path);
+        let mut counted = HashingReader::new(self.open_layer(i)?);
+        let listed: io::Result<()> = (|| {
+            for entry in tar::Archive::new(&mut counted).entries()? {
+                let entry = entry?;
+                f(&entry.path()?.to_string_lossy(), entry.size());
+            }
+            Ok(())
+        })();
+        listed.map_err(Error::io("cannot read the base layer in", path))?;
+        // The tar reader stops at the end-of-archive blocks; count the padding after them.
+        io::copy(&mut counted, &mut io::sink()).map_err(io_err)?;
+        Ok(counted.bytes_read())
+    }
+}
+
+fn check_diff_id(layer: &BaseLayer, actual: Digest) -> Result<(), Error> {
+    if actual == layer.diff_id {
+        Ok(())
+    } else {
+        Err(Error::DigestMismatch {
+            what: format!("the uncompressed base layer in `{}`", layer.source.path().display()),
+            expected: layer.diff_id,
+            actual,
+            hint: "the base image is damaged or its config lies; export it again",
+        })
+    }
+}
+
+fn is_index_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.index.v1+json"
+            | "application/vnd.docker.distribution.manifest.list.v2+json"
+    )
+}
+
+/// Decompresses a whole-archive-compressed base image to a temporary file.
+fn unpack(path: &Path, compression: Compression) -> Result<TempPath, Error> {
+    let tmp = tempfile::Builder::new()
+        .prefix("nix-layer-base-")
+        .suffix(".tar")
+        .tempfile()
+        .map_err(Error::io("cannot create a temporary file to unpack", path))?;
+    let src = File::open(path).map_err(Error::io("cannot open the base image", path))?;
+    let mut decoder =
+        compression.decoder(io::BufReader::new(src)).map_err(Error::io("cannot decompress", path))?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    io::copy(&mut decoder, &mut out).map_err(Error::io("cannot decompress", path))?;
+    out.flush().map_err(Error::io("cannot unpack", path))?;
+    drop(out);
+    Ok(tmp.into_temp_path())
+}
+
+enum Member {
+    Data {
+        offset: u64,
+        len: u64,
+    },
+    /// A symlink (target relative to the member's directory) or hard link (target from
+    /// the archive root), stored as the resolved archive name.
+    Link(String),
+}
+
+/// Names (without `./`, without trailing `/`) of the archive's files and links.
+fn list_members(archive: &Path) -> io::Result<HashMap<String, Member>> {
+    let mut a = tar::Archive::new(File::open(archive)?);
+    let mut members = HashMap::new();
+    for entry in a.entries_with_seek()? {
+        let entry = entry?;
+        let name = normalize(&entry.path()?.to_string_lossy());
+        let kind = entry.header().entry_type();
+        let member = if kind.is_file() || kind.is_contiguous() {
+            Member::Data { offset: entry.raw_file_position(), len: entry.size() }
+        } else if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry.link_name()?.map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+            let resolved = if kind.is_symlink() && !target.starts_with('/') {
+                let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
+                join_relative(parent, &target)
+            } else {
+                normalize(&target)
+            };
+            Member::Link(resolved)
+        } else {
+            continue;
+        };
+        members.insert(name, member);
+    }
+    Ok(members)
+}
+
+fn normalize(name: &str) -> String {
+    join_relative("", name)
+}
+
+/// `parent/target` with `.` and `..` resolved, no leading or trailing `/`.
+fn join_relative(parent: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = parent.split('/').filter(|p| !p.is_empty()).collect();
+    for p in target.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// Follows links (at most 16) to a data member: (offset, len).
+fn resolve(members: &HashMap<String, Member>, name: &str) -> Option<(u64, u64)> {
+    let mut name = normalize(name);
+    for _ in 0..16 {
+        match members.get(&name)? {
+            Member::Data { offset, len } => return Some((*offset, *len)),
+            Member::Link(target) => name = target.clone(),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{image_config_json, write_docker_archive, ArchiveLayer, ConfigSpec, ImageConfigInput};
+    use nix_layer_tar::{EntryKind, Header, TarWriter};
+    use std::collections::BTreeMap;
+
+    /// A real layer tar with the given files.
+    fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut t = TarWriter::new(Vec::new());
+        for (name, data) in files {
+            let h = Header {
+                name: name.as_bytes().to_vec(),
+                kind: EntryKind::Regular { size: data.len() as u64 },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                uname: "root".into(),
+                gname: "root".into(),
+                mtime: 1,
+            };
+            t.append_bytes(&h, data).unwrap();
+        }
+        t.finish().unwrap()
+    }
+
+    fn config(diff_ids: Vec<Digest>, env: &[&str]) -> Vec<u8> {
+        image_config_json(&ImageConfigInput {
+            created: "1970-01-01T00:00:01Z".into(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            config: ConfigSpec {
+                Env: Some(env.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            },
+            diff_ids,
+            history: vec![],
+        })
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        tars: Vec<Vec<u8>>,
+    }
+
+    fn fixture() -> Fixture {
+        let tars = vec![
+            layer_tar(&[("etc/os-release", b"ID=test\n"), ("bin/sh", &[7u8; 5000])]),
+            layer_tar(&[("nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x/file", b"x")]),
+        ];
+        Fixture { dir: tempfile::tempdir().unwrap(), tars }
+    }
+
+    impl Fixture {
+        fn diff_ids(&self) -> Vec<Digest> {
+            self.tars.iter().map(|t| Digest::of(t)).collect()
+        }
+
+        fn docker_archive(&self, name: &str) -> PathBuf {
+            let layers: Vec<ArchiveLayer> = self
+                .tars
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let path = self.dir.path().join(format!("{name}-layer{i}"));
+                    fs::write(&path, t).unwrap();
+                    ArchiveLayer { diff_id: Digest::of(t), size: t.len() as u64, path }
+                })
+                .collect();
+            let cfg = config(self.diff_ids(), &["PATH=/bin", "LANG=C"]);
+            let out = write_docker_archive(Vec::new(), &layers, &cfg, &["base:1".into()], 1).unwrap();
+            let path = self.dir.path().join(format!("{name}.tar"));
+            fs::write(&path, out).unwrap();
+            path
+        }
+
+        fn oci_layout(&self, compression: Compression) -> PathBuf {
+            let blobs = self.dir.path().join("blobs");
+            fs::create_dir_all(&blobs).unwrap();
+            let layers: Vec<LayerBlob> = self
+                .tars
+                .iter()
+                .map(|t| write_blob(&blobs, compression, |w| w.write_all(t)).unwrap())
+                .collect();
+            let root = self.dir.path().join(format!("oci-{compression}"));
+            let mut layout = OciLayout::open_or_create(&root).unwrap();
+            layout
+                .add_image(&layers, &config(self.diff_ids(), &["PATH=/bin"]), "base", BTreeMap::new())
+                .unwrap();
+            root
+        }
+    }
+
+    fn uncompressed(base: &BaseImage, i: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        base.open_layer(i).unwrap().read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn reads_a_docker_archive() {
+        let f = fixture();
+        let base = BaseImage::open(&f.docker_archive("plain")).unwrap();
+        assert_eq!(base.diff_ids(), f.diff_ids());
+        assert_eq!(base.env(), ["PATH=/bin", "LANG=C"]);
+        for (i, l) in base.layers.iter().enumerate() {
+            assert_eq!(l.compression, Compression::None);
+            assert!(l.descriptor.is_none());
+            assert_eq!(uncompressed(&base, i), f.tars[i]);
+        }
+    }
+
+    #[test]
+    fn reads_a_compressed_docker_archive_and_compressed_members() {
+        let f = fixture();
+        let plain = fs::read(f.docker_archive("plain")).unwrap();
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let path = f.dir.path().join(format!("whole.{c}"));
+            fs::write(&path, nix_layer_blob::compress_bytes(c, &plain).unwrap()).unwrap();
+            let base = BaseImage::open(&path).unwrap();
+            assert_eq!(base.diff_ids(), f.diff_ids(), "{c}");
+            assert_eq!(uncompressed(&base, 1), f.tars[1]);
+        }
+
+        // Layers gzip-compressed inside the archive (as some tools save them), with
+        // the manifest pointing through a symlink.
+        let mut t = TarWriter::new(Vec::new());
+        let gz: Vec<Vec<u8>> =
+            f.tars.iter().map(|t| nix_layer_blob::compress_bytes(Compression::Gzip, t).unwrap()).collect();
+        let cfg = config(f.diff_ids(), &[]);
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": "config.json", "RepoTags": [], "Layers": ["l0/layer.tar", "./l1/layer.tar"]
+        }]))
+        .unwrap();
+        let file = |name: &str, len: usize| Header {
+            name: name.as_bytes().to_vec(),
+            kind: EntryKind::Regular { size: len as u64 },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+            mtime: 0,
+        };
+        t.append_bytes(&file("l0/layer.tar", gz[0].len()), &gz[0]).unwrap();
+        t.append_bytes(&file("shared/layer.tar", gz[1].len()), &gz[1]).unwrap();
+        let mut link = file("l1/layer.tar", 0);
+        link.kind = EntryKind::Symlink { target: b"../shared/layer.tar".to_vec() };
+        t.append_bytes(&link, &[]).unwrap();
+        t.append_bytes(&file("config.json", cfg.len()), &cfg).unwrap();
+        t.append_bytes(&file("manifest.json", manifest.len()), &manifest).unwrap();
+        let path = f.dir.path().join("gz-members.tar");
+        fs::write(&path, t.finish().unwrap()).unwrap();
+
+        let base = BaseImage::open(&path).unwrap();
+        assert_eq!(base.layers[1].compression, Compression::Gzip);
+        assert_eq!(uncompressed(&base, 0), f.tars[0]);
+        assert_eq!(uncompressed(&base, 1), f.tars[1]);
+    }
+
+    #[test]
+    fn reads_an_oci_layout() {
+        let f = fixture();
+        for c in Compression::ALL {
+            let root = f.oci_layout(c);
+            let base = BaseImage::open(&root).unwrap();
+            assert_eq!(base.diff_ids(), f.diff_ids());
+            assert_eq!(base.env(), ["PATH=/bin"]);
+            for (i, l) in base.layers.iter().enumerate() {
+                assert_eq!(l.compression, c);
+                assert_eq!(l.descriptor.as_ref().unwrap().media_type, c.layer_media_type());
+                assert_eq!(uncompressed(&base, i), f.tars[i]);
+            }
+            assert!(BaseImage::open_oci_layout(&root, Some("base")).is_ok());
+            let e = BaseImage::open_oci_layout(&root, Some("nope")).unwrap_err().to_string();
+            assert!(e.contains("no image named `nope`; it has: base"), "{e}");
+        }
+    }
+
+    #[test]
+    fn materialize_and_copy_helpers() {
+        let f = fixture();
+        let scratch = f.dir.path().join("scratch");
+        fs::create_dir(&scratch).unwrap();
+        let oci = BaseImage::open(&f.oci_layout(Compression::Gzip)).unwrap();
+        let docker = BaseImage::open(&f.docker_archive("plain")).unwrap();
+        for base in [&oci, &docker] {
+            for i in 0..2 {
+                let raw = base.materialize_layer(i, &scratch, true).unwrap();
+                assert_eq!((raw.diff_id, raw.compression), (f.diff_ids()[i], Compression::None));
+                assert_eq!(fs::read(&raw.path).unwrap(), f.tars[i]);
+                let kept = base.materialize_layer(i, &scratch, false).unwrap();
+                assert_eq!(kept.diff_id, f.diff_ids()[i]);
+                assert_eq!(kept.uncompressed_size, f.tars[i].len() as u64);
+                assert_eq!(kept.compression, base.layers[i].compression);
+                assert_eq!(Digest::of(&fs::read(&kept.path).unwrap()), kept.digest);
+            }
+        }
+        // OCI blobs are used in place, not copied.
+        let kept = oci.materialize_layer(0, &scratch, false).unwrap();
+        assert_eq!(BlobSource::File(kept.path.clone()), oci.layers[0].source);
+
+        // Into a new OCI layout, and into a docker-archive that docker-archive readers accept.
+        let layout = OciLayout::open_or_create(&f.dir.path().join("copy")).unwrap();
+        for base in [&oci, &docker] {
+            let descs: Vec<LayerDescriptor> =
+                (0..2).map(|i| base.add_layer_to_oci(i, &layout).unwrap()).collect();
+            for (d, l) in descs.iter().zip(&base.layers) {
+                assert!(layout.has_blob(&d.digest, d.size));
+                assert_eq!(d.media_type, l.compression.layer_media_type());
+            }
+            let mut w = DockerArchiveWriter::new(Vec::new(), 1);
+            base.add_layer_to_docker_archive(0, &mut w).unwrap();
+            base.add_layer_to_docker_archive(1, &mut w).unwrap();
+            let out = w.finish(&config(f.diff_ids(), &[]), &["copy:1".into()]).unwrap();
+            let path = f.dir.path().join("copy.tar");
+            fs::write(&path, out).unwrap();
+            let again = BaseImage::open(&path).unwrap();
+            assert_eq!(uncompressed(&again, 0), f.tars[0]);
+            assert_eq!(uncompressed(&again, 1), f.tars[1]);
+        }
+    }
+
+    #[test]
+    fn lists_layer_entries() {
+        let f = fixture();
+        let base = BaseImage::open(&f.oci_layout(Compression::Zstd)).unwrap();
+        let mut seen = Vec::new();
+        let len = base.for_each_entry(0, &mut |name, size| seen.push((name.to_owned(), size))).unwrap();
+        assert_eq!(seen, [("etc/os-release".to_owned(), 8), ("bin/sh".to_owned(), 5000)]);
+        assert_eq!(len, f.tars[0].len() as u64);
+    }
+
+    #[test]
+    fn detects_a_lying_config() {
+        let f = fixture();
+        let root = f.oci_layout(Compression::Gzip);
+        let mut base = BaseImage::open(&root).unwrap();
+        base.layers[0].diff_id = Digest::of(b"not this");
+        let scratch = tempfile::tempdir().unwrap();
+        let e = base.materialize_layer(0, scratch.path(), true).unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1);
+        assert!(base.add_layer_to_docker_archive(0, &mut w).is_err());
+    }
+
+    #[test]
+    fn explains_what_is_not_an_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = BaseImage::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not an OCI image layout"), "{e}");
+        let junk = dir.path().join("junk");
+        fs::write(&junk, b"hello").unwrap();
+        let e = BaseImage::open(&junk).unwrap_err().to_string();
+        assert!(e.contains("cannot read base image") && e.contains("junk"), "{e}");
+        let tar_without_manifest = dir.path().join("t.tar");
+        fs::write(&tar_without_manifest, layer_tar(&[("a", b"b")])).unwrap();
+        let e = BaseImage::open(&tar_without_manifest).unwrap_err().to_string();
+        assert!(e.contains("no manifest.json"), "{e}");
+        let e = BaseImage::open(&dir.path().join("missing")).unwrap_err().to_string();
+        assert!(e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn link_resolution() {
+        assert_eq!(join_relative("a/b", "../c/./d"), "a/c/d");
+        assert_eq!(normalize("./x/y/"), "x/y");
+        let mut m = HashMap::new();
+        m.insert("a".to_owned(), Member::Link("b".into()));
+        m.insert("b".to_owned(), Member::Data { offset: 512, len: 3 });
+        m.insert("loop".to_owned(), Member::Link("loop".into()));
+        assert_eq!(resolve(&m, "./a"), Some((512, 3)));
+        assert_eq!(resolve(&m, "loop"), None);
+        assert_eq!(resolve(&m, "missing"), None);
+    }
+}

@@ -1,0 +1,98 @@
+//! Image configs, manifests, output formats and base images.
+//!
+//! Given layer blobs that are already written (see `nix-layer-blob`), this crate writes
+//! everything around them, byte for byte deterministically:
+//!
+//! * the image config ([`image_config_json`]) from a Docker-style [`ConfigSpec`];
+//! * a docker-archive for `docker load` / `podman load` ([`write_docker_archive`], or
+//!   [`DockerArchiveWriter`] one layer at a time, or its parts for writers that place layer
+//!   data at known offsets: [`docker_archive_member_len`] and friends);
+//! * an OCI image layout directory ([`OciLayout`]) and its single-file form
+//!   ([`write_oci_archive`]);
+//! * reading a base image (`--from-image`) from a docker-archive or an OCI layout
+//!   ([`BaseImage`]), and inheriting its `Env` the way dockerTools does ([`inherit_env`]).
+//!
+//! JSON documents are serialised through `serde_json::Value`, whose maps are sorted, so the
+//! same input always gives the same bytes and so the same digests.
+//!
+//! This crate does not build layer contents, compress, or talk to registries or daemons.
+
+mod base;
+mod config;
+mod docker_archive;
+mod oci_layout;
+mod reference;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use base::{BaseImage, BaseLayer, BlobSource};
+pub use config::{
+    go_arch, image_config_json, inherit_env, ConfigSpec, Healthcheck, HistoryEntry, ImageConfigInput,
+};
+pub use docker_archive::{
+    docker_archive_layer_header, docker_archive_member_len, docker_archive_tail, write_docker_archive,
+    ArchiveLayer, DockerArchiveWriter,
+};
+pub use oci_layout::{write_oci_archive, LayerDescriptor, OciLayout, REF_NAME_ANNOTATION};
+pub use reference::ImageRef;
+
+pub use nix_layer_blob::{Compression, Digest, LayerBlob};
+
+/// Everything that can go wrong while describing, writing or reading an image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid image reference `{input}`: {problem}")]
+    BadReference { input: String, problem: String },
+    #[error("invalid image config: {0}")]
+    BadConfig(String),
+    #[error("{action} `{}`: {cause}", path.display())]
+    Io { action: &'static str, path: PathBuf, cause: io::Error },
+    #[error("writing the {format} failed: {cause}")]
+    Tar { format: &'static str, cause: nix_layer_tar::Error },
+    #[error(transparent)]
+    Blob(#[from] nix_layer_blob::Error),
+    #[error(
+        "layer file `{}` is {compression}-compressed, but a docker-archive needs uncompressed \
+         layer tars; write the layer with compression `none` (or decompress it) first",
+        path.display()
+    )]
+    CompressedLayer { path: PathBuf, compression: Compression },
+    #[error("layer file `{}` has {actual} bytes, but {expected} were declared; it changed after it was written, rebuild it", path.display())]
+    LayerSize { path: PathBuf, expected: u64, actual: u64 },
+    #[error("{what} does not match: expected {expected}, got {actual}; {hint}")]
+    DigestMismatch { what: String, expected: Digest, actual: Digest, hint: &'static str },
+    #[error("`{}` is not a usable OCI image layout: {problem}", path.display())]
+    BadLayout { path: PathBuf, problem: String },
+    #[error("cannot read base image `{}`: {problem}", path.display())]
+    BadBaseImage { path: PathBuf, problem: String },
+    #[error("the image config and the layers disagree: {0}")]
+    ConfigLayersMismatch(String),
+}
+
+impl Error {
+    /// `map_err` helper: an I/O failure of `action` on `path`.
+    pub(crate) fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+        move |cause| Error::Io { action, path: path.to_owned(), cause }
+    }
+}
+
+/// Parses `rootfs.diff_ids` out of an image config, for consistency checks.
+pub(crate) fn config_diff_ids(config_json: &[u8]) -> Result<Vec<Digest>, Error> {
+    let value: serde_json::Value = serde_json::from_slice(config_json)
+        .map_err(|e| Error::BadConfig(format!("the image config is not valid JSON: {e}")))?;
+    diff_ids_of(&value).map_err(Error::BadConfig)
+}
+
+pub(crate) fn diff_ids_of(config: &serde_json::Value) -> Result<Vec<Digest>, String> {
+    let ids = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(|v| v.as_array())
+        .ok_or("the image config has no rootfs.diff_ids list")?;
+    ids.iter()
+        .map(|v| {
+            let s = v.as_str().ok_or("rootfs.diff_ids holds a non-string")?;
+            s.parse::<Digest>().map_err(|e| format!("rootfs.diff_ids: {e}"))
+        })
+        .collect()
+}

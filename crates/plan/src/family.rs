@@ -1,0 +1,497 @@
+//! Family-aware planning: the `shared` strategy told which other closures
+//! (the other images of a project, or the package sets an infrastructure
+//! offers) an image will sit next to.
+//!
+//! Rules that look at one image at a time cannot know which of its paths
+//! another image has too, so at a tight budget the larger image groups paths
+//! that the smaller ones keep apart (E 0.95 on the corpus at 48 layers). A
+//! [`Family`] says it:
+//!
+//! 1. **Signatures.** The universe U is the image's paths and every member's.
+//!    A path's signature is the set of members whose closure holds it; the
+//!    paths of no member (the application) have the empty one. Paths of one
+//!    signature are all present or all absent in any image that is a union of
+//!    members, so a layer made of one signature class is identical in every
+//!    such image.
+//! 2. **Budget per class, from the family alone.** `budget - top_layers`
+//!    layers are shared out among the member classes (every signature but
+//!    the empty one): one each, then one at a time to the class with the most
+//!    bytes per layer (never more layers than paths), ties in class order.
+//!    This depends only on the members, never on the image, so every image
+//!    planned with the same family gets the same split. If there are more
+//!    classes than layers, the classes with the fewest paths are merged into
+//!    one.
+//! 3. **Each class by the intrinsic rules** of [`crate::shared`] (big paths
+//!    alone, small ones by anchor) within its share, over all of the class's
+//!    paths in U; an image keeps the layers of the classes it holds (a
+//!    partly held class, which only an image that is not a union of members
+//!    has, keeps its layers' held paths).
+//! 4. **Order.** Classes held by more members first (they change least and
+//!    are most widely shared), then by signature; within a class by closure
+//!    size as in `shared`. The empty class goes on top with every layer the
+//!    image has left (at least `top_layers`).
+//!
+//! With an empty family this is exactly [`plan_shared`]. Everything depends
+//! only on the path sets, never on input or hash-map order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nix_layer_graph::{Graph, PathInfo};
+use nix_layer_store::StorePath;
+
+use crate::bits::BitMatrix;
+use crate::shared::{plan_shared, Context, SharedOptions};
+use crate::{order_by_closure_size, Error, Plan, Strategy};
+
+/// The closures an image is planned next to. Members are kept sorted by
+/// name (then by paths), so their order in [`Family::new`] does not matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    members: Vec<(String, BTreeSet<StorePath>)>,
+    /// Every member path's info (references and NAR size), by path.
+    infos: BTreeMap<StorePath, PathInfo>,
+    top_layers: usize,
+}
+
+impl Family {
+    /// A family of named closures, e.g. `[("base", g1), ("python", g2)]`.
+    pub fn new(members: Vec<(String, Graph)>) -> Family {
+        let mut infos = BTreeMap::new();
+        let mut sets: Vec<(String, BTreeSet<StorePath>)> = Vec::with_capacity(members.len());
+        for (name, graph) in &members {
+            sets.push((name.clone(), graph.infos().iter().map(|i| i.path.clone()).collect()));
+        }
+        sets.sort();
+        // A store path's info is the same in every closure; should two
+        // members disagree, the first in sorted order wins.
+        let mut graphs: Vec<&(String, Graph)> = members.iter().collect();
+        graphs.sort_by(|a, b| {
+            let paths = |g: &Graph| g.infos().iter().map(|i| i.path.clone()).collect::<BTreeSet<_>>();
+            (&a.0, paths(&a.1)).cmp(&(&b.0, paths(&b.1)))
+        });
+        for (_, g) in graphs {
+            for info in g.infos() {
+                infos.entry(info.path.clone()).or_insert_with(|| info.clone());
+            }
+        }
+        Family { members: sets, infos, top_layers: 1 }
+    }
+
+    /// Keeps at least `n >= 1` layers for the paths of no member (default 1).
+    pub fn with_top_layers(mut self, n: usize) -> Family {
+        self.top_layers = n.max(1);
+        self
+    }
+
+    pub fn top_layers(&self) -> usize {
+        self.top_layers
+    }
+
+    /// The members' names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Whether member `name`'s closure holds `path`.
+    pub fn contains(&self, name: &str, path: &StorePath) -> bool {
+        self.members.iter().any(|(n, s)| n == name && s.contains(path))
+    }
+}
+
+/// Splits the paths of `graph` into at most `budget` layers with `strategy`,
+/// knowing the closures it sits next to. Only [`Strategy::Shared`] uses the
+/// family; popularity and auto stay exactly nixpkgs' and ignore it.
+pub fn plan_with_family(
+    graph: &Graph,
+    strategy: Strategy,
+    budget: usize,
+    family: &Family,
+) -> Result<Plan, Error> {
+    match strategy {
+        Strategy::Shared => plan_shared_with_family(graph, budget, family, &SharedOptions::default()),
+        other => crate::plan(graph, other, budget),
+    }
+}
+
+/// One signature class: the U indices of its paths, ascending.
+struct Class {
+    /// Member indices holding its paths; `None` for merged classes.
+    signature: Option<Vec<usize>>,
+    paths: Vec<usize>,
+    bytes: u128,
+}
+
+/// [`plan_with_family`] for the shared strategy, with its tuning.
+pub fn plan_shared_with_family(
+    graph: &Graph,
+    budget: usize,
+    family: &Family,
+    opts: &SharedOptions,
+) -> Result<Plan, Error> {
+    if budget == 0 {
+        return Err(Error::ZeroBudget);
+    }
+    if family.is_empty() || budget == 1 || graph.is_empty() {
+        return plan_shared(graph, budget, opts);
+    }
+
+    // U, sorted by path so that indices do not depend on input order.
+    let mut infos = family.infos.clone();
+    for info in graph.infos() {
+        infos.entry(info.path.clone()).or_insert_with(|| info.clone());
+    }
+    let universe =
+        Graph::new(infos.into_values().collect()).map_err(|e| Error::InconsistentFamily(e.to_string()))?;
+    let n = universe.len();
+    let held: Vec<bool> = (0..n).map(|i| graph.index_of(&universe.info(i).path).is_some()).collect();
+
+    // Signature classes of the member paths, and the paths of no member.
+    let mut by_signature: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
+    let mut own: Vec<usize> = Vec::new();
+    for i in 0..n {
+        let p = &universe.info(i).path;
+        let sig: Vec<usize> =
+            (0..family.members.len()).filter(|&m| family.members[m].1.contains(p)).collect();
+        if sig.is_empty() {
+            own.push(i);
+        } else {
+            by_signature.entry(sig).or_default().push(i);
+        }
+    }
+    let bytes_of = |paths: &[usize]| paths.iter().map(|&i| universe.info(i).nar_size as u128).sum::<u128>();
+    let mut classes: Vec<Class> = by_signature
+        .into_iter()
+        .map(|(sig, paths)| Class { bytes: bytes_of(&paths), signature: Some(sig), paths })
+        .collect();
+    // Widest signatures first, then by signature (members are sorted).
+    classes.sort_by(|a, b| {
+        let key = |c: &Class| c.signature.as_ref().map(|s| (std::cmp::Reverse(s.len()), s.clone()));
+        key(a).cmp(&key(b))
+    });
+
+    // The member classes' share of the budget; the top keeps the rest.
+    let room = budget.saturating_sub(family.top_layers).max(1);
+    let classes = merge_to_fit(classes, room);
+    let ctx = Context::new(&universe, opts);
+    let shares = allocate(&ctx, &universe, &classes, room);
+    let mut layers: Vec<Vec<usize>> = Vec::new();
+    for (class, &share) in classes.iter().zip(&shares) {
+        if !class.paths.iter().any(|&i| held[i]) {
+            continue;
+        }
+        let groups = order_by_closure_size(&universe, &ctx.desc, ctx.groups(&class.paths, share));
+        layers.extend(groups.into_iter().map(|g| g.into_iter().filter(|&i| held[i]).collect::<Vec<_>>()));
+        layers.retain(|l| !l.is_empty());
+    }
+    let own: Vec<usize> = own.into_iter().filter(|&i| held[i]).collect();
+    if !own.is_empty() {
+        // The classes used at most `room` layers, and `room` is
+        // `budget - top_layers`, or 1 when that is less: `left >= 1`.
+        let left = budget - layers.len();
+        layers.extend(order_by_closure_size(&universe, &ctx.desc, ctx.groups(&own, left)));
+    }
+
+    let plan = Plan {
+        layers: layers
+            .into_iter()
+            .map(|l| l.into_iter().map(|i| universe.info(i).path.clone()).collect())
+            .collect(),
+    };
+    plan.validate(graph, budget)?;
+    Ok(plan)
+}
+
+/// More classes than `room` layers: the classes with the fewest paths (then
+/// bytes, then order) are merged into one, placed after the others.
+fn merge_to_fit(mut classes: Vec<Class>, room: usize) -> Vec<Class> {
+    if classes.len() <= room {
+        return classes;
+    }
+    let keep = room - 1;
+    let mut rank: Vec<usize> = (0..classes.len()).collect();
+    rank.sort_by(|&a, &b| {
+        (classes[b].paths.len(), classes[b].bytes, a).cmp(&(classes[a].paths.len(), classes[a].bytes, b))
+    });
+    let mut kept = vec![false; classes.len()];
+    for &k in &rank[..keep] {
+        kept[k] = true;
+    }
+    let mut rest = Class { signature: None, paths: Vec::new(), bytes: 0 };
+    let mut out = Vec::with_capacity(room);
+    for (k, c) in classes.drain(..).enumerate() {
+        if kept[k] {
+            out.push(c);
+        } else {
+            rest.paths.extend(c.paths);
+            rest.bytes += c.bytes;
+        }
+    }
+    rest.paths.sort_unstable();
+    out.push(rest);
+    out
+}
+
+/// Bytes an update would re-send needlessly through the layers `groups`:
+/// for every path q of the universe (each equally likely to change), a
+/// change of q changes q and everything that depends on q, and re-sends
+/// every layer holding one of those; summed over q, the bytes of such layers'
+/// paths that did not change. For a layer L with closure C, q touches L iff
+/// q is in C, and then p in L is re-sent needlessly iff q is neither p nor in
+/// p's closure: L costs Σ_p bytes(p)·(|C| − 1 − |deps(p)|).
+fn needless_bytes(universe: &Graph, desc: &BitMatrix, groups: &[Vec<usize>], scratch: &mut [u64]) -> u128 {
+    let mut total = 0u128;
+    for layer in groups {
+        for &p in layer {
+            for (a, b) in scratch.iter_mut().zip(desc.row(p)) {
+                *a |= b;
+            }
+            scratch[p / 64] |= 1 << (p % 64);
+        }
+        let closure: u128 = scratch.iter().map(|w| w.count_ones() as u128).sum();
+        scratch.iter_mut().for_each(|w| *w = 0);
+        for &p in layer {
+            let deps: u128 = desc.row(p).iter().map(|w| w.count_ones() as u128).sum();
+            total += universe.info(p).nar_size as u128 * (closure - 1 - deps);
+        }
+    }
+    total
+}
+
+/// How many layers each class may use: the shares, at most `room` layers in
+/// all, with the least [`needless_bytes`] summed over the classes (exactly,
+/// by dynamic programming over the layers a share really uses; ties to
+/// fewer layers, then to the earlier classes' smaller shares). It depends
+/// only on the classes, so on the family, never on the image.
+/// `classes.len() <= room`.
+fn allocate(ctx: &Context, universe: &Graph, classes: &[Class], room: usize) -> Vec<usize> {
+    let mut scratch = vec![0u64; ctx.desc.words()];
+    // Per class, for each number of layers used, the smallest share that
+    // reaches the least cost with that many.
+    let options: Vec<BTreeMap<usize, (u128, usize)>> = classes
+        .iter()
+        .map(|c| {
+            let mut best: BTreeMap<usize, (u128, usize)> = BTreeMap::new();
+            let most = c.paths.len().min(room - classes.len() + 1);
+            for share in 1..=most {
+                let groups = ctx.groups(&c.paths, share);
+                let cost = needless_bytes(universe, &ctx.desc, &groups, &mut scratch);
+                let e = best.entry(groups.len()).or_insert((cost, share));
+                if cost < e.0 {
+                    *e = (cost, share);
+                }
+            }
+            best
+        })
+        .collect();
+    // table[k][u]: least (cost, layers) for the first k classes using at
+    // most u layers, and the share of class k-1 there.
+    let mut table: Vec<Vec<Option<((u128, usize), usize)>>> = vec![vec![Some(((0, 0), 0)); room + 1]];
+    for opts in &options {
+        let prev = table.last().expect("row 0");
+        let mut row: Vec<Option<((u128, usize), usize)>> = vec![None; room + 1];
+        for (u, slot) in row.iter_mut().enumerate() {
+            for (&used, &(cost, share)) in opts {
+                if used > u {
+                    break;
+                }
+                if let Some(((c, l), _)) = prev[u - used] {
+                    let cand = ((c + cost, l + used), share);
+                    if slot.is_none_or(|s| cand.0 < s.0) {
+                        *slot = Some(cand);
+                    }
+                }
+            }
+        }
+        table.push(row);
+    }
+    let mut shares = vec![0; classes.len()];
+    let mut u = room;
+    for k in (0..classes.len()).rev() {
+        let ((_, _), share) = table[k + 1][u].expect("one layer per class fits");
+        shares[k] = share;
+        let used = options[k].iter().find(|(_, &(_, s))| s == share).map(|(&n, _)| n).expect("an option");
+        u -= used;
+    }
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sharing::{family_report, plan_layers, pull_bytes};
+    use crate::tests::{graph, names, random_dag, sp};
+
+    const M: u64 = 1 << 20;
+    const K: u64 = 1 << 10;
+
+    /// Three nested images over libc: base ⊂ dev ⊂ xl, plus helpers.
+    fn nested() -> (Graph, Graph, Graph) {
+        let base: &[(&str, &[&str], u64)] = &[
+            ("libc", &[], 13 * M),
+            ("zlib", &["libc"], 100 * K),
+            ("openssl", &["libc"], 5 * M),
+            ("py", &["openssl", "zlib", "libc"], 20 * M),
+            ("pylib", &["py"], 300 * K),
+            ("certs", &[], 200 * K),
+        ];
+        let dev: &[(&str, &[&str], u64)] = &[
+            ("curl", &["openssl", "zlib"], 400 * K),
+            ("git", &["curl", "zlib"], 30 * M),
+            ("git-doc", &["git"], 2 * M),
+            ("jq", &["libc"], 100 * K),
+            ("node", &["openssl", "zlib"], 60 * M),
+        ];
+        let xl: &[(&str, &[&str], u64)] = &[
+            ("gcc", &["libc"], 90 * M),
+            ("binutils", &["zlib"], 10 * M),
+            ("make", &["libc"], 500 * K),
+            ("vim", &["libc", "py"], 4 * M),
+            ("tmux", &["libc"], 600 * K),
+            ("ssh", &["openssl"], 2 * M),
+        ];
+        let b = graph(base);
+        let d = graph(&[base, dev].concat());
+        let x = graph(&[base, dev, xl].concat());
+        (b, d, x)
+    }
+
+    fn fam(gs: &[(&str, &Graph)]) -> Family {
+        Family::new(gs.iter().map(|(n, g)| (n.to_string(), (*g).clone())).collect())
+    }
+
+    #[test]
+    fn nested_images_share_every_layer() {
+        let (b, d, x) = nested();
+        let family = fam(&[("base", &b), ("dev", &d), ("xl", &x)]);
+        let size = |p: &str| x.infos().iter().find(|i| i.path.as_str() == p).map_or(0, |i| i.nar_size);
+        // Three classes and the top need 4 layers; at 3 two classes merge.
+        for budget in [4, 5, 6, 8, 12, 40] {
+            let plans: Vec<Plan> = [&b, &d, &x]
+                .iter()
+                .map(|g| plan_with_family(g, Strategy::Shared, budget, &family).unwrap())
+                .collect();
+            for (p, g) in plans.iter().zip([&b, &d, &x]) {
+                p.validate(g, budget).unwrap();
+            }
+            // Every layer of a smaller image is a layer of each larger one,
+            // at the same position from the bottom.
+            for (small, big) in [(0, 1), (1, 2), (0, 2)] {
+                let (s, l) = (&plans[small].layers, &plans[big].layers);
+                assert_eq!(s[..], l[..s.len()], "budget {budget}: {small} vs {big}");
+            }
+            let images: Vec<_> = plans.iter().zip([&b, &d, &x]).map(|(p, g)| plan_layers("", p, g)).collect();
+            let r = family_report(&images, &size);
+            assert_eq!(r.stored_bytes, r.unique_closure_bytes, "budget {budget}");
+            let added: u64 =
+                x.infos().iter().filter(|i| d.index_of(&i.path).is_none()).map(|i| i.nar_size).sum::<u64>();
+            assert_eq!(pull_bytes(&images[1], &images[2]), added, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn budget_is_respected_for_every_member_and_more() {
+        // Many overlapping random members: more classes than layers.
+        let g = random_dag(400, 3);
+        let members: Vec<(String, Graph)> = (0..9)
+            .map(|k| {
+                let roots: Vec<usize> = (k * 7..k * 7 + 5 + k).collect();
+                let keep = g.closure(&roots);
+                (format!("m{k}"), g.subgraph(&keep).unwrap())
+            })
+            .collect();
+        let family = Family::new(members.clone());
+        let others = [g.clone(), g.subgraph(&g.closure(&[1, 50, 200])).unwrap()];
+        for budget in [1, 2, 3, 4, 7, 16, 48, 98, 400] {
+            let images =
+                members.iter().map(|(n, g)| (n.as_str(), g)).chain(others.iter().map(|g| ("other", g)));
+            for (name, m) in images {
+                let p = plan_with_family(m, Strategy::Shared, budget, &family).unwrap();
+                p.validate(m, budget).unwrap_or_else(|e| panic!("{name} at {budget}: {e}"));
+            }
+            for top in [1, 3, budget] {
+                let f = family.clone().with_top_layers(top);
+                let p = plan_with_family(&g, Strategy::Shared, budget, &f).unwrap();
+                p.validate(&g, budget).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn deterministic_and_order_free() {
+        let (b, d, x) = nested();
+        let reversed = |g: &Graph| {
+            let mut infos = g.infos().to_vec();
+            infos.reverse();
+            Graph::new(infos).unwrap()
+        };
+        let f1 = fam(&[("base", &b), ("dev", &d), ("xl", &x)]);
+        let f2 = fam(&[("xl", &reversed(&x)), ("base", &b), ("dev", &reversed(&d))]);
+        assert_eq!(f1, f2);
+        for budget in [2, 5, 9, 30] {
+            let a = plan_with_family(&x, Strategy::Shared, budget, &f1).unwrap();
+            let c = plan_with_family(&reversed(&x), Strategy::Shared, budget, &f2).unwrap();
+            assert_eq!(a, c, "budget {budget}");
+            assert_eq!(plan_with_family(&x, Strategy::Shared, budget, &f1).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn paths_of_no_member_go_on_top() {
+        let (b, d, _) = nested();
+        let family = fam(&[("base", &b), ("dev", &d)]);
+        let mut infos = d.infos().to_vec();
+        infos.push(PathInfo::from_raw_references(sp("app"), vec![sp("py"), sp("curl")], 3 * M));
+        infos.push(PathInfo::from_raw_references(sp("app-cfg"), vec![sp("app")], 10 * K));
+        let img = Graph::new(infos).unwrap();
+        for budget in [2, 3, 6, 20] {
+            let p = plan_with_family(&img, Strategy::Shared, budget, &family).unwrap();
+            p.validate(&img, budget).unwrap();
+            // The app's layers are on top and hold nothing else; below
+            // them, the layers are those of dev planned alone.
+            let names = names(&p);
+            let app = names.iter().rev().take_while(|l| l.iter().all(|n| n.starts_with("app"))).count();
+            assert_eq!(names[names.len() - app..].iter().flatten().count(), 2, "budget {budget}: {names:?}");
+            let dev = plan_with_family(&d, Strategy::Shared, budget, &family).unwrap();
+            assert_eq!(p.layers[..p.layers.len() - app], dev.layers[..], "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn empty_family_is_plain_shared() {
+        let g = random_dag(300, 5);
+        let empty = Family::new(Vec::new());
+        for budget in [1, 7, 48, 300] {
+            assert_eq!(
+                plan_with_family(&g, Strategy::Shared, budget, &empty).unwrap(),
+                crate::plan(&g, Strategy::Shared, budget).unwrap()
+            );
+        }
+        for s in [Strategy::Popularity, Strategy::Auto] {
+            let f = Family::new(vec![("g".into(), g.clone())]);
+            assert_eq!(plan_with_family(&g, s, 20, &f).unwrap(), crate::plan(&g, s, 20).unwrap());
+        }
+        assert_eq!(plan_with_family(&g, Strategy::Shared, 0, &empty), Err(Error::ZeroBudget));
+    }
+
+    #[test]
+    fn classes_merge_to_fit() {
+        let class = |paths: usize, bytes: u128| Class {
+            signature: Some(vec![0]),
+            paths: (0..paths).collect(),
+            bytes,
+        };
+        let merged = merge_to_fit(vec![class(5, 1), class(1, 9), class(3, 2), class(1, 1)], 2);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].paths.len(), 5);
+        assert!(merged[1].signature.is_none());
+        assert_eq!((merged[1].paths.len(), merged[1].bytes), (5, 12));
+    }
+}

@@ -1,0 +1,308 @@
+//! What the image holds and how it is built: users and permissions without
+//! fakeroot, determinism, sharing, the layer cap, base images, the Nix DB.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A top layer like mkRuntime/mkDevContainer make: a user, /tmp, /usr/bin/env,
+/// /bin/sh and a setuid-root copy of a binary.
+fn user_spec(dir: &Path) -> PathBuf {
+    let f = fixtures();
+    let spec = serde_json::json!({
+        "entries": [
+            {"path": "/etc/passwd", "type": "text", "text": "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"},
+            {"path": "/etc/group", "type": "text", "text": "root:x:0:\napp:x:1000:\n"},
+            {"path": "/home/app", "type": "dir", "mode": "0755"},
+            {"path": "/tmp", "type": "dir", "mode": "1777"},
+            {"path": "/bin/sh", "type": "symlink", "target": format!("{}/bin/sh", f.busybox)},
+            {"path": "/usr/bin/env", "type": "symlink", "target": format!("{}/bin/env", f.busybox)},
+            {"path": "/usr/bin/sudo", "type": "copy", "source": format!("{}/bin/euid", f.euid), "mode": "4755"}
+        ],
+        "rules": [{"path": "/home/app", "uid": 1000, "gid": 1000}]
+    });
+    write(dir, "top.json", &spec.to_string())
+}
+
+fn build_user_image(dir: &Path, name: &str) -> PathBuf {
+    let f = fixtures();
+    let out = dir.join("user.tar");
+    let config = write(dir, "config.json", r#"{"User": "1000:1000", "Env": ["PATH=/bin:/usr/bin"]}"#);
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.busybox, &f.euid]))
+        .args(["--name", name, "--quiet", "--config"])
+        .arg(&config)
+        .arg("--top-layer")
+        .arg(user_spec(dir))
+        .arg("-o")
+        .arg(&out));
+    out
+}
+
+#[test]
+fn non_root_user_tmp_and_setuid_without_fakeroot() {
+    let dir = scratch();
+    let archive = build_user_image(dir.path(), "nix-layer-e2e/user:t1");
+    let img = engine().load(&archive, "nix-layer-e2e/user:t1");
+    let out = img.run(&["/bin/sh", "-c", "id -u; touch /home/app/ok && echo wrote; stat -c %a /tmp; echo hi | /usr/bin/env wc -c; /usr/bin/sudo; stat -c %a /nix /nix/store"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["1000", "wrote", "1777", "3", "euid=0 uid=1000", "755", "755"], "{out}");
+}
+
+#[test]
+fn same_inputs_same_bytes_whatever_the_thread_count() {
+    let f = fixtures();
+    let dir = scratch();
+    let closure = f.closure(&[&f.app, &f.other, &f.deep, &f.link]);
+    let build = |jobs: &str, name: &str| {
+        let out = dir.path().join(name);
+        run(nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(&closure)
+            .args([
+                "--name",
+                "nix-layer-e2e/det",
+                "--format",
+                "oci-archive",
+                "--compression",
+                "gzip",
+                "--quiet",
+            ])
+            .args(["--jobs", jobs, "-o"])
+            .arg(&out));
+        std::fs::read(out).unwrap()
+    };
+    let a = build("1", "a");
+    let b = build("2", "b");
+    let c = build("2", "c");
+    assert!(a == b, "--jobs 1 and --jobs 2 differ");
+    assert!(b == c, "two runs differ");
+}
+
+#[test]
+fn default_tag_is_a_hash_and_stable() {
+    let f = fixtures();
+    let dir = scratch();
+    let out = dir.path().join("img.tar");
+    let build = || {
+        run(nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[&f.hello]))
+            .args(["--name", "nix-layer-e2e/untagged", "--quiet", "-o"])
+            .arg(&out));
+        let (manifest, _) = archive_manifest(&out);
+        manifest[0]["RepoTags"][0].as_str().unwrap().to_owned()
+    };
+    let t = build();
+    let tag = t.strip_prefix("nix-layer-e2e/untagged:").unwrap();
+    assert_eq!(tag.len(), 32);
+    assert_eq!(build(), t);
+}
+
+#[test]
+fn images_sharing_store_paths_share_diff_ids() {
+    let f = fixtures();
+    let dir = scratch();
+    let mut ids = Vec::new();
+    for (root, name) in [(&f.app, "nix-layer-e2e/share-a:t"), (&f.other, "nix-layer-e2e/share-b:t")] {
+        let out = dir.path().join(name.replace(['/', ':'], "-"));
+        run(nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[root]))
+            .args(["--name", name, "--quiet", "-o"])
+            .arg(&out));
+        ids.push(engine().load(&out, name).diff_ids());
+    }
+    // busybox is in both closures: its layer is the first (most popular) in both.
+    assert_eq!(ids[0][0], ids[1][0]);
+    assert_ne!(ids[0][1], ids[1][1]);
+}
+
+#[test]
+fn max_layers_two_keeps_every_path() {
+    let f = fixtures();
+    let dir = scratch();
+    let closure = f.closure(&[&f.app, &f.other, &f.deep, &f.link]);
+    let out = dir.path().join("two.tar");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(&closure)
+        .args(["--name", "nix-layer-e2e/two:t", "--max-layers", "2", "--quiet", "-o"])
+        .arg(&out));
+    let layers = archive_layer_entries(&out);
+    assert_eq!(layers.len(), 2);
+    for p in &closure {
+        assert!(
+            layers[0].iter().any(|e| e == p || e == &format!("{p}/")),
+            "{p} missing from the store layer"
+        );
+    }
+    let img = engine().load(&out, "nix-layer-e2e/two:t");
+    assert_eq!(img.run(&[&format!("{}/bin/app", f.app)]).trim(), "hello from nix-layer");
+    // A store path that is a symlink stays one; hard links and long names survive.
+    let check = format!(
+        "{bb}/bin/readlink {link}; {bb}/bin/cat {hello}/share/hello/hardlink; {bb}/bin/find {deep} -name 'file-*' | {bb}/bin/wc -l",
+        bb = f.busybox,
+        link = f.link,
+        hello = f.hello,
+        deep = f.deep
+    );
+    let out = img.run(&[&format!("{}/bin/sh", f.busybox), "-c", &check]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), [f.hello.as_str(), "data", "1"]);
+}
+
+#[test]
+fn base_image_layers_come_first_and_env_is_inherited() {
+    let f = fixtures();
+    let dir = scratch();
+    let base = dir.path().join("base.tar");
+    let base_config = write(dir.path(), "base.json", r#"{"Env": ["A=base", "B=base"], "Cmd": ["/bin/sh"]}"#);
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.busybox]))
+        .args(["--name", "nix-layer-e2e/base:t", "--quiet", "--config"])
+        .arg(&base_config)
+        .arg("-o")
+        .arg(&base));
+    let top = dir.path().join("top.tar");
+    let config = write(dir.path(), "top.json", r#"{"Env": ["B=top", "C=top"]}"#);
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.other]))
+        .args(["--name", "nix-layer-e2e/ontop:t", "--max-layers", "4", "--quiet", "--config"])
+        .arg(&config)
+        .arg("--from-image")
+        .arg(&base)
+        .arg("-o")
+        .arg(&top));
+    let (_, base_cfg) = archive_manifest(&base);
+    let (_, cfg) = archive_manifest(&top);
+    let ids = cfg["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 4, "max-layers 4 with a 2-layer base: 1 store layer + top");
+    assert_eq!(ids[..2], base_cfg["rootfs"]["diff_ids"].as_array().unwrap()[..]);
+    assert_eq!(cfg["config"]["Env"], serde_json::json!(["A=base", "B=top", "C=top"]));
+    let img = engine().load(&top, "nix-layer-e2e/ontop:t");
+    let out = img.run(&[&format!("{}/bin/other", f.other)]);
+    assert_eq!(out.trim(), "other");
+}
+
+#[test]
+fn nix_database_registers_the_whole_closure() {
+    let f = fixtures();
+    let dir = scratch();
+    let closure = f.closure(&[&f.app]);
+    let layout = dir.path().join("oci");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(&closure)
+        .args(["--name", "nix-layer-e2e/nixdb:t", "--nix-db", "--format", "oci", "--quiet", "-o"])
+        .arg(&layout));
+    let bundle = dir.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:t", layout.display()))
+        .arg(&bundle));
+    let root = bundle.join("rootfs");
+    // The host's Nix reads the image's database as a chroot store and checks
+    // every registered path's contents against its NAR hash.
+    let store = format!("local?root={}", root.display());
+    let valid =
+        stdout(Command::new("nix-store").args(["--store", &store, "--query", "--requisites", &f.app]));
+    let mut listed: Vec<&str> = valid.lines().collect();
+    listed.sort();
+    let mut expected: Vec<&str> = closure.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    run(Command::new("nix-store").args(["--store", &store, "--verify", "--check-contents"]));
+}
+
+#[test]
+fn plan_json_matches_nixpkgs_popularity() {
+    // The "doc" graph of nixpkgs' closure-graph.py, with names sorting like the letters.
+    let dir = scratch();
+    let p = |c: char| {
+        format!(
+            "/nix/store/{}-{c}",
+            c.to_ascii_lowercase().to_string().repeat(32).replace(['e', 'o', 'u', 't'], "0")
+        )
+    };
+    let node = |c: char, refs: &[char], size: u64| serde_json::json!({"path": p(c), "narSize": size, "references": refs.iter().map(|&r| p(r)).collect::<Vec<_>>()});
+    let graph = serde_json::json!([
+        node('A', &['B', 'G'], 10),
+        node('B', &['C', 'E'], 20),
+        node('C', &['D', 'E'], 30),
+        node('D', &['F'], 40),
+        node('E', &['F'], 50),
+        node('F', &[], 60),
+        node('G', &[], 70)
+    ]);
+    let file = write(dir.path(), "graph.json", &graph.to_string());
+    let plan = |strategy: &str, max: &str| -> serde_json::Value {
+        serde_json::from_str(&stdout(nix_layer().args(["plan", "--graph"]).arg(&file).args([
+            "--strategy",
+            strategy,
+            "--max-layers",
+            max,
+            "--json",
+        ])))
+        .unwrap()
+    };
+    let names = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                l.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().rsplit('-').next().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(names(plan("popularity", "3")), ["F", "EDCBGA"]);
+    assert_eq!(names(plan("auto", "4")), ["F", "G", "ABCDE"]);
+    assert_eq!(names(plan("auto", "6")), ["F", "G", "D", "E", "ABC"]);
+    assert_eq!(names(plan("popularity", "100")), ["F", "E", "D", "C", "B", "G", "A"]);
+}
+
+#[test]
+fn layer_cache_rebuilds_only_new_layers() {
+    let f = fixtures();
+    let dir = scratch();
+    let cache = dir.path().join("cache");
+    let build = |root: &str, out: &str| -> String {
+        let o = run(nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[root]))
+            .args(["--name", "nix-layer-e2e/cached:t", "--format", "oci", "--compression", "zstd", "--cache"])
+            .arg(&cache)
+            .arg("-o")
+            .arg(dir.path().join(out)));
+        String::from_utf8(o.stderr).unwrap()
+    };
+    assert!(build(&f.app, "one").contains("(0 from cache)"));
+    assert!(build(&f.app, "two").contains("(3 from cache)"));
+    // `other` shares busybox only.
+    assert!(build(&f.other, "three").contains("(1 from cache)"));
+    let a = std::fs::read(dir.path().join("one/index.json")).unwrap();
+    let b = std::fs::read(dir.path().join("two/index.json")).unwrap();
+    assert_eq!(a, b, "a cached rebuild gives the same image");
+}

@@ -1,0 +1,228 @@
+//! Every output format loads and runs in a real engine and passes skopeo and umoci.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn build_hello(dir: &std::path::Path, format: &str, extra: &[&str]) -> std::path::PathBuf {
+    let f = fixtures();
+    let out = dir.join(format!("hello-{format}"));
+    let config = dir.join("config.json");
+    std::fs::write(&config, format!(r#"{{"Cmd": ["{}/bin/app"], "Env": ["GREETING=hi"]}}"#, f.app)).unwrap();
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .args(["--name", &format!("nix-layer-e2e/hello-{format}:t1"), "--format", format, "--config"])
+        .arg(&config)
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg("--quiet"));
+    out
+}
+
+#[test]
+fn docker_archive_loads_runs_and_inspects() {
+    let dir = scratch();
+    let archive = build_hello(dir.path(), "docker-archive", &[]);
+    let loaded = engine().load(&archive, "nix-layer-e2e/hello-docker-archive:t1");
+    assert_eq!(loaded.run(&[]).trim(), "hello from nix-layer");
+    let inspect =
+        stdout(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", archive.display())));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Architecture"], "amd64");
+    assert_eq!(v["Created"], "1970-01-01T00:00:01Z");
+    // 4 store paths (busybox, hello, app) + top layer, each path its own layer.
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 4);
+    // The engine sees the same diff_ids as the archive's config.
+    let (_, config) = archive_manifest(&archive);
+    let ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(loaded.diff_ids(), ids);
+}
+
+#[test]
+fn docker_archive_streams_to_stdout() {
+    let f = fixtures();
+    let dir = scratch();
+    let out = run(nix_layer().arg("build").arg("--closure").args(f.closure(&[&f.app])).args([
+        "--name",
+        "nix-layer-e2e/stream:t1",
+        "-o",
+        "-",
+        "--quiet",
+    ]));
+    let path = dir.path().join("streamed.tar");
+    std::fs::write(&path, &out.stdout).unwrap();
+    // Streaming and writing a file give the same bytes.
+    let file = dir.path().join("file.tar");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .args(["--name", "nix-layer-e2e/stream:t1", "--quiet", "-o"])
+        .arg(&file));
+    assert_eq!(std::fs::read(&file).unwrap(), out.stdout);
+    let loaded = engine().load(&path, "nix-layer-e2e/stream:t1");
+    assert_eq!(loaded.run(&[&format!("{}/bin/app", f.app)]).trim(), "hello from nix-layer");
+}
+
+#[test]
+fn oci_layout_inspects_unpacks_and_runs() {
+    for compression in ["none", "gzip", "zstd"] {
+        let dir = scratch();
+        let layout = build_hello(dir.path(), "oci", &["--compression", compression]);
+        let src = format!("oci:{}:t1", layout.display());
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout(Command::new("skopeo").args(["inspect", &src]))).unwrap();
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 4, "{compression}");
+        let f = fixtures();
+        if compression == "zstd" {
+            // umoci 0.4 and Docker 20.10 cannot read zstd layers; Podman can.
+            let loaded = Engine::Podman.copy_in(&src, "nix-layer-e2e/hello-oci-zstd:t1");
+            assert_eq!(loaded.run(&[]).trim(), "hello from nix-layer");
+            continue;
+        }
+        let bundle = dir.path().join("bundle");
+        run(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:t1", layout.display()))
+            .arg(&bundle));
+        let app = bundle.join("rootfs").join(f.app.trim_start_matches('/')).join("bin/app");
+        assert!(
+            app.symlink_metadata().is_ok(),
+            "{compression}: {} missing after umoci unpack",
+            app.display()
+        );
+        let loaded = engine().copy_in(&src, &format!("nix-layer-e2e/hello-oci-{compression}:t1"));
+        assert_eq!(loaded.run(&[]).trim(), "hello from nix-layer");
+    }
+}
+
+#[test]
+fn oci_archive_inspects_and_runs() {
+    let dir = scratch();
+    let archive = build_hello(dir.path(), "oci-archive", &["--compression", "gzip"]);
+    let src = format!("oci-archive:{}:t1", archive.display());
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(Command::new("skopeo").args(["inspect", &src]))).unwrap();
+    assert_eq!(v["Env"][0], "GREETING=hi");
+    let loaded = engine().copy_in(&src, "nix-layer-e2e/hello-oci-archive:t1");
+    assert_eq!(loaded.run(&[]).trim(), "hello from nix-layer");
+}
+
+#[test]
+fn podman_loads_the_docker_archive_too() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        panic!("podman is not installed; .ci/run installs it");
+    }
+    let dir = scratch();
+    let archive = build_hello(dir.path(), "docker-archive", &[]);
+    let out = stdout(
+        Command::new("podman").env("CONTAINERS_CONF", containers_conf()).arg("load").arg("-i").arg(&archive),
+    );
+    assert!(out.contains("nix-layer-e2e/hello-docker-archive:t1"), "{out}");
+    let _ = Command::new("podman")
+        .env("CONTAINERS_CONF", containers_conf())
+        .args(["rmi", "-f", "nix-layer-e2e/hello-docker-archive:t1"])
+        .output();
+}
+
+#[test]
+fn several_images_share_blobs_in_one_layout() {
+    let f = fixtures();
+    let dir = scratch();
+    let layout = dir.path().join("layout");
+    for (root, tag) in [(&f.app, "app"), (&f.other, "other")] {
+        run(nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[root]))
+            .args(["--name", &format!("nix-layer-e2e/multi:{tag}"), "--format", "oci", "--quiet", "-o"])
+            .arg(&layout));
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    // busybox's layer is in both images but stored once: count blobs.
+    let blobs = std::fs::read_dir(layout.join("blobs/sha256")).unwrap().count();
+    // app: busybox, hello, app, top, config, manifest = 6; other adds its own
+    // layer, config and manifest; busybox and the (empty) top layer are shared.
+    assert_eq!(blobs, 9);
+    for tag in ["app", "other"] {
+        run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{tag}", layout.display())));
+    }
+}
+
+#[test]
+fn pushes_to_a_real_registry() {
+    let dir = scratch();
+    let layout = build_hello(dir.path(), "oci", &["--compression", "gzip"]);
+    let registry = Registry::start(dir.path());
+    let dest = format!("docker://{}/nix-layer-e2e/hello:t1", registry.addr);
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:t1", layout.display()))
+        .arg(&dest));
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(Command::new("skopeo").args(["inspect", "--tls-verify=false", &dest])))
+            .unwrap();
+    let local: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new("skopeo").arg("inspect").arg(format!("oci:{}:t1", layout.display())),
+    ))
+    .unwrap();
+    // Same compressed layer digests on both sides: the registry stores our bytes.
+    assert_eq!(v["Layers"], local["Layers"]);
+}
+
+/// A `docker-registry` (distribution) on 127.0.0.1, stopped when dropped.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Registry {
+    fn start(dir: &std::path::Path) -> Registry {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry is not installed; .ci/run installs it");
+        let mut registry = Registry { child, addr };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = registry.child.kill();
+        let _ = registry.child.wait();
+        panic!("the registry did not start on {}", registry.addr);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

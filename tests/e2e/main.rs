@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `nix-layer` binary on real Nix store paths,
+//! checked by real clients (docker/podman, skopeo, umoci, nix-store).
+
+mod behaviour;
+mod errors;
+mod formats;
+mod support;
