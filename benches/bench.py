@@ -161,7 +161,12 @@ def warm_rebuild(corpus, profile, tmp, strategy):
 
 def sharing(corpus, strategy, max_layers):
     fam = [f"{corpus}/{p}-v1.closure-graph.json" for p in PROFILES]
-    common = ["--plan", "--strategy", strategy, "--max-layers", str(max_layers), "--json"]
+    common = ["--plan", "--max-layers", str(max_layers), "--json"]
+    if strategy == "shared+family":
+        # The family: the closures every image of the set is built from.
+        common += ["--strategy", "shared", "--family", *fam, "--"]
+    else:
+        common += ["--strategy", strategy]
     f = json.loads(nix_layer("sharing", *common, *fam))
     upd = json.loads(nix_layer("sharing", *common, f"{corpus}/xl-v1.closure-graph.json", f"{corpus}/xl-v2.closure-graph.json"))
     pull = f["pulls"][1]
@@ -193,7 +198,7 @@ def main():
         print("## Rebuild after one store path changed (OCI layout, layer cache)\n")
         table([warm_rebuild(args.corpus, "devcontainer", tmp, s) for s in ("shared", "popularity")])
     print("## Sharing (plans; layer identity = ordered path list)\n")
-    table([sharing(args.corpus, s, m) for m in (100, 50) for s in ("popularity", "auto", "shared")])
+    table([sharing(args.corpus, s, m) for m in (100, 50) for s in ("popularity", "auto", "shared", "shared+family")])
 
 
 if __name__ == "__main__":

@@ -292,7 +292,16 @@ fn layer_cache_rebuilds_only_new_layers() {
             .arg("build")
             .arg("--closure")
             .args(f.closure(&[root]))
-            .args(["--name", "nix-layer-e2e/cached:t", "--format", "oci", "--compression", "zstd", "--cache"])
+            .args([
+                "--name",
+                "nix-layer-e2e/cached:t",
+                "--format",
+                "oci",
+                "--compression",
+                "zstd",
+                "--verbose",
+                "--cache",
+            ])
             .arg(&cache)
             .arg("-o")
             .arg(dir.path().join(out)));

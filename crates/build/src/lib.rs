@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use nix_layer_blob::{Compression, Digest, LayerBlob};
 use nix_layer_graph::Graph;
 use nix_layer_image::{BaseImage, ConfigSpec, HistoryEntry, ImageConfigInput, ImageRef};
-use nix_layer_plan::{Plan, Strategy};
+use nix_layer_plan::{Family, Plan, Strategy};
 use nix_layer_store::{StoreDir, StorePath};
 use nix_layer_tar::{Ownership, TopLayerSpec};
 
@@ -64,6 +64,9 @@ pub struct BuildRequest {
     pub tag: Option<String>,
     pub max_layers: usize,
     pub strategy: Strategy,
+    /// Sibling closures (package sets, other images) the `shared` strategy
+    /// plans against, so that every image of the family gets the same layers.
+    pub family: Option<Family>,
     pub format: OutputFormat,
     pub compression: Compression,
     pub config: ConfigSpec,
@@ -123,7 +126,10 @@ pub fn plan_image(req: &BuildRequest) -> Result<ImagePlan, Error> {
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
     let budget = nix_layer_plan::store_layer_budget(req.max_layers, base_layers)?;
     let store_layers = if req.include_store_paths && !graph.is_empty() {
-        nix_layer_plan::plan(&graph, req.strategy, budget)?
+        match &req.family {
+            Some(family) => nix_layer_plan::plan_with_family(&graph, req.strategy, budget, family)?,
+            None => nix_layer_plan::plan(&graph, req.strategy, budget)?,
+        }
     } else {
         Plan { layers: Vec::new() }
     };

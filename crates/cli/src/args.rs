@@ -71,6 +71,10 @@ pub struct GraphArgs {
     /// Layering strategy: popularity (nixpkgs' default until 2024), auto (nixpkgs' auto-layer) or shared (nix-layer's, for cross-image sharing).
     #[arg(long, value_name = "NAME", default_value = "popularity")]
     pub strategy: String,
+    /// Graphs of sibling closures (package sets or other images) that `shared` plans against, so
+    /// every image built with the same family gets identical layers for what it shares.
+    #[arg(long, value_name = "GRAPH", num_args = 1..)]
+    pub family: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -132,8 +136,11 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE", hide = true)]
     pub settings: Option<PathBuf>,
     /// No progress bar and no summary line.
-    #[arg(long, short = 'q')]
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Print the summary line even when stderr is not a terminal.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     /// Where to write the image; `-` streams it to stdout.
     #[arg(short = 'o', long = "output", value_name = "PATH|-")]
     pub output: Option<String>,
@@ -168,6 +175,9 @@ pub struct SharingArgs {
     /// Store directory for --plan.
     #[arg(long, value_name = "DIR", default_value = "/nix/store")]
     pub store_dir: String,
+    /// Family graphs for --plan with --strategy shared (see `build --family`).
+    #[arg(long, value_name = "GRAPH", num_args = 1..)]
+    pub family: Vec<PathBuf>,
     /// Report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -29,14 +29,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => {
-            let quiet = a.quiet;
+            // Progress and summary on a terminal; silent in pipes and logs
+            // unless asked for.
+            let terminal = std::io::stderr().is_terminal();
+            let (bar, summary) = (terminal && !a.quiet, (terminal || a.verbose) && !a.quiet);
             let req = settings::request_from_build_args(a)?;
-            build(req, quiet)
+            build(req, bar, summary)
         }
         Command::NixBuild(a) => {
             let attrs = settings::read_nix_attrs(a.attrs.as_deref())?;
             match settings::nix_build(attrs)? {
-                settings::NixBuild::Image(req) => build(*req, true),
+                settings::NixBuild::Image(req) => build(*req, false, true),
                 settings::NixBuild::StreamScript { path, script } => {
                     settings::write_executable(&path, &script)
                         .with_context(|| format!("cannot write the stream script {}", path.display()))
@@ -44,8 +47,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Plan(a) => {
-            let (graph, strategy, budget) = settings::plan_inputs(&a)?;
-            let plan = nix_layer_plan::plan(&graph, strategy, budget)?;
+            let (graph, strategy, budget, family) = settings::plan_inputs(&a)?;
+            let plan = match &family {
+                Some(f) => nix_layer_plan::plan_with_family(&graph, strategy, budget, f)?,
+                None => nix_layer_plan::plan(&graph, strategy, budget)?,
+            };
             if a.json {
                 println!("{}", serde_json::to_string(&plan)?);
             } else {
@@ -75,16 +81,15 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn build(req: nix_layer_build::BuildRequest, quiet: bool) -> Result<()> {
+fn build(req: nix_layer_build::BuildRequest, show_bar: bool, show_summary: bool) -> Result<()> {
     let started = Instant::now();
-    let show_bar = !quiet && std::io::stderr().is_terminal();
     let bar = progress::Bar::new(show_bar);
     let destination = match &req.output {
         nix_layer_build::Output::Path(p) => p.display().to_string(),
         nix_layer_build::Output::Stdout => "stdout".to_owned(),
     };
     let summary = nix_layer_build::build(&req, &bar)?;
-    if !quiet {
+    if show_summary {
         let bytes: u64 = summary.layers.iter().map(|l| l.size).sum();
         eprintln!(
             "built {}: {} layers ({} from cache), {} in {:.2} s → {}",

@@ -2,6 +2,7 @@
 //! structured attrs, a stream script's embedded settings) into a
 //! `BuildRequest`. Flags and attrs both become [`Settings`] first.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use nix_layer_build::{BuildRequest, Output, OutputFormat, Timestamp};
 use nix_layer_graph::Graph;
 use nix_layer_image::{ConfigSpec, ImageRef};
-use nix_layer_plan::Strategy;
+use nix_layer_plan::{Family, Strategy};
 use nix_layer_store::StoreDir;
 use nix_layer_tar::{Ownership, TopLayerSpec};
 use serde::Deserialize;
@@ -47,6 +48,12 @@ pub struct Settings {
     #[serde(rename = "includeNixDB")]
     pub include_nix_db: Option<bool>,
     pub store_dir: Option<String>,
+    /// Family members: name → the top-level attribute holding its
+    /// exportReferencesGraph (resolved into `family_graphs` on load).
+    #[serde(default)]
+    pub family: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub family_graphs: Vec<(String, Value)>,
 }
 
 enum GraphSource {
@@ -97,6 +104,7 @@ fn read_json_file(path: &Path, what: &str) -> Result<Value> {
 /// The pieces of a request that come from outside [`Settings`].
 struct Extra {
     graph: GraphSource,
+    family: Vec<PathBuf>,
     roots: Vec<String>,
     jobs: usize,
     cache: Option<PathBuf>,
@@ -132,6 +140,14 @@ fn request(s: Settings, extra: Extra) -> Result<BuildRequest> {
         }
     };
     let strategy: Strategy = s.strategy.as_deref().unwrap_or("popularity").parse()?;
+    let mut members = Vec::new();
+    for (name, g) in &s.family_graphs {
+        let graph = Graph::from_json_slice(&serde_json::to_vec(g)?, &store_dir, "graph")
+            .with_context(|| format!("family member `{name}`"))?;
+        members.push((name.clone(), graph));
+    }
+    members.extend(load_family(&extra.family, &store_dir)?);
+    let family = (!members.is_empty()).then(|| Family::new(members));
     let format: OutputFormat =
         s.format.as_deref().unwrap_or("docker-archive").parse().map_err(anyhow::Error::msg)?;
     let compression = s.compression.as_deref().unwrap_or("none").parse()?;
@@ -148,6 +164,7 @@ fn request(s: Settings, extra: Extra) -> Result<BuildRequest> {
         tag,
         max_layers,
         strategy,
+        family,
         format,
         compression,
         config,
@@ -216,7 +233,7 @@ pub fn request_from_build_args(a: Box<BuildArgs>) -> Result<BuildRequest> {
     if jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    request(s, Extra { graph, roots: a.graph.root, jobs, cache: a.cache, output })
+    request(s, Extra { graph, family: a.graph.family, roots: a.graph.root, jobs, cache: a.cache, output })
 }
 
 /// Reads settings from a stream script (JSON after the marker line) or a
@@ -239,7 +256,15 @@ fn split_attrs(mut v: Value) -> Result<(Settings, Value)> {
         .map(Value::take)
         .context("the settings have no `graph` (exportReferencesGraph)")?;
     let nl = v.get_mut("nixLayer").map(Value::take).context("the settings have no `nixLayer` object")?;
-    let s: Settings = serde_json::from_value(nl).context("invalid `nixLayer` settings")?;
+    let mut s: Settings = serde_json::from_value(nl).context("invalid `nixLayer` settings")?;
+    for (name, key) in &s.family {
+        let g = v.get_mut(key).map(Value::take).with_context(|| {
+            format!(
+                "family member `{name}` names the attribute `{key}`, which holds no exportReferencesGraph"
+            )
+        })?;
+        s.family_graphs.push((name.clone(), g));
+    }
     Ok((s, graph))
 }
 
@@ -265,15 +290,23 @@ pub fn nix_build(mut attrs: Value) -> Result<NixBuild> {
         .and_then(Value::as_str)
         .map(PathBuf::from)
         .context("structured attrs have no outputs.out; is __structuredAttrs = true set?")?;
-    let embedded = serde_json::json!({
+    // A stream script carries what `nix-build` read: the graph, the settings
+    // and the graphs of family members.
+    let mut embedded = serde_json::json!({
         "graph": attrs.get("graph").cloned().unwrap_or(Value::Null),
         "nixLayer": attrs.get("nixLayer").cloned().unwrap_or(Value::Null),
     });
+    if let Some(family) = attrs.pointer("/nixLayer/family").and_then(Value::as_object) {
+        for key in family.values().filter_map(Value::as_str) {
+            embedded[key] = attrs.get(key).cloned().unwrap_or(Value::Null);
+        }
+    }
     let (s, graph) = split_attrs(attrs.take())?;
     match s.mode.as_deref().unwrap_or("image") {
         "image" => {
             let extra = Extra {
                 graph: GraphSource::Inline(graph),
+                family: vec![],
                 roots: vec![],
                 jobs: default_jobs(),
                 cache: None,
@@ -285,6 +318,7 @@ pub fn nix_build(mut attrs: Value) -> Result<NixBuild> {
             // Validate now, so a bad argument fails the build, not the first run.
             let extra = Extra {
                 graph: GraphSource::Inline(graph),
+                family: vec![],
                 roots: vec![],
                 jobs: 1,
                 cache: None,
@@ -312,8 +346,19 @@ pub fn write_executable(path: &Path, text: &str) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// Family members from graph files, named by file name.
+pub fn load_family(files: &[PathBuf], store_dir: &StoreDir) -> Result<Vec<(String, Graph)>> {
+    files
+        .iter()
+        .map(|f| {
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok((name, Graph::from_json_file(f, store_dir, "graph")?))
+        })
+        .collect()
+}
+
 /// The graph, strategy and store-layer budget for `nix-layer plan`.
-pub fn plan_inputs(a: &PlanArgs) -> Result<(Graph, Strategy, usize)> {
+pub fn plan_inputs(a: &PlanArgs) -> Result<(Graph, Strategy, usize, Option<Family>)> {
     let store_dir = StoreDir::new(&a.graph.store_dir)?;
     let mut graph = load_graph(&graph_source(&a.graph)?, &store_dir)?;
     if !a.graph.root.is_empty() {
@@ -333,5 +378,6 @@ pub fn plan_inputs(a: &PlanArgs) -> Result<(Graph, Strategy, usize)> {
         );
     }
     let budget = nix_layer_plan::store_layer_budget(a.graph.max_layers, a.base_layers)?;
-    Ok((graph, strategy, budget))
+    let family = load_family(&a.graph.family, &store_dir)?;
+    Ok((graph, strategy, budget, (!family.is_empty()).then(|| Family::new(family))))
 }

@@ -21,13 +21,18 @@ use crate::progress::human_bytes;
 pub fn run(a: SharingArgs) -> Result<()> {
     let mut path_bytes: BTreeMap<String, u64> = BTreeMap::new();
     let mut images = Vec::new();
+    let store_dir = StoreDir::new(&a.store_dir)?;
+    let family = crate::settings::load_family(&a.family, &store_dir)?;
+    let family = (!family.is_empty()).then(|| nix_layer_plan::Family::new(family));
     for input in &a.inputs {
         let name = input.display().to_string();
         let image = if a.plan {
-            let store_dir = StoreDir::new(&a.store_dir)?;
             let graph = Graph::from_json_file(input, &store_dir, "graph")?;
             let budget = nix_layer_plan::store_layer_budget(a.max_layers, 0)?;
-            let plan = nix_layer_plan::plan(&graph, a.strategy.parse()?, budget)?;
+            let plan = match &family {
+                Some(f) => nix_layer_plan::plan_with_family(&graph, a.strategy.parse()?, budget, f)?,
+                None => nix_layer_plan::plan(&graph, a.strategy.parse()?, budget)?,
+            };
             for i in 0..graph.len() {
                 let info = graph.info(i);
                 path_bytes.insert(info.path.to_string(), info.nar_size);

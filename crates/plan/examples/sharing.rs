@@ -27,6 +27,9 @@ fn load(dir: &Path, name: &str) -> Graph {
     Graph::from_json_file(&file, &StoreDir::default(), "graph").unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Plans the k-th image of `names`.
+type Planner<'a> = Box<dyn Fn(usize, &Graph) -> Plan + 'a>;
+
 fn largest_layer(p: &Plan, g: &Graph) -> u64 {
     plan_layers("", p, g).layers.iter().map(|l| l.bytes).max().unwrap_or(0)
 }
@@ -56,7 +59,7 @@ fn main() {
     let (v1, v2, v2z) = (family_of("v1"), family_of("v2"), family_of("v2z"));
     for max_layers in [100, 50] {
         let budget = store_layer_budget(max_layers, 1).expect("budget");
-        let mut rows: Vec<(String, Box<dyn Fn(usize, &Graph) -> Plan>)> = Vec::new();
+        let mut rows: Vec<(String, Planner)> = Vec::new();
         for strategy in Strategy::ALL {
             rows.push((
                 strategy.to_string(),

@@ -13,19 +13,21 @@
 //!    signature are all present or all absent in any image that is a union of
 //!    members, so a layer made of one signature class is identical in every
 //!    such image.
-//! 2. **Budget per class, from the family alone.** `budget - top_layers`
-//!    layers are shared out among the member classes (every signature but
-//!    the empty one): one each, then one at a time to the class with the most
-//!    bytes per layer (never more layers than paths), ties in class order.
-//!    This depends only on the members, never on the image, so every image
-//!    planned with the same family gets the same split. If there are more
-//!    classes than layers, the classes with the fewest paths are merged into
-//!    one.
-//! 3. **Each class by the intrinsic rules** of [`crate::shared`] (big paths
-//!    alone, small ones by anchor) within its share, over all of the class's
-//!    paths in U; an image keeps the layers of the classes it holds (a
-//!    partly held class, which only an image that is not a union of members
-//!    has, keeps its layers' held paths).
+//! 2. **Each class by the intrinsic rules** of [`crate::shared`] (big paths
+//!    alone, small ones by anchor), over all of the class's paths in U, with
+//!    a share of the budget and a singleton threshold (a rung of the same
+//!    ladder) chosen per class. An image keeps the layers of the classes it
+//!    holds (a partly held class, which only an image that is not a union of
+//!    members has, keeps its layers' held paths).
+//! 3. **Shares and thresholds from the family alone.** `budget - top_layers`
+//!    layers go to the member classes (every signature but the empty one),
+//!    at least one each, choosing each class's share and rung to minimise
+//!    the bytes an update would re-send needlessly (see `needless_bytes`:
+//!    every path may change, weighted by the bytes its change cascades to),
+//!    summed over the classes; exact, by dynamic programming. This depends
+//!    only on the members, never on the image, so every image planned with
+//!    the same family gets the same split. If there are more classes than
+//!    layers, the classes with the fewest paths are merged into one.
 //! 4. **Order.** Classes held by more members first (they change least and
 //!    are most widely shared), then by signature; within a class by closure
 //!    size as in `shared`. The empty class goes on top with every layer the
@@ -183,11 +185,11 @@ pub fn plan_shared_with_family(
     let ctx = Context::new(&universe, opts);
     let shares = allocate(&ctx, &universe, &classes, room);
     let mut layers: Vec<Vec<usize>> = Vec::new();
-    for (class, &share) in classes.iter().zip(&shares) {
+    for (class, &(share, t)) in classes.iter().zip(&shares) {
         if !class.paths.iter().any(|&i| held[i]) {
             continue;
         }
-        let groups = order_by_closure_size(&universe, &ctx.desc, ctx.groups(&class.paths, share));
+        let groups = order_by_closure_size(&universe, &ctx.desc, ctx.groups_at(&class.paths, share, t));
         layers.extend(groups.into_iter().map(|g| g.into_iter().filter(|&i| held[i]).collect::<Vec<_>>()));
         layers.retain(|l| !l.is_empty());
     }
@@ -239,14 +241,20 @@ fn merge_to_fit(mut classes: Vec<Class>, room: usize) -> Vec<Class> {
     out
 }
 
-/// Bytes an update would re-send needlessly through the layers `groups`:
-/// for every path q of the universe (each equally likely to change), a
-/// change of q changes q and everything that depends on q, and re-sends
-/// every layer holding one of those; summed over q, the bytes of such layers'
-/// paths that did not change. For a layer L with closure C, q touches L iff
-/// q is in C, and then p in L is re-sent needlessly iff q is neither p nor in
-/// p's closure: L costs Σ_p bytes(p)·(|C| − 1 − |deps(p)|).
-fn needless_bytes(universe: &Graph, desc: &BitMatrix, groups: &[Vec<usize>], scratch: &mut [u64]) -> u128 {
+/// Bytes an update would re-send needlessly through the layers `groups`
+/// (member paths): a change of a path q changes q and everything that
+/// depends on q, and re-sends every layer holding one of those; summed over
+/// every q, weighted by [`Weights`], the bytes of such layers' paths that
+/// did not change. For a layer L with closure C, q touches L iff q is in C,
+/// and then p in L is re-sent needlessly iff q is neither p nor in p's
+/// closure: L costs Σ_p bytes(p)·(w(C) − w(p) − w(deps(p))).
+fn needless_bytes(
+    universe: &Graph,
+    desc: &BitMatrix,
+    w: &Weights,
+    groups: &[Vec<usize>],
+    scratch: &mut [u64],
+) -> u128 {
     let mut total = 0u128;
     for layer in groups {
         for &p in layer {
@@ -255,72 +263,100 @@ fn needless_bytes(universe: &Graph, desc: &BitMatrix, groups: &[Vec<usize>], scr
             }
             scratch[p / 64] |= 1 << (p % 64);
         }
-        let closure: u128 = scratch.iter().map(|w| w.count_ones() as u128).sum();
+        let closure: u128 = crate::bits::ones(scratch).map(|q| w.of[q]).sum();
         scratch.iter_mut().for_each(|w| *w = 0);
         for &p in layer {
-            let deps: u128 = desc.row(p).iter().map(|w| w.count_ones() as u128).sum();
-            total += universe.info(p).nar_size as u128 * (closure - 1 - deps);
+            total += universe.info(p).nar_size as u128 * (closure - w.of[p] - w.deps[p]);
         }
     }
     total
 }
 
-/// How many layers each class may use: the shares, at most `room` layers in
-/// all, with the least [`needless_bytes`] summed over the classes (exactly,
-/// by dynamic programming over the layers a share really uses; ties to
-/// fewer layers, then to the earlier classes' smaller shares). It depends
-/// only on the classes, so on the family, never on the image.
+/// How likely each path is to change, and that summed over each path's
+/// dependencies. A change's weight is the bytes it changes: the path and
+/// everything that depends on it (security updates of the libraries many
+/// paths use cascade so, and they are what an update mostly is).
+struct Weights {
+    of: Vec<u128>,
+    deps: Vec<u128>,
+}
+
+impl Weights {
+    /// `member[i]`: whether path i is in a member; the paths of no member
+    /// (the image's own) are left out, so the weights depend only on the
+    /// family.
+    fn new(universe: &Graph, desc: &BitMatrix, member: &[bool]) -> Weights {
+        let n = universe.len();
+        let anc = crate::bits::ancestors(universe);
+        let bytes = |i: usize| if member[i] { universe.info(i).nar_size as u128 } else { 0 };
+        let of: Vec<u128> = (0..n).map(|q| bytes(q) + anc.ones(q).map(bytes).sum::<u128>()).collect();
+        let deps = (0..n).map(|p| desc.ones(p).map(|q| of[q]).sum()).collect();
+        Weights { of, deps }
+    }
+}
+
+/// How each class is split: the layers it may use and its singleton
+/// threshold (a rung of the ladder), at most `room` layers in all, with the
+/// least [`needless_bytes`] summed over the classes (exactly, by dynamic
+/// programming over the layers each choice really uses; ties to the
+/// earlier-found choice: fewer layers, smaller share, lower rung). It
+/// depends only on the classes, so on the family, never on the image.
 /// `classes.len() <= room`.
-fn allocate(ctx: &Context, universe: &Graph, classes: &[Class], room: usize) -> Vec<usize> {
+fn allocate(ctx: &Context, universe: &Graph, classes: &[Class], room: usize) -> Vec<(usize, u128)> {
     let mut scratch = vec![0u64; ctx.desc.words()];
-    // Per class, for each number of layers used, the smallest share that
-    // reaches the least cost with that many.
-    let options: Vec<BTreeMap<usize, (u128, usize)>> = classes
+    let mut member = vec![false; universe.len()];
+    for &i in classes.iter().flat_map(|c| &c.paths) {
+        member[i] = true;
+    }
+    let weights = Weights::new(universe, &ctx.desc, &member);
+    // Per class and number of layers used, the cheapest (share, rung).
+    let options: Vec<BTreeMap<usize, (u128, usize, u128)>> = classes
         .iter()
         .map(|c| {
-            let mut best: BTreeMap<usize, (u128, usize)> = BTreeMap::new();
+            let mut best: BTreeMap<usize, (u128, usize, u128)> = BTreeMap::new();
             let most = c.paths.len().min(room - classes.len() + 1);
             for share in 1..=most {
-                let groups = ctx.groups(&c.paths, share);
-                let cost = needless_bytes(universe, &ctx.desc, &groups, &mut scratch);
-                let e = best.entry(groups.len()).or_insert((cost, share));
-                if cost < e.0 {
-                    *e = (cost, share);
+                for t in ctx.rungs(&c.paths, share) {
+                    let groups = ctx.groups_at(&c.paths, share, t);
+                    let cost = needless_bytes(universe, &ctx.desc, &weights, &groups, &mut scratch);
+                    let e = best.entry(groups.len()).or_insert((cost, share, t));
+                    if cost < e.0 {
+                        *e = (cost, share, t);
+                    }
                 }
             }
             best
         })
         .collect();
-    // table[k][u]: least (cost, layers) for the first k classes using at
-    // most u layers, and the share of class k-1 there.
-    let mut table: Vec<Vec<Option<((u128, usize), usize)>>> = vec![vec![Some(((0, 0), 0)); room + 1]];
+    // table[k][u]: least cost of the first k classes in at most u layers,
+    // and the layers class k-1 uses there.
+    let mut table: Vec<Vec<Option<(u128, usize)>>> = vec![vec![Some((0, 0)); room + 1]];
     for opts in &options {
         let prev = table.last().expect("row 0");
-        let mut row: Vec<Option<((u128, usize), usize)>> = vec![None; room + 1];
-        for (u, slot) in row.iter_mut().enumerate() {
-            for (&used, &(cost, share)) in opts {
-                if used > u {
-                    break;
-                }
-                if let Some(((c, l), _)) = prev[u - used] {
-                    let cand = ((c + cost, l + used), share);
-                    if slot.is_none_or(|s| cand.0 < s.0) {
-                        *slot = Some(cand);
+        let row = (0..=room)
+            .map(|u| {
+                let mut slot: Option<(u128, usize)> = None;
+                for (&used, &(cost, _, _)) in opts.range(..=u) {
+                    if let Some((c, _)) = prev[u - used] {
+                        if slot.is_none_or(|s| c + cost < s.0) {
+                            slot = Some((c + cost, used));
+                        }
                     }
                 }
-            }
-        }
+                slot
+            })
+            .collect();
         table.push(row);
     }
-    let mut shares = vec![0; classes.len()];
+    let mut out = vec![(0, 0); classes.len()];
     let mut u = room;
     for k in (0..classes.len()).rev() {
-        let ((_, _), share) = table[k + 1][u].expect("one layer per class fits");
-        shares[k] = share;
-        let used = options[k].iter().find(|(_, &(_, s))| s == share).map(|(&n, _)| n).expect("an option");
+        let (_, used) = table[k + 1][u].expect("one layer per class fits");
+        let (_, share, t) = options[k][&used];
+        out[k] = (share, t);
         u -= used;
     }
-    shares
+    out
 }
 
 #[cfg(test)]

@@ -163,30 +163,44 @@ impl<'g> Context<'g> {
         a
     }
 
+    /// The rungs of the ladder at which `subset` fits `budget >= 1` layers:
+    /// every path alone, or at least one layer left for the small paths;
+    /// ascending.
+    pub(crate) fn rungs(&self, subset: &[usize], budget: usize) -> Vec<u128> {
+        let graph = self.graph;
+        let count = subset.len();
+        let max_size = subset.iter().map(|&i| graph.info(i).nar_size).max().unwrap_or(0);
+        let big_at = |t: u128| subset.iter().filter(|&&i| graph.info(i).nar_size as u128 >= t).count();
+        ladder(self.ladder_start, max_size)
+            .into_iter()
+            .filter(|&t| {
+                let big = big_at(t);
+                big < budget || (big == count && count <= budget)
+            })
+            .collect()
+    }
+
     /// Splits the paths `subset` (distinct indices of the graph) into at
     /// most `budget >= 1` groups by the rules of the module docs; the
     /// groups come out unordered.
     pub(crate) fn groups(&self, subset: &[usize], budget: usize) -> Vec<Vec<usize>> {
-        let graph = self.graph;
-        let n = graph.len();
-        let size = |i: usize| graph.info(i).nar_size as u128;
-
         // The lowest rung at which every path fits alone, or that leaves at
         // least one layer for the small paths: once paths must be grouped, a
         // singleton is worth more than finer groups. The top rung is above
         // every path, so no path is big there and `budget >= 1` layers are
         // left.
+        let t = self.rungs(subset, budget)[0];
+        self.groups_at(subset, budget, t)
+    }
+
+    /// [`Context::groups`] with the paths of at least `t` bytes alone; `t`
+    /// is one of [`Context::rungs`].
+    pub(crate) fn groups_at(&self, subset: &[usize], budget: usize, t: u128) -> Vec<Vec<usize>> {
+        let graph = self.graph;
+        let n = graph.len();
+        let size = |i: usize| graph.info(i).nar_size as u128;
         let count = subset.len();
-        let max_size = subset.iter().map(|&i| graph.info(i).nar_size).max().unwrap_or(0);
-        let big_at = |t: u128| subset.iter().filter(|&&i| size(i) >= t).count();
-        let t = ladder(self.ladder_start, max_size)
-            .into_iter()
-            .find(|&t| {
-                let big = big_at(t);
-                big < budget || (big == count && count <= budget)
-            })
-            .expect("the top rung always fits");
-        let big = big_at(t);
+        let big = subset.iter().filter(|&&i| size(i) >= t).count();
 
         // There, the deepest cut that fits. The number of groups only grows
         // with the depth of the cut, so the depth is found by bisection,

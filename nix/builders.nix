@@ -1,0 +1,471 @@
+# mkUser, mkDevContainer and mkRuntime: images for people, on top of the
+# image library (./image.nix).
+#
+# Written as functions of an explicit set of packages (`deps`), not of
+# nixpkgs, so that they evaluate and build without nixpkgs: the flake passes
+# nixpkgs' packages, the tests pass stand-ins made with builtins.derivation.
+# Everything an image carries besides its packages (users, /etc files, the
+# setuid sudo, directories and their owners) is written through the top-layer
+# spec: no runCommand, no fakeroot.
+#
+#   image   the image library: { buildLayeredImage, streamLayeredImage, … }
+#   deps    {
+#             shell        bash; the devcontainer's login shell and Cmd
+#             coreutils    target of /usr/bin/env (null: no /usr/bin/env)
+#             cacert       CA certificates (SSL_CERT_FILE), always included
+#             sudo, pam    the devcontainer's sudo and its PAM modules
+#             direnv, nix-direnv   hooked into the devcontainer's bash (or null)
+#             nixLd        null, or { package; loader; interpreter; libraryPath; }:
+#                          nix-ld installed at `loader` (e.g.
+#                          /lib64/ld-linux-x86-64.so.2) so that foreign
+#                          binaries (VS Code's server) run
+#           }
+#   nixRegistry   null, or the flake reference `nixpkgs` resolves to inside
+#                 devcontainers (e.g. the infrastructure's locked nixpkgs)
+#   osRelease     extra /etc/os-release fields, e.g. { VERSION_ID = "26.05"; }
+{
+  image,
+  deps,
+  nixRegistry ? null,
+  osRelease ? { },
+}:
+let
+  inherit (builtins) concatStringsSep filter toJSON;
+  util = import ./util.nix;
+  inherit (util) optional optionals mergeEnv mergeTopLayers;
+
+  dir = path: attrs: { inherit path; type = "dir"; } // attrs;
+  text = path: mode: content: {
+    inherit path mode;
+    type = "text";
+    text = content;
+  };
+  symlink = path: target: {
+    inherit path target;
+    type = "symlink";
+  };
+  lines = ls: concatStringsSep "\n" ls + "\n";
+
+  sslCertFile = "${deps.cacert}/etc/ssl/certs/ca-bundle.crt";
+
+  osReleaseText = lines (
+    builtins.attrValues (
+      builtins.mapAttrs (k: v: "${k}=${toJSON v}") (
+        {
+          NAME = "nix-layer";
+          ID = "nix-layer";
+          PRETTY_NAME = "Nix closure image (nix-layer)";
+          HOME_URL = "https://github.com/nix-layer/nix-layer";
+        }
+        // osRelease
+      )
+    )
+  );
+
+  # Files every image gets, whatever its user.
+  systemFiles = {
+    entries = [
+      (dir "/tmp" { mode = "1777"; })
+      (dir "/var/tmp" { mode = "1777"; })
+      (dir "/run" { mode = "0755"; })
+      (dir "/root" { mode = "0700"; })
+      (text "/etc/os-release" "0644" osReleaseText)
+      (text "/etc/nsswitch.conf" "0644" (lines [
+        "passwd:    files"
+        "group:     files"
+        "shadow:    files"
+        "hosts:     files dns"
+        "networks:  files"
+        "ethers:    files"
+        "services:  files"
+        "protocols: files"
+      ]))
+    ]
+    ++ optional (deps.coreutils or null != null) (symlink "/usr/bin/env" "${deps.coreutils}/bin/env");
+  };
+
+  # Merges a base config with a user's extraConfig: Env by variable name,
+  # Labels and ExposedPorts/Volumes by key, everything else replaced.
+  mergeConfig =
+    base: extra:
+    base
+    // extra
+    // {
+      Env = mergeEnv (base.Env or [ ]) (extra.Env or [ ]);
+      Labels = (base.Labels or { }) // (extra.Labels or { });
+    }
+    // util.optionalAttrs (base ? ExposedPorts || extra ? ExposedPorts) {
+      ExposedPorts = (base.ExposedPorts or { }) // (extra.ExposedPorts or { });
+    }
+    // util.optionalAttrs (base ? Volumes || extra ? Volumes) {
+      Volumes = (base.Volumes or { }) // (extra.Volumes or { });
+    };
+
+  pick = stream: if stream then image.streamLayeredImage else image.buildLayeredImage;
+
+  # Drops from `packages` every derivation equal to one of `drop`.
+  without = drop: filter (p: !(builtins.elem p drop));
+in
+rec {
+  # A user as a top-layer fragment: /etc/passwd, /etc/group and /etc/shadow
+  # (with root and nobody), and a home directory the user owns.
+  # The result is a top-layer spec ({ entries; rules; }): pass it as
+  # `topLayer`, or merge it with others.
+  mkUser =
+    {
+      name,
+      uid ? 1000,
+      gid ? 1000,
+      home ? "/home/${name}",
+      shell ? "/bin/sh",
+      group ? name,
+      groups ? [ ], # extra groups, e.g. [ "wheel" ]
+      description ? name,
+    }:
+    let
+      inWheel = builtins.elem "wheel" groups;
+    in
+    if uid == 0 || gid == 0 then
+      throw "nix-layer: mkUser: '${name}' would be root (uid/gid 0); images already have root"
+    else if name == "root" || name == "nobody" then
+      throw "nix-layer: mkUser: the user name '${name}' is reserved"
+    else
+      {
+        entries = [
+          (text "/etc/passwd" "0644" (lines [
+            "root:x:0:0:root:/root:/bin/sh"
+            "${name}:x:${toString uid}:${toString gid}:${description}:${home}:${shell}"
+            "nobody:x:65534:65534:nobody:/var/empty:/bin/false"
+          ]))
+          (text "/etc/group" "0644" (lines (
+            [
+              "root:x:0:"
+              "wheel:x:10:${if inWheel then name else ""}"
+              "${group}:x:${toString gid}:"
+            ]
+            ++ map (g: "${g}:x:${toString (100 + builtins.length groups)}:${name}") (
+              filter (g: g != "wheel") groups
+            )
+            ++ [ "nogroup:x:65534:" ]
+          )))
+          # "!" locks the password; 1 (not 0) as last change, so that PAM
+          # does not demand a new password.
+          (text "/etc/shadow" "0600" (lines [
+            "root:!:1::::::"
+            "${name}:!:1::::::"
+            "nobody:!:1::::::"
+          ]))
+          (dir home {
+            inherit uid gid;
+            mode = "0755";
+          })
+        ];
+        rules = [
+          {
+            path = home;
+            inherit uid gid;
+          }
+        ];
+      };
+
+  # A development container: the user (default vscode, uid 1000) with
+  # password-less sudo, Nix working in single-user mode on a database that
+  # registers the whole image, direnv hooked into bash, and what VS Code's
+  # Dev Containers need.
+  mkDevContainer =
+    {
+      packages,
+      name ? "devcontainer",
+      tag ? "latest",
+      user ? "vscode",
+      uid ? 1000,
+      gid ? 1000,
+      workdir ? "/workspace",
+      extraConfig ? { },
+      topLayer ? { },
+      nixConfig ? "",
+      sudo ? true,
+      direnv ? true,
+      nixLd ? true,
+      includeNixDB ? true,
+      maxLayers ? 100,
+      strategy ? "shared",
+      # Package sets to plan layers against (e.g. all of `packageSets`): every
+      # image built with the same family shares identical layers for them, at
+      # the price of realising the whole family when building.
+      family ? { },
+      format ? "docker-archive",
+      compression ? null,
+      created ? "1970-01-01T00:00:01Z",
+      architecture ? null,
+      stream ? false,
+      passthru ? { },
+      meta ? { },
+    }:
+    let
+      home = "/home/${user}";
+      owned = { inherit uid gid; };
+      shellPath = "${deps.shell}/bin/bash";
+      path = concatStringsSep ":" [
+        "${home}/.nix-profile/bin"
+        "/nix/var/nix/profiles/default/bin"
+        "/usr/local/bin"
+        "/usr/bin"
+        "/bin"
+      ];
+      withNixLd = nixLd && deps.nixLd or null != null;
+      withDirenv = direnv && deps.direnv or null != null;
+      nixDirenv = deps.nix-direnv or null;
+
+      userFiles = mkUser {
+        name = user;
+        inherit uid gid home;
+        shell = shellPath;
+        groups = [ "wheel" ];
+      };
+
+      sudoFiles = {
+        entries = [
+          # The store cannot hold setuid bits: the top layer carries a
+          # setuid-root copy of the real binary.
+          {
+            path = "/usr/bin/sudo";
+            type = "copy";
+            source = "${deps.sudo}/bin/sudo";
+            mode = "4755";
+            uid = 0;
+            gid = 0;
+          }
+          (text "/etc/sudoers" "0440" (lines [
+            "Defaults env_reset"
+            "Defaults secure_path=\"${path}\""
+            "Defaults lecture=never"
+            "root ALL=(ALL:ALL) ALL"
+            "@includedir /etc/sudoers.d"
+          ]))
+          (dir "/etc/sudoers.d" { mode = "0750"; })
+          (text "/etc/sudoers.d/${user}" "0440" "${user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+          (text "/etc/pam.d/sudo" "0644" (lines [
+            "auth     sufficient ${deps.pam}/lib/security/pam_rootok.so"
+            "auth     required   ${deps.pam}/lib/security/pam_unix.so"
+            "account  required   ${deps.pam}/lib/security/pam_unix.so"
+            "session  required   ${deps.pam}/lib/security/pam_unix.so"
+          ]))
+          (text "/etc/pam.d/sudo-i" "0644" "@include sudo\n")
+          # Anything else that asks PAM is refused.
+          (text "/etc/pam.d/other" "0644" (lines [
+            "auth     required ${deps.pam}/lib/security/pam_deny.so"
+            "account  required ${deps.pam}/lib/security/pam_deny.so"
+            "password required ${deps.pam}/lib/security/pam_deny.so"
+            "session  required ${deps.pam}/lib/security/pam_deny.so"
+          ]))
+          (dir "/var/db/sudo" { mode = "0711"; })
+        ];
+      };
+
+      # Single-user Nix: the user owns /nix, /nix/store and /nix/var (an
+      # upper layer's directory metadata wins in overlayfs), and the
+      # database nix-layer writes registers every store path of the image.
+      nixFiles = {
+        entries = [
+          (dir "/nix" (owned // { mode = "0755"; }))
+          (dir "/nix/store" (owned // { mode = "0755"; }))
+          (dir "/nix/var" (owned // { mode = "0755"; }))
+          (dir "/nix/var/nix" (owned // { mode = "0755"; }))
+          (dir "/nix/var/nix/gcroots" (owned // { mode = "0755"; }))
+          (dir "/nix/var/nix/gcroots/per-user/${user}" (owned // { mode = "0755"; }))
+          (dir "/nix/var/nix/profiles" (owned // { mode = "0755"; }))
+          (dir "/nix/var/nix/profiles/per-user/${user}" (owned // { mode = "0755"; }))
+          (dir "/nix/var/nix/temproots" (owned // { mode = "0755"; }))
+          (dir "/nix/var/log/nix" (owned // { mode = "0755"; }))
+          (text "/etc/nix/nix.conf" "0644" (
+            lines [
+              "experimental-features = nix-command flakes"
+              "build-users-group ="
+              "sandbox = false"
+            ]
+            + nixConfig
+          ))
+        ]
+        ++ optional (nixRegistry != null) (
+          text "/etc/nix/registry.json" "0644" (toJSON {
+            version = 2;
+            flakes = [
+              {
+                from = {
+                  type = "indirect";
+                  id = "nixpkgs";
+                };
+                to = nixRegistry;
+              }
+            ];
+          })
+        );
+        rules = [
+          {
+            path = "/nix/var";
+            inherit uid gid;
+          }
+        ];
+      };
+
+      shellFiles = {
+        entries = [
+          (text "${home}/.bashrc" "0644" (
+            lines [
+              "# Written by nix-layer's mkDevContainer."
+              "[ -r /etc/bashrc ] && . /etc/bashrc"
+              "if [ -e \"$HOME/.nix-profile/etc/profile.d/nix.sh\" ]; then . \"$HOME/.nix-profile/etc/profile.d/nix.sh\"; fi"
+            ]
+            + util.optionalString withDirenv ''
+              if command -v direnv >/dev/null 2>&1; then eval "$(direnv hook bash)"; fi
+            ''
+          ))
+          (text "${home}/.bash_profile" "0644" "[ -r \"$HOME/.bashrc\" ] && . \"$HOME/.bashrc\"\n")
+          (dir workdir (owned // { mode = "0755"; }))
+        ]
+        ++ optional (withDirenv && nixDirenv != null) (
+          text "${home}/.config/direnv/direnvrc" "0644" "source ${nixDirenv}/share/nix-direnv/direnvrc\n"
+        );
+      };
+
+      nixLdFiles = util.optionalAttrs withNixLd {
+        entries = [ (symlink deps.nixLd.loader "${deps.nixLd.package}/libexec/nix-ld") ];
+      };
+
+      baseConfig = {
+        User = user;
+        WorkingDir = workdir;
+        Cmd = [ shellPath ];
+        Env = [
+          "HOME=${home}"
+          "USER=${user}"
+          "SHELL=${shellPath}"
+          "PATH=${path}"
+          "SSL_CERT_FILE=${sslCertFile}"
+          "NIX_SSL_CERT_FILE=${sslCertFile}"
+          "LANG=C.UTF-8"
+          "TZDIR=/share/zoneinfo"
+        ]
+        ++ optional (nixRegistry != null) "NIX_PATH=nixpkgs=flake:nixpkgs"
+        ++ optionals withNixLd [
+          "NIX_LD=${deps.nixLd.interpreter}"
+          "NIX_LD_LIBRARY_PATH=${deps.nixLd.libraryPath}"
+        ];
+        Labels = {
+          "devcontainer.metadata" = toJSON [
+            {
+              remoteUser = user;
+              containerUser = user;
+            }
+          ];
+        };
+      };
+    in
+    (pick stream) (
+      {
+        inherit
+          name
+          tag
+          maxLayers
+          strategy
+          family
+          format
+          compression
+          created
+          includeNixDB
+          passthru
+          meta
+          ;
+        # sudo comes as the setuid copy; the package itself would put a
+        # useless non-setuid sudo and its own /etc/sudoers in the image.
+        contents = without (optional sudo deps.sudo) packages ++ [ deps.cacert ];
+        config = mergeConfig baseConfig extraConfig;
+        topLayer = mergeTopLayers (
+          [
+            systemFiles
+            userFiles
+            nixFiles
+            shellFiles
+          ]
+          ++ optional sudo sudoFiles
+          ++ optional withNixLd nixLdFiles
+          ++ [ topLayer ]
+        );
+      }
+      // util.optionalAttrs (architecture != null) { inherit architecture; }
+    );
+
+  # A production container: a non-root user (default app, uid 1000) whose
+  # home is the working directory, the packages, CA certificates, and nothing
+  # else: no setuid file, no Nix, no shell unless `packages` brings one.
+  mkRuntime =
+    {
+      packages,
+      name ? "runtime",
+      tag ? "latest",
+      user ? "app",
+      uid ? 1000,
+      gid ? 1000,
+      workdir ? "/app",
+      extraConfig ? { },
+      topLayer ? { },
+      maxLayers ? 50,
+      strategy ? "shared",
+      # Package sets to plan layers against (e.g. all of `packageSets`): every
+      # image built with the same family shares identical layers for them, at
+      # the price of realising the whole family when building.
+      family ? { },
+      format ? "docker-archive",
+      compression ? null,
+      created ? "1970-01-01T00:00:01Z",
+      architecture ? null,
+      stream ? false,
+      passthru ? { },
+      meta ? { },
+    }:
+    let
+      baseConfig = {
+        # Numeric, so that Kubernetes' runAsNonRoot can check it.
+        User = "${toString uid}:${toString gid}";
+        WorkingDir = workdir;
+        Env = [
+          "HOME=${workdir}"
+          "USER=${user}"
+          "PATH=/usr/local/bin:/usr/bin:/bin"
+          "SSL_CERT_FILE=${sslCertFile}"
+          "NIX_SSL_CERT_FILE=${sslCertFile}"
+          "LANG=C.UTF-8"
+          "TZDIR=/share/zoneinfo"
+        ];
+      };
+    in
+    (pick stream) (
+      {
+        inherit
+          name
+          tag
+          maxLayers
+          strategy
+          family
+          format
+          compression
+          created
+          passthru
+          meta
+          ;
+        contents = packages ++ [ deps.cacert ];
+        config = mergeConfig baseConfig extraConfig;
+        topLayer = mergeTopLayers [
+          systemFiles
+          (mkUser {
+            name = user;
+            inherit uid gid;
+            home = workdir;
+          })
+          topLayer
+        ];
+      }
+      // util.optionalAttrs (architecture != null) { inherit architecture; }
+    );
+}

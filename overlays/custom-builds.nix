@@ -1,0 +1,4 @@
+# Custom compilation flags and build options.
+final: prev: {
+  # gnucobol = prev.gnucobol.override { useBerkeleyDB = false; };
+}

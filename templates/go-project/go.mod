@@ -1,0 +1,3 @@
+module example.com/my-project
+
+go 1.22

@@ -1,0 +1,151 @@
+# Argument handling of the image library, as data: used by test-args.sh
+# here (with a stand-in nix-layer) and by the flake's `eval` check on a real
+# Nix machine. `ok` cases must evaluate to `expect`; `bad` cases must fail
+# (test-args.sh also checks the message).
+{ image }:
+let
+  pkg = derivation {
+    name = "pkg-1.0";
+    system = "x86_64-linux";
+    builder = "/bin/sh";
+    args = [ "-c" "echo > $out" ];
+  };
+  attrs = img: img.drvAttrs.nixLayer;
+  base = { name = "example"; };
+  build = args: image.buildLayeredImage (base // args);
+in
+{
+  ok = {
+    "created defaults to 1970-01-01T00:00:01Z" = {
+      expr = (attrs (build { })).created;
+      expect = "1970-01-01T00:00:01Z";
+    };
+    "mtime defaults to 1970-01-01T00:00:01Z" = {
+      expr = (attrs (build { })).mtime;
+      expect = "1970-01-01T00:00:01Z";
+    };
+    "maxLayers defaults to 100" = {
+      expr = (attrs (build { })).maxLayers;
+      expect = 100;
+    };
+    "strategy defaults to popularity (drop-in)" = {
+      expr = (attrs (build { })).strategy;
+      expect = "popularity";
+    };
+    "owner defaults to root 0:0" = {
+      expr = with attrs (build { }); [ uid gid uname gname ];
+      expect = [ 0 0 "root" "root" ];
+    };
+    "docker-archive is uncompressed, OCI gzip by default" = {
+      expr = [
+        (attrs (build { })).compression
+        (attrs (image.buildLayeredImageOCI base)).compression
+        (attrs (image.buildLayeredImageOCI base)).format
+      ];
+      expect = [ "none" "gzip" "oci" ];
+    };
+    "tag is computed: 32 characters" = {
+      expr = builtins.stringLength (build { contents = [ pkg ]; }).imageTag;
+      expect = 32;
+    };
+    "tag is stable" = {
+      expr = (build { contents = [ pkg ]; }).imageTag == (build { contents = [ pkg ]; }).imageTag;
+      expect = true;
+    };
+    "tag changes with the contents" = {
+      expr = (build { contents = [ pkg ]; }).imageTag == (build { }).imageTag;
+      expect = false;
+    };
+    "tag is what nix-layer gets" = {
+      expr = let i = build { contents = [ pkg ]; }; in (attrs i).tag == i.imageTag;
+      expect = true;
+    };
+    "imageName and an explicit tag" = {
+      expr = let i = build { name = "ghcr.io/org/app"; tag = "v1.2"; }; in [ i.imageName i.imageTag i.passthru.imageTag ];
+      expect = [ "ghcr.io/org/app" "v1.2" "v1.2" ];
+    };
+    "stream and image share name and tag" = {
+      expr = let i = build { contents = [ pkg ]; }; in [ (i.stream.imageTag == i.imageTag) (attrs i.stream).mode (attrs i).mode ];
+      expect = [ true "stream" "image" ];
+    };
+    "an OCI image and its stream share the tag; the stream is a docker-archive" = {
+      expr = let i = image.buildLayeredImageOCI (base // { compression = "zstd"; }); in [ (i.stream.imageTag == i.imageTag) (attrs i.stream).format (attrs i.stream).compression ];
+      expect = [ true "docker-archive" "none" ];
+    };
+    "streamLayeredImage is an executable" = {
+      expr = (image.streamLayeredImage base).isExe or false;
+      expect = true;
+    };
+    "store paths in config and topLayer are closure roots" = {
+      expr =
+        let
+          i = build {
+            config.Cmd = [ "${pkg}/bin/x" ];
+            topLayer.entries = [ { path = "/usr/bin/x"; type = "symlink"; target = "${pkg}/bin/x"; } ];
+          };
+        in
+        i.drvAttrs.exportReferencesGraph.graph == [ "${builtins.unsafeDiscardStringContext pkg.outPath}" ];
+      expect = true;
+    };
+    "contents are roots, once each" = {
+      expr = builtins.length (build { contents = [ pkg pkg ]; }).drvAttrs.exportReferencesGraph.graph;
+      expect = 1;
+    };
+    "architecture follows the system" = {
+      expr = (attrs (build { })).architecture;
+      expect = "amd64";
+    };
+    "passthru and meta" = {
+      expr = let i = build { passthru.foo = 1; meta.description = "d"; }; in [ i.foo i.passthru.foo i.meta.description ];
+      expect = [ 1 1 "d" ];
+    };
+    "override changes one argument" = {
+      expr = ((build { }).override { tag = "b"; }).imageTag;
+      expect = "b";
+    };
+    "a single derivation is accepted as contents" = {
+      expr = (attrs (build { contents = pkg; })).contents == [ "${pkg}" ];
+      expect = true;
+    };
+    "uses structured attrs and builtins only" = {
+      expr = let d = (build { }).drvAttrs; in [ d.__structuredAttrs (builtins.elem "nix-build" d.args) ];
+      expect = [ true true ];
+    };
+  };
+
+  # name -> [ arguments, a substring of the error message ]
+  bad = {
+    "unknown argument" = [ { contents = [ ]; colour = "red"; } "unknown argument(s) 'colour'" ];
+    "extraCommands points to topLayer" = [ { extraCommands = "mkdir tmp"; } "use `topLayer`" ];
+    "compressor points to compression" = [ { compressor = "zstd"; } "use `compression`" ];
+    "maxLayers below 2" = [ { maxLayers = 1; } "`maxLayers` must be an integer of at least 2" ];
+    "maxLayers over 125" = [ { maxLayers = 200; } "more than overlayfs can mount" ];
+    "bad format" = [ { format = "tarball"; } "`format` must be one of 'docker-archive', 'oci', 'oci-archive'" ];
+    "bad compression" = [ { compression = "xz"; } "`compression` must be one of 'none', 'gzip', 'zstd'" ];
+    "bad strategy" = [ { strategy = "random"; } "`strategy` must be one of 'popularity', 'auto', 'shared'" ];
+    "upper-case name" = [ { name = "Example/App"; } "`name` must be lower-case" ];
+    "missing name" = [ { name = ""; } "`name` (a string such as" ];
+    "bad tag" = [ { tag = "no spaces"; } "`tag` must be null or a string" ];
+    "bad created" = [ { created = "yesterday"; } "`created` must be an RFC 3339 time" ];
+    "unknown config key" = [ { config.cmd = [ "x" ]; } "`config` has unknown keys 'cmd'" ];
+    "bad Env" = [ { config.Env = [ "NOVALUE" ]; } "`config.Env` must be a list of \"NAME=value\" strings" ];
+    "numeric mode in topLayer" = [
+      { topLayer.entries = [ { path = "/tmp"; type = "dir"; mode = 1777; } ]; }
+      "`mode` must be an octal string"
+    ];
+    "unknown topLayer entry type" = [
+      { topLayer.entries = [ { path = "/x"; type = "fifo"; } ]; }
+      "`type` must be one of 'dir', 'symlink', 'copy', 'text'"
+    ];
+    "relative topLayer path" = [
+      { topLayer.entries = [ { path = "tmp"; type = "dir"; } ]; }
+      "`path` must be an absolute path string"
+    ];
+    "symlink without target" = [
+      { topLayer.entries = [ { path = "/x"; type = "symlink"; } ]; }
+      "a symlink entry needs 'target'"
+    ];
+  };
+
+  inherit build base;
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The image library's argument handling, by evaluation with a stand-in
+# nix-layer: defaults, the computed tag, passthru, and clear errors.
+source "$(dirname "$0")/lib.sh"
+cd "$TESTS_DIR"
+LIB='(import ../../nix/image.nix {
+  nixLayer = derivation { name = "nix-layer-stub"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; };
+  system = "x86_64-linux"; })'
+CASES="(import ./eval-cases.nix { image = $LIB; })"
+
+while IFS= read -r name; do
+  eval_is "args: $name" "let c = $CASES.ok.\"$name\"; in c.expr == c.expect" true
+done < <(nix-instantiate --eval --strict --json -E "builtins.attrNames $CASES.ok" | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin)))')
+
+while IFS=$'\t' read -r name msg; do
+  eval_fails "args error: $name" "let c = $CASES; in (c.build (builtins.elemAt c.bad.\"$name\" 0)).drvPath" "$msg"
+done < <(nix-instantiate --eval --strict --json -E "builtins.mapAttrs (n: v: builtins.elemAt v 1) $CASES.bad" | python3 -c 'import json,sys
+for k,v in json.load(sys.stdin).items(): print(k, v, sep="\t")')
+
+# Builders: their own arguments are checked by Nix (no `...`).
+FX='(import ./fixtures/packages.nix { })'
+B="(import ../../nix/builders.nix { image = $LIB; deps = $FX.deps; })"
+eval_fails "mkRuntime rejects an unknown argument" "($B.mkRuntime { packages = [ ]; colour = 1; }).drvPath" "unexpected argument 'colour'"
+eval_fails "mkUser refuses uid 0" "$B.mkUser { name = \"x\"; uid = 0; }" "would be root"
+eval_is "mkRuntime defaults: tag latest, maxLayers 50, shared, numeric user" \
+  "let i = $B.mkRuntime { packages = [ ]; }; a = i.drvAttrs.nixLayer; in [ i.imageTag a.maxLayers a.strategy a.config.User a.config.WorkingDir ]" \
+  '["latest",50,"shared","1000:1000","/app"]'
+eval_is "mkDevContainer defaults: vscode, nix DB, maxLayers 100, shared" \
+  "let i = $B.mkDevContainer { packages = [ ]; }; a = i.drvAttrs.nixLayer; in [ i.imageName i.imageTag a.config.User a.includeNixDB a.maxLayers a.strategy ]" \
+  '["devcontainer","latest","vscode",true,100,"shared"]'
+eval_is "mkDevContainer: extraConfig Env merges by name" \
+  "let a = ($B.mkDevContainer { packages = [ ]; extraConfig.Env = [ \"FOO=1\" \"USER=other\" ]; }).drvAttrs.nixLayer; in builtins.filter (e: builtins.match \"(FOO|USER)=.*\" e != null) a.config.Env" \
+  '["USER=other","FOO=1"]'
+eval_is "mkDevContainer: the sudo package is not merged into contents (setuid copy instead)" \
+  "let a = ($B.mkDevContainer { packages = [ $FX.sudo $FX.hello ]; }).drvAttrs.nixLayer; in [ (builtins.length a.contents) (builtins.any (e: e.path == \"/usr/bin/sudo\" && e.mode == \"4755\") a.topLayer.entries) ]" \
+  '[2,true]'
+eval_is "mkRuntime: no setuid entry, no sudo, no nix" \
+  "let a = ($B.mkRuntime { packages = [ $FX.hello ]; }).drvAttrs.nixLayer; in [ (builtins.any (e: builtins.match \"[4-7]...\" (e.mode or \"0\") != null) a.topLayer.entries) (builtins.any (e: builtins.match \"/(etc/sudoers|nix).*\" e.path != null) a.topLayer.entries) a.includeNixDB ]" \
+  '[false,false,false]'
+eval_is "topLayer arguments override builder files by path" \
+  "let a = ($B.mkRuntime { packages = [ ]; topLayer.entries = [ { path = \"/etc/os-release\"; type = \"text\"; text = \"ID=mine\n\"; mode = \"0644\"; } ]; }).drvAttrs.nixLayer; in builtins.filter (t: t != null) (map (e: if e.path == \"/etc/os-release\" then e.text else null) a.topLayer.entries)" \
+  '["ID=mine\n"]'
