@@ -201,6 +201,22 @@ else
   fail "OCI layout builds" "$(tail -20 "$work/build-oci.log")"
 fi
 
+# --- family planning: identical bottom layers at a tight budget -----------------
+if build runtimeFamily >/dev/null && build devcontainerFamily >/dev/null && RF=$(load runtimeFamily) && DF=$(load devcontainerFamily); then
+  pass "images planned against a family build and load"
+  docker inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$RF" | sed '/^$/d' >"$work/fam-rt"
+  docker inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$DF" | sed '/^$/d' >"$work/fam-dc"
+  expect_eq "family: the bottom layer (paths of every set) is the same blob" "$(head -1 "$work/fam-rt")" "$(head -1 "$work/fam-dc")"
+  if [ "$(wc -l <"$work/fam-rt")" -le 5 ] && [ "$(wc -l <"$work/fam-dc")" -le 5 ]; then
+    pass "family: both images respect maxLayers = 5"
+  else
+    fail "family: both images respect maxLayers = 5" "$(wc -l "$work/fam-rt" "$work/fam-dc")"
+  fi
+  expect_eq "family: the runtime still runs" "$(docker run --rm "$RF")" "hello from the fixture"
+else
+  fail "images planned against a family build and load" "$(tail -20 "$work/build-runtimeFamily.log" "$work/build-devcontainerFamily.log" 2>/dev/null)"
+fi
+
 # --- no shell unless a package brings one ---------------------------------------
 if build shellless >/dev/null && SL=$(load shellless); then
   cid=$(docker create "$SL" /x)
