@@ -430,3 +430,24 @@ fn concurrent_builds_share_a_cache_and_corrupt_entries_are_rebuilt() {
         .arg(format!("{}:t", dir.path().join("c").display()))
         .arg(dir.path().join("bundle")));
 }
+
+#[test]
+fn roots_restrict_the_image_to_their_closure() {
+    let f = fixtures();
+    let closure = f.closure(&[&f.app, &f.other]);
+    let plan: serde_json::Value = serde_json::from_str(&stdout(
+        nix_layer().arg("plan").arg("--closure").args(&closure).args(["--root", &f.other, "--json"]),
+    ))
+    .unwrap();
+    let mut paths: Vec<&str> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l.as_array().unwrap())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    paths.sort();
+    let mut want = vec![f.busybox.as_str(), f.other.as_str()];
+    want.sort();
+    assert_eq!(paths, want);
+}

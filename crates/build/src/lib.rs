@@ -7,7 +7,6 @@
 
 mod layers;
 mod output;
-pub mod time;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -20,8 +19,8 @@ use nix_layer_store::{StoreDir, StorePath};
 use nix_layer_tar::{Ownership, TopLayerSpec};
 
 pub use layers::LayerKind;
+pub use nix_layer_image::Timestamp;
 pub use output::{Output, OutputFormat};
-pub use time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -251,7 +251,7 @@ impl ImageConfigInput {
     /// architecture or OS.
     pub fn validate(&self) -> Result<(), Error> {
         let time = |what: &str, t: &str| {
-            if is_rfc3339(t) {
+            if crate::time::parse_rfc3339(t).is_some() {
                 Ok(())
             } else {
                 Err(Error::BadConfig(format!(
@@ -307,51 +307,6 @@ pub fn image_config_json(input: &ImageConfigInput) -> Vec<u8> {
     }
     // serde_json's Map is a BTreeMap (the `preserve_order` feature must stay off).
     serde_json::to_vec(&Value::Object(root)).expect("a JSON value serialises")
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, as Go's `time.RFC3339Nano` parses it.
-fn is_rfc3339(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(u32::MAX);
-    let date_time = b.len() >= 20
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && matches!(b[10], b'T' | b't')
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19);
-    if !date_time
-        || !(1..=12).contains(&num(5..7))
-        || !(1..=31).contains(&num(8..10))
-        || num(11..13) > 23
-        || num(14..16) > 59
-        || num(17..19) > 60
-    {
-        return false;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return false;
-        }
-        rest = &frac[n..];
-    }
-    match rest.as_bytes() {
-        [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => {
-            [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
-                && (h1 - b'0') * 10 + (h2 - b'0') <= 23
-                && (m1 - b'0') * 10 + (m2 - b'0') <= 59
-        }
-        _ => false,
-    }
 }
 
 /// The GOARCH name (used in image configs) for a Rust `target_arch` or the CPU part of a

@@ -22,6 +22,7 @@ mod config;
 mod docker_archive;
 mod oci_layout;
 mod reference;
+pub mod time;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use docker_archive::{
 };
 pub use oci_layout::{write_oci_archive, LayerDescriptor, OciLayout, REF_NAME_ANNOTATION};
 pub use reference::ImageRef;
+pub use time::Timestamp;
 
 pub use nix_layer_blob::{Compression, Digest, LayerBlob};
 

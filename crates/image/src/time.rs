@@ -42,7 +42,9 @@ impl Timestamp {
     }
 }
 
-fn parse_rfc3339(s: &str) -> Option<u64> {
+/// Seconds since the epoch of an RFC 3339 time (`2024-05-01T12:00:00Z`,
+/// fractional seconds and offsets allowed), or `None` if it is not one.
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
