@@ -3,8 +3,12 @@
 # workflow schema, with check-jsonschema's built-in copy (offline).
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
+# A private venv: Debian's own python refuses system-wide pip installs.
+venv="$REPO/target/venv"
 if ! command -v check-jsonschema >/dev/null 2>&1; then
-  pip install --quiet check-jsonschema >/dev/null 2>&1 || python3 -m pip install --quiet check-jsonschema >/dev/null 2>&1
+  [ -x "$venv/bin/check-jsonschema" ] ||
+    { python3 -m venv "$venv" >/dev/null 2>&1 && "$venv/bin/pip" install --quiet check-jsonschema >/dev/null 2>&1; }
+  PATH="$venv/bin:$PATH"
 fi
 if ! command -v check-jsonschema >/dev/null 2>&1; then
   fail "check-jsonschema is installed" "pip install check-jsonschema failed"

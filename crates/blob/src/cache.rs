@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::write::{file_has_digest, write_blob_via};
+use crate::write::{file_has_digest, write_blob_via, Durability};
 use crate::{Compression, Digest, Error, LayerBlob};
 
 /// Names a cache entry: the sha256 (hex) of everything that determines a layer's bytes.
@@ -271,7 +271,7 @@ impl LayerCache {
                 return Ok((blob, true));
             }
         }
-        let blob = write_blob_via(&self.tmp_dir(), &self.blobs_dir(), compression, produce)?;
+        let blob = write_blob_via(&self.tmp_dir(), &self.blobs_dir(), compression, Durability::Synced, produce)?;
         let meta = fs::symlink_metadata(&blob.path)
             .map_err(Error::io("could not stat the cached blob", &blob.path))?;
         let entry = EntryBody {

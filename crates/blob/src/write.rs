@@ -37,7 +37,9 @@ const FILE_BUFFER: usize = 1024 * 1024;
 
 /// Streams a layer's tar bytes once: sha256 of the uncompressed stream (`diff_id`) →
 /// compressor → sha256 of what is stored (`digest`) → a temporary file in `dir`, renamed to
-/// `dir/<digest hex>` once complete and synced. The blob is made read-only (0444).
+/// `dir/<digest hex>` once complete. The blob is made read-only (0444). It is not synced:
+/// these blobs feed an output that is itself renamed into place, like any file a tool
+/// writes; the layer cache, which must not serve torn data after a crash, syncs.
 ///
 /// A failure (including one returned by `produce`) leaves no file behind. If `dir/<hex>`
 /// already holds the right bytes it is kept as it is (other names may be hard links to it);
@@ -47,7 +49,14 @@ pub fn write_blob(
     compression: Compression,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<LayerBlob, Error> {
-    write_blob_via(dir, dir, compression, produce)
+    write_blob_via(dir, dir, compression, Durability::Unsynced, produce)
+}
+
+/// Whether a blob is synced to disk before it gets its final name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    Unsynced,
+    Synced,
 }
 
 /// [`write_blob`] with the temporary file in `tmp_dir` (same file system as `dest_dir`).
@@ -55,6 +64,7 @@ pub(crate) fn write_blob_via(
     tmp_dir: &Path,
     dest_dir: &Path,
     compression: Compression,
+    durability: Durability,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<LayerBlob, Error> {
     let tmp = tempfile::Builder::new()
@@ -82,7 +92,9 @@ pub(crate) fn write_blob_via(
 
     // Synced before the rename so a crash cannot leave a complete-looking name over
     // missing data.
-    tmp.as_file().sync_all().map_err(write_err)?;
+    if durability == Durability::Synced {
+        tmp.as_file().sync_all().map_err(write_err)?;
+    }
     tmp.as_file().set_permissions(fs::Permissions::from_mode(0o444)).map_err(write_err)?;
 
     let path = dest_dir.join(digest.hex());
