@@ -51,8 +51,12 @@
             tools.skopeo = "${pkgs.skopeo}/bin/skopeo";
           };
           dynamicLinker = pkgs.stdenv.cc.bintools.dynamicLinker;
+          # The committed catalogue of this system's package sets (written by
+          # the weekly nixpkgs update): images plan against it by default.
+          familyFile = ./nix/family + "/${system}.json";
           builders = import ./nix/builders.nix {
             inherit image;
+            defaultFamilyFile = if builtins.pathExists familyFile then familyFile else null;
             deps = {
               shell = pkgs.bashInteractive;
               inherit (pkgs)
@@ -95,7 +99,12 @@
             };
           };
           lib = {
-            inherit (image) buildLayeredImage streamLayeredImage buildLayeredImageOCI;
+            inherit (image)
+              buildLayeredImage
+              streamLayeredImage
+              buildLayeredImageOCI
+              familyCatalogue
+              ;
             inherit (builders) mkDevContainer mkRuntime mkUser;
           };
           examples = import ./examples/images.nix {
@@ -161,6 +170,8 @@
         {
           inherit (infra.${system}.pkgs) nix-layer;
           default = infra.${system}.pkgs.nix-layer;
+          # nix build .#family-catalogue && cp result nix/family/<system>.json
+          family-catalogue = infra.${system}.lib.familyCatalogue { sets = infra.${system}.sets; };
         }
         // infra.${system}.examples.images
       );

@@ -23,11 +23,15 @@
 #   nixRegistry   null, or the flake reference `nixpkgs` resolves to inside
 #                 devcontainers (e.g. the infrastructure's locked nixpkgs)
 #   osRelease     extra /etc/os-release fields, e.g. { VERSION_ID = "26.05"; }
+#   defaultFamilyFile   null, or a family catalogue (see image.familyCatalogue)
+#                 that images plan against unless told otherwise: the flake
+#                 passes the committed catalogue of its package sets
 {
   image,
   deps,
   nixRegistry ? null,
   osRelease ? { },
+  defaultFamilyFile ? null,
 }:
 let
   inherit (builtins) concatStringsSep filter toJSON;
@@ -194,6 +198,9 @@ rec {
       # image built with the same family shares identical layers for them, at
       # the price of realising the whole family when building.
       family ? { },
+      # A family catalogue file instead: planning reads only the members'
+      # graphs, so nothing of the family is realised.
+      familyFile ? defaultFamilyFile,
       format ? "docker-archive",
       compression ? null,
       created ? "1970-01-01T00:00:01Z",
@@ -370,6 +377,7 @@ rec {
           maxLayers
           strategy
           family
+          familyFile
           format
           compression
           created
@@ -416,6 +424,9 @@ rec {
       # image built with the same family shares identical layers for them, at
       # the price of realising the whole family when building.
       family ? { },
+      # A family catalogue file instead: planning reads only the members'
+      # graphs, so nothing of the family is realised.
+      familyFile ? defaultFamilyFile,
       format ? "docker-archive",
       compression ? null,
       created ? "1970-01-01T00:00:01Z",
@@ -448,6 +459,7 @@ rec {
           maxLayers
           strategy
           family
+          familyFile
           format
           compression
           created

@@ -101,6 +101,9 @@ let
     # "shared" strategy plans against, so every image built with the same
     # family gets identical layers for what it shares with it.
     family = { };
+    # A family catalogue file (`familyCatalogue`'s output, or one committed
+    # to a repository): the same planning without realising the members.
+    familyFile = null;
     topLayer = null;
     format = "docker-archive";
     compression = null; # "none" for docker-archive, "gzip" for the OCI formats
@@ -245,8 +248,8 @@ let
       fail fn "`passthru` and `meta` must be attribute sets"
     else if !(isAttrs a.family && builtins.all isList (builtins.attrValues a.family)) then
       fail fn "`family` must be an attribute set of lists of packages, e.g. { base = [ pkgs.bash ]; }"
-    else if a.family != { } && a.strategy != "shared" then
-      fail fn "`family` only applies to strategy \"shared\", got ${toJSON a.strategy}"
+    else if (a.family != { } || a.familyFile != null) && a.strategy != "shared" then
+      fail fn "`family` and `familyFile` only apply to strategy \"shared\", got ${toJSON a.strategy}"
     else
       a
       // {
@@ -300,6 +303,7 @@ let
         topLayer = if a.topLayer == null then { entries = [ ]; rules = [ ]; } else a.topLayer;
         # Each member's graph arrives in its own exportReferencesGraph key.
         family = builtins.mapAttrs (name: _: "family-${name}") a.family;
+        familyFile = if a.familyFile == null then null else "${a.familyFile}";
         fromImage = if a.fromImage == null then null else "${a.fromImage}";
         storeDir = builtins.storeDir;
       };
@@ -314,6 +318,7 @@ let
               builtins.unsafeDiscardStringContext (toJSON {
                 inherit roots;
                 family = builtins.mapAttrs (_: map (p: "${p}")) a.family;
+                familyFile = if a.familyFile == null then null else "${a.familyFile}";
                 # The same image in another format or compression keeps its tag.
                 settings = removeAttrs settings [
                   "mode"
@@ -441,6 +446,35 @@ in
 
   # An OCI image layout directory in the store (gzip-compressed layers).
   buildLayeredImageOCI = args: mkImage "buildLayeredImageOCI" "image" ({ format = "oci"; } // args);
+
+  # A family catalogue: the reference graphs of package sets, in one JSON
+  # file, for images' `familyFile`. Building it realises the sets once (e.g.
+  # in the weekly nixpkgs update); images that use the file realise nothing
+  # of the family.  sets: { name = [ packages ]; }
+  familyCatalogue =
+    {
+      sets,
+      name ? "family-catalogue.json",
+    }:
+    if !(isAttrs sets && builtins.all isList (builtins.attrValues sets)) then
+      fail "familyCatalogue" "`sets` must be an attribute set of lists of packages"
+    else
+      derivation {
+        inherit name system;
+        builder = "${nixLayer}/bin/nix-layer";
+        args = [ "nix-build" ];
+        __structuredAttrs = true;
+        exportReferencesGraph = builtins.listToAttrs (
+          map (n: {
+            name = "family-${n}";
+            value = map (p: "${p}") sets.${n};
+          }) (attrNames sets)
+        );
+        nixLayer = {
+          mode = "family-catalogue";
+          family = builtins.mapAttrs (n: _: "family-${n}") sets;
+        };
+      };
 
   # For tests and tools: the argument names and their defaults.
   inherit defaults;

@@ -366,6 +366,24 @@ fn family_planning_gives_identical_layers_across_images() {
         assert!(config["rootfs"]["diff_ids"].as_array().unwrap().len() <= 5);
     }
     assert_eq!(first_layers[0], first_layers[1]);
+
+    // The same family as one catalogue file gives the same plan.
+    let read =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let catalogue =
+        serde_json::json!({"nixLayerFamily": {"app.json": read(&app), "other.json": read(&other)}});
+    let cat = write(dir.path(), "catalogue.json", &catalogue.to_string());
+    let plan = |family: &[&Path]| {
+        stdout(
+            nix_layer()
+                .arg("plan")
+                .arg("--closure")
+                .args(f.closure(&[&f.app]))
+                .args(["--strategy", "shared", "--max-layers", "5", "--json", "--family"])
+                .args(family),
+        )
+    };
+    assert_eq!(plan(&[&cat]), plan(&[&app, &other]));
 }
 
 #[test]

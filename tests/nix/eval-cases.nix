@@ -107,6 +107,22 @@ in
       expr = (attrs (build { contents = pkg; })).contents == [ "${pkg}" ];
       expect = true;
     };
+    "family members get their own exportReferencesGraph keys" = {
+      expr =
+        let
+          d = (build { strategy = "shared"; family.base = [ pkg ]; }).drvAttrs;
+        in
+        [ (builtins.attrNames d.exportReferencesGraph) d.nixLayer.family.base ];
+      expect = [ [ "family-base" "graph" ] "family-base" ];
+    };
+    "the family changes the computed tag" = {
+      expr = (build { strategy = "shared"; }).imageTag != (build { strategy = "shared"; family.base = [ pkg ]; }).imageTag;
+      expect = true;
+    };
+    "familyCatalogue writes one key per set" = {
+      expr = builtins.attrNames (image.familyCatalogue { sets = { base = [ pkg ]; dev = [ pkg ]; }; }).drvAttrs.exportReferencesGraph;
+      expect = [ "family-base" "family-dev" ];
+    };
     "uses structured attrs and builtins only" = {
       expr = let d = (build { }).drvAttrs; in [ d.__structuredAttrs (builtins.elem "nix-build" d.args) ];
       expect = [ true true ];
@@ -123,6 +139,9 @@ in
     "bad format" = [ { format = "tarball"; } "`format` must be one of 'docker-archive', 'oci', 'oci-archive'" ];
     "bad compression" = [ { compression = "xz"; } "`compression` must be one of 'none', 'gzip', 'zstd'" ];
     "bad strategy" = [ { strategy = "random"; } "`strategy` must be one of 'popularity', 'auto', 'shared'" ];
+    "family without shared" = [ { family.base = [ pkg ]; } "only apply to strategy \"shared\"" ];
+    "familyFile without shared" = [ { familyFile = "/nix/store/x"; } "only apply to strategy \"shared\"" ];
+    "family of non-lists" = [ { strategy = "shared"; family.base = pkg; } "`family` must be an attribute set of lists" ];
     "upper-case name" = [ { name = "Example/App"; } "`name` must be lower-case" ];
     "missing name" = [ { name = ""; } "`name` (a string such as" ];
     "bad tag" = [ { tag = "no spaces"; } "`tag` must be null or a string" ];

@@ -48,13 +48,13 @@ in
   "lib has the builders" = forLinux (
     s:
     expect (sorted (names self.lib.${s})) [
-      "buildLayeredImage" "buildLayeredImageOCI" "mkDevContainer" "mkRuntime" "mkUser" "streamLayeredImage"
+      "buildLayeredImage" "buildLayeredImageOCI" "familyCatalogue" "mkDevContainer" "mkRuntime" "mkUser" "streamLayeredImage"
     ]
   );
   "lib on the Linux systems only" = expect (names self.lib) (sorted linux);
 
-  "packages: nix-layer, default and the six example images" = forLinux (
-    s: expect (sorted (names self.packages.${s})) (sorted ([ "default" "nix-layer" ] ++ images))
+  "packages: nix-layer, default, family-catalogue and the six example images" = forLinux (
+    s: expect (sorted (names self.packages.${s})) (sorted ([ "default" "family-catalogue" "nix-layer" ] ++ images))
   );
   "nix-layer comes from nix/package.nix through overlays.default" =
     expect (builtins.baseNameOf self.packages.x86_64-linux.nix-layer.fromFile) "package.nix";

@@ -217,6 +217,23 @@ else
   fail "images planned against a family build and load" "$(tail -20 "$work/build-runtimeFamily.log" "$work/build-devcontainerFamily.log" 2>/dev/null)"
 fi
 
+# --- the family as a committed catalogue file ----------------------------------
+if cat_out=$(build catalogue); then
+  pass "familyCatalogue builds"
+  expect_eq "familyCatalogue lists the three sets" "$(jq -r '.nixLayerFamily | keys | join(" ")' "$cat_out")" "base dev runtime"
+  if build runtimeCatalogue >/dev/null && RC=$(load runtimeCatalogue); then
+    docker inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$RC" | sed '/^$/d' >"$work/cat-rt"
+    # Same store layers as planning against the live family (the top layer
+    # differs only if the images' settings do; compare the store layers).
+    expect_eq "catalogue: the store layers equal those planned with the live family" \
+      "$(sed '$d' "$work/cat-rt" | tr '\n' ' ')" "$(sed '$d' "$work/fam-rt" | tr '\n' ' ')"
+  else
+    fail "runtime with familyFile builds and loads" "$(tail -20 "$work/build-runtimeCatalogue.log")"
+  fi
+else
+  fail "familyCatalogue builds" "$(tail -20 "$work/build-catalogue.log")"
+fi
+
 # --- no shell unless a package brings one ---------------------------------------
 if build shellless >/dev/null && SL=$(load shellless); then
   cid=$(docker create "$SL" /x)

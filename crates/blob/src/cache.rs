@@ -271,7 +271,8 @@ impl LayerCache {
                 return Ok((blob, true));
             }
         }
-        let blob = write_blob_via(&self.tmp_dir(), &self.blobs_dir(), compression, Durability::Synced, produce)?;
+        let blob =
+            write_blob_via(&self.tmp_dir(), &self.blobs_dir(), compression, Durability::Synced, produce)?;
         let meta = fs::symlink_metadata(&blob.path)
             .map_err(Error::io("could not stat the cached blob", &blob.path))?;
         let entry = EntryBody {

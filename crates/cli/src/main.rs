@@ -40,9 +40,9 @@ fn run(cli: Cli) -> Result<()> {
             let attrs = settings::read_nix_attrs(a.attrs.as_deref())?;
             match settings::nix_build(attrs)? {
                 settings::NixBuild::Image(req) => build(*req, false, true),
-                settings::NixBuild::StreamScript { path, script } => {
-                    settings::write_executable(&path, &script)
-                        .with_context(|| format!("cannot write the stream script {}", path.display()))
+                settings::NixBuild::File { path, text, executable } => {
+                    settings::write_output_file(&path, &text, executable)
+                        .with_context(|| format!("cannot write {}", path.display()))
                 }
             }
         }

@@ -54,6 +54,8 @@ pub struct Settings {
     pub family: BTreeMap<String, String>,
     #[serde(skip)]
     pub family_graphs: Vec<(String, Value)>,
+    /// A family catalogue file (see [`load_family`]).
+    pub family_file: Option<String>,
 }
 
 enum GraphSource {
@@ -147,6 +149,9 @@ fn request(s: Settings, extra: Extra) -> Result<BuildRequest> {
         members.push((name.clone(), graph));
     }
     members.extend(load_family(&extra.family, &store_dir)?);
+    if let Some(file) = &s.family_file {
+        members.extend(load_family(&[PathBuf::from(file)], &store_dir)?);
+    }
     let family = (!members.is_empty()).then(|| Family::new(members));
     let format: OutputFormat =
         s.format.as_deref().unwrap_or("docker-archive").parse().map_err(anyhow::Error::msg)?;
@@ -280,7 +285,12 @@ pub fn read_nix_attrs(path: Option<&Path>) -> Result<Value> {
 
 pub enum NixBuild {
     Image(Box<BuildRequest>),
-    StreamScript { path: PathBuf, script: String },
+    /// A file to write: a stream script, or a family catalogue.
+    File {
+        path: PathBuf,
+        text: String,
+        executable: bool,
+    },
 }
 
 /// The builder of the Nix wrapper's derivations.
@@ -300,6 +310,19 @@ pub fn nix_build(mut attrs: Value) -> Result<NixBuild> {
         for key in family.values().filter_map(Value::as_str) {
             embedded[key] = attrs.get(key).cloned().unwrap_or(Value::Null);
         }
+    }
+    if attrs.pointer("/nixLayer/mode").and_then(Value::as_str) == Some("family-catalogue") {
+        let members: BTreeMap<String, String> = attrs
+            .pointer("/nixLayer/family")
+            .map(|f| serde_json::from_value(f.clone()))
+            .transpose()
+            .context("nixLayer.family must map member names to exportReferencesGraph keys")?
+            .unwrap_or_default();
+        return Ok(NixBuild::File {
+            path: out,
+            text: family_catalogue(&attrs, &members)?,
+            executable: false,
+        });
     }
     let (s, graph) = split_attrs(attrs.take())?;
     match s.mode.as_deref().unwrap_or("image") {
@@ -332,29 +355,75 @@ pub fn nix_build(mut attrs: Value) -> Result<NixBuild> {
                 exe.display(),
                 serde_json::to_string(&embedded)?
             );
-            Ok(NixBuild::StreamScript { path: out, script })
+            Ok(NixBuild::File { path: out, text: script, executable: true })
         }
-        other => bail!("unknown nixLayer.mode `{other}`; use image or stream"),
+        other => bail!("unknown nixLayer.mode `{other}`; use image, stream or family-catalogue"),
     }
 }
 
-pub fn write_executable(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a build's output file through a temporary name.
+pub fn write_output_file(path: &Path, text: &str, executable: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, text)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o555))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(if executable { 0o555 } else { 0o444 }))?;
     fs::rename(&tmp, path)
 }
 
 /// Family members from graph files, named by file name.
+///
+/// A file is either one graph (any form `--graph` takes; the member is named
+/// after the file) or a catalogue of several, `{"nixLayerFamily": {"NAME":
+/// GRAPH, …}}`, as the flake's `family-catalogue` writes it.
 pub fn load_family(files: &[PathBuf], store_dir: &StoreDir) -> Result<Vec<(String, Graph)>> {
-    files
-        .iter()
-        .map(|f| {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            Ok((name, Graph::from_json_file(f, store_dir, "graph")?))
-        })
-        .collect()
+    let mut members = Vec::new();
+    for f in files {
+        let bytes = fs::read(f).with_context(|| format!("cannot read family file {}", f.display()))?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("family file {} is not valid JSON", f.display()))?;
+        match v.get(CATALOGUE_KEY).and_then(Value::as_object) {
+            Some(catalogue) => {
+                for (name, graph) in catalogue {
+                    let g = Graph::from_json_slice(&serde_json::to_vec(graph)?, store_dir, "graph")
+                        .with_context(|| format!("member `{name}` of family file {}", f.display()))?;
+                    members.push((name.clone(), g));
+                }
+            }
+            None => {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                members.push((name, Graph::from_json_file(f, store_dir, "graph")?));
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// The key of a family catalogue file.
+const CATALOGUE_KEY: &str = "nixLayerFamily";
+
+/// A family catalogue from structured attrs: every member's
+/// exportReferencesGraph, reduced to what planning reads, sorted by path.
+fn family_catalogue(attrs: &Value, members: &BTreeMap<String, String>) -> Result<String> {
+    let mut catalogue = serde_json::Map::new();
+    for (name, key) in members {
+        let graph = attrs
+            .get(key)
+            .and_then(Value::as_array)
+            .with_context(|| format!("family member `{name}`: no exportReferencesGraph under `{key}`"))?;
+        let mut nodes: Vec<Value> = graph
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "path": n.get("path"),
+                    "narSize": n.get("narSize"),
+                    "references": n.get("references"),
+                })
+            })
+            .collect();
+        nodes.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+        catalogue.insert(name.clone(), Value::Array(nodes));
+    }
+    Ok(serde_json::to_string(&serde_json::json!({ CATALOGUE_KEY: catalogue }))? + "\n")
 }
 
 /// The graph, strategy and store-layer budget for `nix-layer plan`.
