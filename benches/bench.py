@@ -136,6 +136,30 @@ def throughput(corpus, profile, tmp, baseline):
     return row
 
 
+def compressed(corpus, profile, tmp):
+    """OCI layouts with compressed layers, next to the same bytes through the
+    standard tools on both cores (`tar | gzip -6` is one core; `zstd -T2` two)."""
+    graph = f"{corpus}/{profile}-v1.closure-graph.json"
+    paths = [n["path"] for n in json.load(open(graph))]
+    plist = os.path.join(tmp, "paths-c")
+    with open(plist, "w") as f:
+        f.write("\n".join(paths))
+    rows = []
+    tools = {"gzip": "gzip -6", "zstd": "zstd -3 -T2 -q"}
+    for c, tool in tools.items():
+        out = os.path.join(tmp, f"oci-{c}")
+        def ours():
+            sh(f"rm -rf {out}")
+            return timed([BIN, "build", "--graph", graph, "--name", "bench:1", "--format", "oci", "--compression", c, "-o", out, "--quiet"])
+        t = best(2, ours)
+        stored = sum(os.path.getsize(os.path.join(out, "blobs", "sha256", b)) for b in os.listdir(os.path.join(out, "blobs", "sha256")))
+        ref = best(2, lambda: timed(f"tar -cf - -T {plist} 2>/dev/null | {tool} > {tmp}/ref.{c}", shell=True))
+        rows.append({"profile": profile, "compression": c, "nix_layer_s": round(t[0], 2), "nix_layer_peak_MiB": round(t[1], 1),
+                     "stored_MB": round(stored / 1e6, 1), "reference": f"tar -c, then {tool}", "reference_s": round(ref[0], 2),
+                     "reference_MB": round(os.path.getsize(f"{tmp}/ref.{c}") / 1e6, 1), "speedup": round(ref[0] / t[0], 2)})
+    return rows
+
+
 def warm_rebuild(corpus, profile, tmp, strategy):
     """Cold build with a cache, then a rebuild after one new store path joins."""
     graph_path = f"{corpus}/{profile}-v1.closure-graph.json"
@@ -195,6 +219,8 @@ def main():
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         print("## Cold build throughput (docker-archive, no cache, page cache warm)\n")
         table([throughput(args.corpus, p, tmp, args.baseline) for p in args.profiles.split(",")])
+        print("## Compressed layers (OCI layout, cold, both cores)\n")
+        table(compressed(args.corpus, "devcontainer", tmp))
         print("## Rebuild after one store path changed (OCI layout, layer cache)\n")
         table([warm_rebuild(args.corpus, "devcontainer", tmp, s) for s in ("shared", "popularity")])
     print("## Sharing (plans; layer identity = ordered path list)\n")

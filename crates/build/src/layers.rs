@@ -130,10 +130,7 @@ pub(crate) fn store_layers(
     // Biggest first: with one task per layer this keeps every core busy to the end.
     let mut order: Vec<usize> = (0..layers.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(nar_bytes(&layers[i])));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(req.jobs.max(1))
-        .build()
-        .map_err(|e| Error::Invalid(format!("cannot start {} worker threads: {e}", req.jobs)))?;
+    let pool = worker_pool(req.jobs)?;
     let write_one = |i: usize| -> Result<Produced, Error> {
         let paths = &layers[i];
         let produce = |w: &mut dyn Write| -> io::Result<()> {
@@ -159,6 +156,27 @@ pub(crate) fn store_layers(
         _ => unreachable!("only store layers here"),
     });
     Ok(out)
+}
+
+fn worker_pool(jobs: usize) -> Result<rayon::ThreadPool, Error> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start {jobs} worker threads: {e}")))
+}
+
+/// The exact byte length of every store layer, from `lstat` alone (in
+/// parallel: on large closures this pass is not free).
+pub(crate) fn store_layer_lengths(req: &BuildRequest, plan: &ImagePlan) -> Result<Vec<u64>, Error> {
+    let opts = StoreLayerOptions { owner: req.owner.clone(), mtime: req.mtime.epoch };
+    let layers = &plan.store_layers.layers;
+    worker_pool(req.jobs)?.install(|| {
+        layers
+            .par_iter()
+            .with_max_len(1)
+            .map(|paths| nix_layer_tar::store_layer_len(paths, &opts).map_err(Error::from))
+            .collect()
+    })
 }
 
 /// The history comment dockerTools writes: the layer's store paths.

@@ -204,13 +204,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary
     };
     let (store, direct_archive) = match direct {
         Some(_) => {
-            let opts = nix_layer_tar::StoreLayerOptions { owner: req.owner.clone(), mtime: req.mtime.epoch };
-            let sizes = plan
-                .store_layers
-                .layers
-                .iter()
-                .map(|paths| nix_layer_tar::store_layer_len(paths, &opts))
-                .collect::<Result<Vec<u64>, _>>()?;
+            let sizes = layers::store_layer_lengths(req, &plan)?;
             let archive = output::DirectArchive::create(&staging, &base, &sizes, &top, req.mtime.epoch)?;
             (layers::store_layers(req, &plan, &archive, progress)?, Some(archive))
         }
