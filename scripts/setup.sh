@@ -3,6 +3,11 @@
 # and configures Nix for a machine without a binary cache. Idempotent.
 set -euo pipefail
 
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found: install Rust 1.80 or newer (rustup.rs), then run this again" >&2
+  exit 1
+fi
+
 need=()
 for pkg in nix-bin skopeo umoci docker-registry podman runc busybox-static sqlite3 gcc libc6-dev jq python3-venv; do
   dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || need+=("$pkg")
