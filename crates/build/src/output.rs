@@ -114,6 +114,12 @@ pub(crate) fn write(
                 .into(),
         )),
         (OutputFormat::Oci, Output::Path(dir)) => {
+            if dir.exists() && !dir.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "{} is a file; an OCI layout is a directory (give a new or layout directory, or use --format oci-archive)",
+                    dir.display()
+                )));
+            }
             if dir.exists() {
                 // Adding to an existing layout: blobs are content-addressed, so
                 // only index.json changes, and it is replaced atomically.

@@ -20,10 +20,27 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nix-layer: error: {e:#}");
+            eprintln!("nix-layer: error: {}", render(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Library errors often quote their
+/// cause already; a cause whose text is already there is not repeated.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -78,6 +95,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("{report}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(io).context("cannot write x: disk full").context("building y");
+        assert_eq!(super::render(&e), "building y: cannot write x: disk full");
     }
 }
 
