@@ -98,16 +98,6 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn causes_already_quoted_are_not_repeated() {
-        let io = std::io::Error::other("disk full");
-        let e = anyhow::Error::new(io).context("cannot write x: disk full").context("building y");
-        assert_eq!(super::render(&e), "building y: cannot write x: disk full");
-    }
-}
-
 fn build(req: nix_layer_build::BuildRequest, show_bar: bool, show_summary: bool) -> Result<()> {
     let started = Instant::now();
     let bar = progress::Bar::new(show_bar);
@@ -129,4 +119,14 @@ fn build(req: nix_layer_build::BuildRequest, show_bar: bool, show_summary: bool)
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(io).context("cannot write x: disk full").context("building y");
+        assert_eq!(super::render(&e), "building y: cannot write x: disk full");
+    }
 }
