@@ -425,6 +425,8 @@ fn concurrent_builds_share_a_cache_and_corrupt_entries_are_rebuilt() {
     }
     let index = |o: &str| std::fs::read(dir.path().join(o).join("index.json")).unwrap();
     assert_eq!(index("a"), index("b"));
+    let verified = stdout(nix_layer().arg("cache-verify").arg(&cache));
+    assert!(verified.contains("(0 removed)"), "{verified}");
     // Corrupt every cached blob: truncate one, overwrite the others in place.
     let blobs: Vec<PathBuf> =
         std::fs::read_dir(cache.join("blobs/sha256")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -438,6 +440,14 @@ fn concurrent_builds_share_a_cache_and_corrupt_entries_are_rebuilt() {
         let garbage = if i == 0 { vec![0u8; (len / 2) as usize] } else { vec![0x5a; len as usize] };
         std::fs::write(b, garbage).unwrap();
     }
+    // cache-verify re-hashes and drops the damaged blobs.
+    let copy = dir.path().join("cache-copy");
+    run(Command::new("cp").arg("-a").arg(&cache).arg(&copy));
+    let verified = stdout(nix_layer().arg("cache-verify").arg(&copy));
+    assert!(
+        verified.contains(&format!("checked {} blobs ({} removed)", blobs.len(), blobs.len())),
+        "{verified}"
+    );
     let out = run(&mut build("c"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("(0 from cache)"), "corrupt entries must not be served: {stderr}");
@@ -468,4 +478,34 @@ fn roots_restrict_the_image_to_their_closure() {
     let mut want = vec![f.busybox.as_str(), f.other.as_str()];
     want.sort();
     assert_eq!(paths, want);
+}
+
+#[test]
+fn sharing_report_reads_real_images() {
+    let f = fixtures();
+    let dir = scratch();
+    let a = dir.path().join("a.tar");
+    let b = dir.path().join("b");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.hello]))
+        .args(["--name", "x/a:t", "-o"])
+        .arg(&a));
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .args(["--name", "x/b:t", "--format", "oci", "-o"])
+        .arg(&b));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(nix_layer().args(["sharing", "--json"]).arg(&a).arg(&b))).unwrap();
+    // One layer per path: busybox's and hello's layers (and the empty top
+    // layer) are stored once. E is below 1 only by tar headers and padding.
+    let (total, stored) =
+        (report["totalImageBytes"].as_u64().unwrap(), report["storedBytes"].as_u64().unwrap());
+    assert!(stored * 3 < total * 2, "{report}");
+    assert!(report["efficiency"].as_f64().unwrap() > 0.95, "{report}");
+    // b pulls app's layer only: one 10240-byte tar record (app holds a symlink).
+    assert_eq!(report["pulls"][0]["pullBytes"], 10240, "{report}");
 }

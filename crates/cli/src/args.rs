@@ -132,7 +132,8 @@ pub struct BuildArgs {
     /// Layer cache directory: a rebuild writes only layers it has not seen.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
-    /// Build settings written by the Nix wrapper (a stream script or JSON); flags given here override them.
+    /// Build settings written by the Nix wrapper (a stream script or JSON); -o, --name, --format,
+    /// --compression, --jobs and --cache given here override them.
     #[arg(long, value_name = "FILE", hide = true)]
     pub settings: Option<PathBuf>,
     /// No progress bar and no summary line.
