@@ -226,3 +226,39 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+#[test]
+fn concurrent_builds_into_one_layout_keep_every_image() {
+    let f = fixtures();
+    let dir = scratch();
+    let layout = dir.path().join("layout");
+    let closure = f.closure(&[&f.app, &f.other]);
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            nix_layer()
+                .arg("build")
+                .arg("--closure")
+                .args(&closure)
+                .args(["--name", &format!("nix-layer-e2e/conc:t{i}"), "--format", "oci", "--quiet", "-o"])
+                .arg(&layout)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut refs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap())
+        .collect();
+    refs.sort();
+    assert_eq!(refs, ["t0", "t1", "t2", "t3", "t4", "t5"]);
+    for r in refs {
+        run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{r}", layout.display())));
+    }
+}

@@ -127,7 +127,12 @@ pub(crate) fn write(
             } else {
                 let tmp = staging.path().join("layout");
                 add_to_layout(&tmp, layers, config_json, image, tag)?;
-                fs::rename(&tmp, dir).map_err(io_err(format!("cannot move the layout to {}", dir.display())))
+                match fs::rename(&tmp, dir) {
+                    Ok(()) => Ok(()),
+                    // Another build created the layout meanwhile: add to it instead.
+                    Err(_) if dir.is_dir() => add_to_layout(dir, layers, config_json, image, tag),
+                    Err(e) => Err(io_err(format!("cannot move the layout to {}", dir.display()))(e)),
+                }
             }
         }
         (OutputFormat::OciArchive, out) => {

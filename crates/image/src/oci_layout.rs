@@ -41,8 +41,8 @@ impl From<&LayerBlob> for LayerDescriptor {
 /// images are added to. Blobs are content-addressed, so layers shared between images are
 /// stored once. Every file appears under its final name by an atomic rename or link.
 ///
-/// One writer at a time: two processes adding images to one layout at once can lose an
-/// `index.json` update (blobs are safe).
+/// Several writers may add images at once: blobs are content-addressed, and the
+/// read-modify-write of `index.json` holds an exclusive lock on the layout directory.
 #[derive(Debug)]
 pub struct OciLayout {
     dir: PathBuf,
@@ -288,11 +288,16 @@ impl OciLayout {
             }
             descriptor["platform"] = platform;
         }
+        // Another process may be adding an image too: update the index under a lock
+        // (flock on the directory itself, so the layout gains no extra file).
+        let lock = fs::File::open(&self.dir).map_err(Error::io("cannot open", &self.dir))?;
+        lock.lock().map_err(Error::io("cannot lock", &self.dir))?;
         let mut index = self.read_index()?;
         let manifests = index["manifests"].as_array_mut().expect("checked by read_index");
         manifests.retain(|m| m["annotations"][REF_NAME_ANNOTATION].as_str() != Some(ref_name));
         manifests.push(descriptor);
         self.write_file("index.json", &serde_json::to_vec(&index).expect("JSON"))?;
+        drop(lock);
         Ok(manifest_digest)
     }
 
