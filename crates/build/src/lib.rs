@@ -8,7 +8,6 @@
 mod layers;
 mod output;
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use nix_layer_blob::{Compression, Digest, LayerBlob};
@@ -150,7 +149,7 @@ fn image_graph(req: &BuildRequest) -> Result<Graph, Error> {
         wanted.push(index("the top-layer spec", &p)?);
     }
     let config_json = serde_json::to_string(&req.config).unwrap_or_default();
-    for p in store_paths_in(&config_json, &req.store_dir) {
+    for p in req.store_dir.paths_in(&config_json) {
         wanted.push(index("the image config", &p)?);
     }
     let Some(roots) = &req.roots else {
@@ -161,23 +160,6 @@ fn image_graph(req: &BuildRequest) -> Result<Graph, Error> {
     }
     let keep = g.closure(&wanted);
     Ok(g.subgraph(&keep)?)
-}
-
-/// Store paths mentioned anywhere in a string (config values like
-/// `/nix/store/…-bash/bin/bash`).
-pub fn store_paths_in(s: &str, store_dir: &StoreDir) -> BTreeSet<StorePath> {
-    let prefix = format!("{}/", store_dir.as_str());
-    let mut found = BTreeSet::new();
-    let mut rest = s;
-    while let Some(i) = rest.find(&prefix) {
-        let tail = &rest[i + prefix.len()..];
-        let len = tail.bytes().take_while(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(c)).count();
-        if let Ok(p) = store_dir.parse(&format!("{prefix}{}", &tail[..len])) {
-            found.insert(p);
-        }
-        rest = &tail[len..];
-    }
-    found
 }
 
 /// Runs the whole build.
@@ -293,14 +275,6 @@ fn default_tag(config_json: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_store_paths_in_strings() {
-        let d = StoreDir::default();
-        let s = r#"{"Cmd":["/nix/store/2jmiqxxd2z4ypk8am71rc6kffqzgma57-bash-5.2/bin/bash","-c"],"Env":["A=/nix/store/bad"]}"#;
-        let found: Vec<String> = store_paths_in(s, &d).into_iter().map(|p| p.to_string()).collect();
-        assert_eq!(found, ["/nix/store/2jmiqxxd2z4ypk8am71rc6kffqzgma57-bash-5.2"]);
-    }
 
     #[test]
     fn default_tag_is_stable_nix32() {

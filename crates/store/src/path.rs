@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,20 @@ impl StoreDir {
             return Err(bad("the name has a character Nix does not allow"));
         }
         Ok(StorePath { full: s.to_owned(), base_start: self.0.len() + 1 })
+    }
+
+    /// Store paths mentioned anywhere in free text (config values like
+    /// `/nix/store/…-bash/bin/bash`, `/etc/passwd` lines): the store
+    /// directory, `/`, then the longest run of characters a name may hold.
+    pub fn paths_in(&self, text: &str) -> BTreeSet<StorePath> {
+        let prefix = format!("{}/", self.0);
+        let allowed = |c: &u8| c.is_ascii_alphanumeric() || b"+-._?=".contains(c);
+        text.match_indices(prefix.as_str())
+            .filter_map(|(start, _)| {
+                let len = text.as_bytes()[start + prefix.len()..].iter().take_while(|c| allowed(c)).count();
+                self.parse(&text[start..start + prefix.len() + len]).ok()
+            })
+            .collect()
     }
 
     /// Like [`StoreDir::parse`], but accepts a path below a store path and
@@ -176,6 +191,14 @@ mod tests {
         assert!(d.parse(P).is_err());
         assert!(StoreDir::new("relative").is_err());
         assert!(StoreDir::new("/trailing/").is_err());
+    }
+
+    #[test]
+    fn paths_in_finds_store_paths_in_text() {
+        let text = format!(r#"{{"Cmd":["{P}/bin/hello","-c"],"Env":["A=/nix/store/bogus"]}} {P}"#);
+        let found: Vec<String> =
+            StoreDir::default().paths_in(&text).into_iter().map(|p| p.to_string()).collect();
+        assert_eq!(found, [P]);
     }
 
     #[test]

@@ -121,25 +121,11 @@ impl TopLayerSpec {
                 SpecKind::Copy { source } => {
                     found.extend(source.to_str().and_then(|s| store_dir.containing(s)));
                 }
-                SpecKind::Text { text } => found.extend(store_paths_in(text, store_dir)),
+                SpecKind::Text { text } => found.extend(store_dir.paths_in(text)),
             }
         }
         found.into_iter().collect()
     }
-}
-
-/// Store paths mentioned in free text: the store directory, `/`, then the
-/// longest run of characters a store path name may hold.
-fn store_paths_in(text: &str, store_dir: &StoreDir) -> Vec<StorePath> {
-    let prefix = format!("{store_dir}/");
-    let allowed = |c: u8| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c);
-    text.match_indices(prefix.as_str())
-        .filter_map(|(start, _)| {
-            let rest = &text.as_bytes()[start + prefix.len()..];
-            let len = rest.iter().take_while(|&&c| allowed(c)).count();
-            store_dir.parse(&text[start..start + prefix.len() + len]).ok()
-        })
-        .collect()
 }
 
 /// The path as a top-layer member name: relative, no empty, `.` or `..`
