@@ -420,12 +420,8 @@ rec {
       topLayer ? { },
       maxLayers ? 50,
       strategy ? "shared",
-      # Package sets to plan layers against (e.g. all of `packageSets`): every
-      # image built with the same family shares identical layers for them, at
-      # the price of realising the whole family when building.
+      # family, familyFile: as in mkDevContainer
       family ? { },
-      # A family catalogue file instead: planning reads only the members'
-      # graphs, so nothing of the family is realised.
       familyFile ? defaultFamilyFile,
       format ? "docker-archive",
       compression ? null,
