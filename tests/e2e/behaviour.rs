@@ -216,7 +216,7 @@ fn nix_database_registers_the_whole_closure() {
     let bundle = dir.path().join("bundle");
     run(Command::new("umoci")
         .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{}:t", layout.display()))
+        .arg(format!("{}:nix-layer-e2e/nixdb:t", layout.display()))
         .arg(&bundle));
     let root = bundle.join("rootfs");
     // The host's Nix reads the image's database as a chroot store and checks
@@ -455,7 +455,7 @@ fn concurrent_builds_share_a_cache_and_corrupt_entries_are_rebuilt() {
     // The rebuilt image is intact: umoci checks every blob against its digest.
     run(Command::new("umoci")
         .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{}:t", dir.path().join("c").display()))
+        .arg(format!("{}:nix-layer-e2e/conc:t", dir.path().join("c").display()))
         .arg(dir.path().join("bundle")));
 }
 

@@ -77,7 +77,7 @@ fn oci_layout_inspects_unpacks_and_runs() {
     for compression in ["none", "gzip", "zstd"] {
         let dir = scratch();
         let layout = build_hello(dir.path(), "oci", &["--compression", compression]);
-        let src = format!("oci:{}:t1", layout.display());
+        let src = format!("oci:{}:nix-layer-e2e/hello-oci:t1", layout.display());
         let v: serde_json::Value =
             serde_json::from_str(&stdout(Command::new("skopeo").args(["inspect", &src]))).unwrap();
         assert_eq!(v["Layers"].as_array().unwrap().len(), 4, "{compression}");
@@ -91,7 +91,7 @@ fn oci_layout_inspects_unpacks_and_runs() {
         let bundle = dir.path().join("bundle");
         run(Command::new("umoci")
             .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:t1", layout.display()))
+            .arg(format!("{}:nix-layer-e2e/hello-oci:t1", layout.display()))
             .arg(&bundle));
         let app = bundle.join("rootfs").join(f.app.trim_start_matches('/')).join("bin/app");
         assert!(
@@ -108,7 +108,7 @@ fn oci_layout_inspects_unpacks_and_runs() {
 fn oci_archive_inspects_and_runs() {
     let dir = scratch();
     let archive = build_hello(dir.path(), "oci-archive", &["--compression", "gzip"]);
-    let src = format!("oci-archive:{}:t1", archive.display());
+    let src = format!("oci-archive:{}:nix-layer-e2e/hello-oci-archive:t1", archive.display());
     let v: serde_json::Value =
         serde_json::from_str(&stdout(Command::new("skopeo").args(["inspect", &src]))).unwrap();
     assert_eq!(v["Env"][0], "GREETING=hi");
@@ -155,7 +155,8 @@ fn several_images_share_blobs_in_one_layout() {
     // layer, config and manifest; busybox and the (empty) top layer are shared.
     assert_eq!(blobs, 9);
     for tag in ["app", "other"] {
-        run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{tag}", layout.display())));
+        let r = format!("oci:{}:nix-layer-e2e/multi:{tag}", layout.display());
+        run(Command::new("skopeo").arg("inspect").arg(r));
     }
 }
 
@@ -167,13 +168,15 @@ fn pushes_to_a_real_registry() {
     let dest = format!("docker://{}/nix-layer-e2e/hello:t1", registry.addr);
     run(Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:t1", layout.display()))
+        .arg(format!("oci:{}:nix-layer-e2e/hello-oci:t1", layout.display()))
         .arg(&dest));
     let v: serde_json::Value =
         serde_json::from_str(&stdout(Command::new("skopeo").args(["inspect", "--tls-verify=false", &dest])))
             .unwrap();
     let local: serde_json::Value = serde_json::from_str(&stdout(
-        Command::new("skopeo").arg("inspect").arg(format!("oci:{}:t1", layout.display())),
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:nix-layer-e2e/hello-oci:t1", layout.display())),
     ))
     .unwrap();
     // Same compressed layer digests on both sides: the registry stores our bytes.
@@ -257,7 +260,8 @@ fn concurrent_builds_into_one_layout_keep_every_image() {
         .map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap())
         .collect();
     refs.sort();
-    assert_eq!(refs, ["t0", "t1", "t2", "t3", "t4", "t5"]);
+    let expected: Vec<String> = (0..6).map(|i| format!("nix-layer-e2e/conc:t{i}")).collect();
+    assert_eq!(refs, expected);
     for r in refs {
         run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{r}", layout.display())));
     }

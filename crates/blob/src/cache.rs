@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::write::{file_has_digest, write_blob_via, Durability};
-use crate::{Compression, Digest, Error, LayerBlob};
+use crate::write::{file_has_digest, set_final_mode, write_blob_via, Durability};
+use crate::{BlobInfo, Compression, Digest, Error, LayerBlob};
 
 /// Names a cache entry: the sha256 (hex) of everything that determines a layer's bytes.
 ///
@@ -90,9 +90,13 @@ impl fmt::Display for VerifyReport {
 /// still agree, which catches truncation, replacement and most edits without re-reading
 /// the blob. An in-place edit that keeps the length and restores the mtime is only caught
 /// by [`verify_all`](Self::verify_all), which re-hashes everything.
+///
+/// A cache this user cannot write (another user's, a read-only mount) is used read-only:
+/// hits are served (after the same checks), misses are built outside it.
 #[derive(Clone, Debug)]
 pub struct LayerCache {
     root: PathBuf,
+    writable: bool,
 }
 
 /// Entry format version; bump when [`EntryBody`] changes (old entries then read as misses).
@@ -142,6 +146,8 @@ enum Invalid {
     /// The blob's length differs from the size its name implies: it is damaged.
     BlobWrongLength,
     BlobChanged,
+    /// The blob's bytes do not hash to its digest.
+    BlobCorrupt,
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> i64 {
@@ -152,15 +158,38 @@ impl LayerCache {
     /// Opens (creating if needed) the cache at `root`, and removes temporary files left
     /// behind by builders that died more than a day ago.
     pub fn open(root: &Path) -> Result<Self, Error> {
-        let cache = LayerCache { root: root.to_owned() };
-        for dir in [cache.blobs_dir(), cache.entries_dir(), cache.tmp_dir()] {
-            fs::create_dir_all(&dir).map_err(Error::io(
-                "could not create the layer cache directory (check permissions, or use another cache location)",
-                &dir,
-            ))?;
+        let mut cache = LayerCache { root: root.to_owned(), writable: true };
+        let dirs = [cache.blobs_dir(), cache.entries_dir(), cache.tmp_dir()];
+        for dir in &dirs {
+            if let Err(e) = fs::create_dir_all(dir) {
+                if !dir.is_dir() {
+                    return Err(Error::io(
+                        "could not create the layer cache directory (check permissions, or use another cache location)",
+                        dir,
+                    )(e));
+                }
+            }
         }
-        cache.remove_stale_tmp();
+        cache.writable = dirs.iter().all(|d| rustix::fs::access(d, rustix::fs::Access::WRITE_OK).is_ok());
+        if cache.writable {
+            cache.remove_stale_tmp();
+        }
         Ok(cache)
+    }
+
+    /// Opens a cache that must already exist (for maintenance commands: a typo must not
+    /// create an empty cache and report it clean).
+    pub fn open_existing(root: &Path) -> Result<Self, Error> {
+        let probe = LayerCache { root: root.to_owned(), writable: false };
+        if !probe.blobs_dir().is_dir() || !probe.entries_dir().is_dir() {
+            return Err(Error::NotACache(root.to_owned()));
+        }
+        Self::open(root)
+    }
+
+    /// False when this user cannot add to the cache (it is then used read-only).
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 
     pub fn root(&self) -> &Path {
@@ -208,6 +237,7 @@ impl LayerCache {
     pub fn get(&self, key: &CacheKey) -> Option<LayerBlob> {
         match self.check(key) {
             Ok(blob) => blob,
+            Err(_) if !self.writable => None,
             Err(_) => {
                 // A concurrent insert may have just replaced the bad entry with a good one;
                 // removing that costs one rebuild, never a wrong answer.
@@ -247,23 +277,35 @@ impl LayerCache {
         if meta.len() != e.blob_len || mtime_ns(&meta) != e.blob_mtime_ns || meta.ino() != e.blob_inode {
             return Err(Invalid::BlobChanged);
         }
-        Ok(Some(LayerBlob {
+        // The cheap checks above catch most damage; hashing catches the rest (an edit that
+        // keeps length, mtime and inode). Nothing is served unverified.
+        let info = BlobInfo {
             diff_id: e.diff_id,
             uncompressed_size: e.uncompressed_size,
             digest: e.digest,
             size: e.size,
             compression: e.compression,
-            path,
-        }))
+        };
+        match LayerBlob::open_verified(&path, info) {
+            Ok(blob) => Ok(Some(blob)),
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                Err(Invalid::BlobCorrupt)
+            }
+        }
     }
 
     /// The blob cached under `key` if it is valid and stored with `compression`; otherwise
     /// runs `produce` to write the layer's tar stream, stores the blob and records the
     /// entry. Returns the blob and whether it was a hit.
+    ///
+    /// On a cache this user cannot write, a miss is built into `fallback_dir` instead and
+    /// not recorded.
     pub fn get_or_insert(
         &self,
         key: &CacheKey,
         compression: Compression,
+        fallback_dir: &Path,
         produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(LayerBlob, bool), Error> {
         if let Some(blob) = self.get(key) {
@@ -271,10 +313,13 @@ impl LayerCache {
                 return Ok((blob, true));
             }
         }
+        if !self.writable {
+            return Ok((crate::write_blob(fallback_dir, compression, produce)?, false));
+        }
         let blob =
             write_blob_via(&self.tmp_dir(), &self.blobs_dir(), compression, Durability::Synced, produce)?;
-        let meta = fs::symlink_metadata(&blob.path)
-            .map_err(Error::io("could not stat the cached blob", &blob.path))?;
+        let meta = fs::symlink_metadata(blob.path())
+            .map_err(Error::io("could not stat the cached blob", blob.path()))?;
         let entry = EntryBody {
             format: ENTRY_FORMAT,
             diff_id: blob.diff_id,
@@ -299,6 +344,9 @@ impl LayerCache {
             .tempfile_in(&tmp_dir)
             .map_err(Error::io("could not create a temporary cache entry in", &tmp_dir))?;
         tmp.write_all(&bytes).map_err(Error::io("could not write the cache entry", tmp.path()))?;
+        // Readable by whoever the umask allows: a shared cache is read by other users.
+        set_final_mode(tmp.as_file(), 0o644)
+            .map_err(Error::io("could not write the cache entry", tmp.path()))?;
         // No fsync: an entry lost or torn by a crash fails its checksum and reads as a miss.
         let dest = self.entry_path(key);
         tmp.persist(&dest).map_err(|e| Error::io("could not store the cache entry", &dest)(e.error))?;
@@ -351,7 +399,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<String>, Error> {
 mod tests {
     use super::*;
     use std::fs::{FileTimes, OpenOptions};
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{FileExt, PermissionsExt};
     use std::sync::{Arc, Barrier};
 
     fn layer_bytes(seed: u8) -> Vec<u8> {
@@ -390,12 +438,13 @@ mod tests {
         let k = key("a");
         assert!(cache.get(&k).is_none());
         let (blob, hit) =
-            cache.get_or_insert(&k, Compression::Gzip, |w| w.write_all(&layer_bytes(1))).unwrap();
+            cache.get_or_insert(&k, Compression::Gzip, dir.path(), |w| w.write_all(&layer_bytes(1))).unwrap();
         assert!(!hit);
         assert_eq!(blob.diff_id, Digest::of(&layer_bytes(1)));
-        assert_eq!(blob.path, cache.blob_path(&blob.digest));
-        let (again, hit) =
-            cache.get_or_insert(&k, Compression::Gzip, |_| panic!("must not rebuild on a hit")).unwrap();
+        assert_eq!(blob.path(), cache.blob_path(&blob.digest));
+        let (again, hit) = cache
+            .get_or_insert(&k, Compression::Gzip, dir.path(), |_| panic!("must not rebuild on a hit"))
+            .unwrap();
         assert!(hit);
         assert_eq!(again, blob);
         assert_eq!(cache.get(&k), Some(blob));
@@ -406,11 +455,13 @@ mod tests {
     fn equal_blobs_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
-        let (a, _) =
-            cache.get_or_insert(&key("a"), Compression::Zstd, |w| w.write_all(&layer_bytes(3))).unwrap();
-        let (b, _) =
-            cache.get_or_insert(&key("b"), Compression::Zstd, |w| w.write_all(&layer_bytes(3))).unwrap();
-        assert_eq!(a.path, b.path);
+        let (a, _) = cache
+            .get_or_insert(&key("a"), Compression::Zstd, dir.path(), |w| w.write_all(&layer_bytes(3)))
+            .unwrap();
+        let (b, _) = cache
+            .get_or_insert(&key("b"), Compression::Zstd, dir.path(), |w| w.write_all(&layer_bytes(3)))
+            .unwrap();
+        assert_eq!(a.path(), b.path());
         assert_eq!(fs::read_dir(cache.blobs_dir()).unwrap().count(), 1);
         // Both entries stay valid: the second insert kept the first file (same inode).
         assert_eq!(cache.get(&key("a")), Some(a));
@@ -422,8 +473,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
         let k = key("c");
-        cache.get_or_insert(&k, Compression::Gzip, |w| w.write_all(b"data")).unwrap();
-        let (blob, hit) = cache.get_or_insert(&k, Compression::None, |w| w.write_all(b"data")).unwrap();
+        cache.get_or_insert(&k, Compression::Gzip, dir.path(), |w| w.write_all(b"data")).unwrap();
+        let (blob, hit) =
+            cache.get_or_insert(&k, Compression::None, dir.path(), |w| w.write_all(b"data")).unwrap();
         assert!(!hit);
         assert_eq!(blob.compression, Compression::None);
         assert_eq!(cache.get(&k).unwrap().compression, Compression::None);
@@ -434,18 +486,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
         let k = key("t");
-        let (blob, _) = cache.get_or_insert(&k, Compression::Gzip, |w| w.write_all(&layer_bytes(5))).unwrap();
-        make_writable(&blob.path);
-        OpenOptions::new().write(true).open(&blob.path).unwrap().set_len(blob.size / 2).unwrap();
+        let (blob, _) =
+            cache.get_or_insert(&k, Compression::Gzip, dir.path(), |w| w.write_all(&layer_bytes(5))).unwrap();
+        make_writable(blob.path());
+        OpenOptions::new().write(true).open(blob.path()).unwrap().set_len(blob.size / 2).unwrap();
         assert_eq!(cache.check(&k), Err(Invalid::BlobWrongLength));
         assert!(cache.get(&k).is_none());
         assert!(!entry_exists(&cache, &k), "bad entry dropped");
-        assert!(!blob.path.exists(), "damaged blob dropped");
+        assert!(!blob.path().exists(), "damaged blob dropped");
         let (rebuilt, hit) =
-            cache.get_or_insert(&k, Compression::Gzip, |w| w.write_all(&layer_bytes(5))).unwrap();
+            cache.get_or_insert(&k, Compression::Gzip, dir.path(), |w| w.write_all(&layer_bytes(5))).unwrap();
         assert!(!hit);
         assert_eq!(rebuilt.digest, blob.digest);
-        assert!(file_has_digest(&rebuilt.path, &rebuilt.digest));
+        assert!(file_has_digest(rebuilt.path(), &rebuilt.digest));
     }
 
     #[test]
@@ -453,12 +506,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
         let k = key("o");
-        let (blob, _) = cache.get_or_insert(&k, Compression::None, |w| w.write_all(&layer_bytes(7))).unwrap();
-        make_writable(&blob.path);
+        let (blob, _) =
+            cache.get_or_insert(&k, Compression::None, dir.path(), |w| w.write_all(&layer_bytes(7))).unwrap();
+        make_writable(blob.path());
         // File timestamps come from a coarse kernel clock; make sure the write lands on a
         // later tick than the insert.
         std::thread::sleep(Duration::from_millis(30));
-        let mut f = OpenOptions::new().write(true).open(&blob.path).unwrap();
+        let mut f = OpenOptions::new().write(true).open(blob.path()).unwrap();
         f.write_all(b"XXXX").unwrap(); // same length, same inode, new contents
         drop(f);
         assert_eq!(cache.check(&k), Err(Invalid::BlobChanged));
@@ -471,10 +525,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
         let k = key("r");
-        let (blob, _) = cache.get_or_insert(&k, Compression::None, |w| w.write_all(b"abc")).unwrap();
+        let (blob, _) =
+            cache.get_or_insert(&k, Compression::None, dir.path(), |w| w.write_all(b"abc")).unwrap();
         let other = dir.path().join("other");
         fs::write(&other, b"xyz").unwrap();
-        fs::rename(&other, &blob.path).unwrap();
+        fs::rename(&other, blob.path()).unwrap();
         assert_eq!(cache.check(&k), Err(Invalid::BlobChanged));
         assert!(cache.get(&k).is_none());
     }
@@ -484,7 +539,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
         let k = key("g");
-        cache.get_or_insert(&k, Compression::Zstd, |w| w.write_all(b"abc")).unwrap();
+        cache.get_or_insert(&k, Compression::Zstd, dir.path(), |w| w.write_all(b"abc")).unwrap();
         let path = cache.entry_path(&k);
 
         let good = fs::read_to_string(&path).unwrap();
@@ -501,7 +556,8 @@ mod tests {
             assert!(cache.get(&k).is_none());
             assert!(!path.exists());
         }
-        let (_, hit) = cache.get_or_insert(&k, Compression::Zstd, |w| w.write_all(b"abc")).unwrap();
+        let (_, hit) =
+            cache.get_or_insert(&k, Compression::Zstd, dir.path(), |w| w.write_all(b"abc")).unwrap();
         assert!(!hit);
         assert!(cache.get(&k).is_some());
     }
@@ -511,34 +567,105 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
         let k = key("m");
-        let (blob, _) = cache.get_or_insert(&k, Compression::None, |w| w.write_all(b"abc")).unwrap();
-        fs::remove_file(&blob.path).unwrap();
+        let (blob, _) =
+            cache.get_or_insert(&k, Compression::None, dir.path(), |w| w.write_all(b"abc")).unwrap();
+        fs::remove_file(blob.path()).unwrap();
         assert_eq!(cache.check(&k), Err(Invalid::BlobMissing));
         assert!(cache.get(&k).is_none());
+    }
+
+    /// Length, mtime and inode unchanged: only the hash sees the edit, and `get` hashes.
+    #[test]
+    fn same_size_same_mtime_corruption_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("quiet");
+        let (blob, _) =
+            cache.get_or_insert(&k, Compression::Zstd, dir.path(), |w| w.write_all(&layer_bytes(4))).unwrap();
+        let mtime = fs::metadata(blob.path()).unwrap().modified().unwrap();
+        make_writable(blob.path());
+        let f = OpenOptions::new().write(true).open(blob.path()).unwrap();
+        f.write_all_at(b"\xff\xff", 100).unwrap();
+        f.set_times(FileTimes::new().set_modified(mtime)).unwrap();
+        drop(f);
+        assert_eq!(cache.check(&k), Err(Invalid::BlobCorrupt));
+        let mut rebuilt = false;
+        let (again, hit) = cache
+            .get_or_insert(&k, Compression::Zstd, dir.path(), |w| {
+                rebuilt = true;
+                w.write_all(&layer_bytes(4))
+            })
+            .unwrap();
+        assert!(rebuilt && !hit);
+        assert!(file_has_digest(again.path(), &again.digest));
+    }
+
+    /// A symlink put in place of a blob is never followed or served.
+    #[test]
+    fn blob_replaced_by_a_symlink_is_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(&dir.path().join("c")).unwrap();
+        let k = key("link");
+        let (blob, _) =
+            cache.get_or_insert(&k, Compression::None, dir.path(), |w| w.write_all(b"layer")).unwrap();
+        let decoy = dir.path().join("decoy");
+        fs::write(&decoy, b"layer").unwrap();
+        fs::remove_file(blob.path()).unwrap();
+        std::os::unix::fs::symlink(&decoy, blob.path()).unwrap();
+        assert!(cache.get(&k).is_none());
+    }
+
+    /// A cache this user cannot write still serves hits; misses are built elsewhere.
+    #[test]
+    fn read_only_cache_serves_hits_and_builds_misses_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("c");
+        let cache = LayerCache::open(&root).unwrap();
+        cache.get_or_insert(&key("a"), Compression::None, dir.path(), |w| w.write_all(b"a")).unwrap();
+        let ro = LayerCache { root: root.clone(), writable: false };
+        let (hit, was_hit) =
+            ro.get_or_insert(&key("a"), Compression::None, dir.path(), |_| panic!("a hit")).unwrap();
+        assert!(was_hit && hit.path().starts_with(&root));
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let (miss, was_hit) =
+            ro.get_or_insert(&key("b"), Compression::None, &out, |w| w.write_all(b"b")).unwrap();
+        assert!(!was_hit && miss.path().starts_with(&out));
+        assert!(!ro.entry_path(&key("b")).exists());
+    }
+
+    #[test]
+    fn open_existing_refuses_what_is_not_a_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let e = LayerCache::open_existing(&missing).unwrap_err();
+        assert!(e.to_string().contains("is not a layer cache"), "{e}");
+        assert!(!missing.exists(), "nothing is created");
+        LayerCache::open(&missing).unwrap();
+        LayerCache::open_existing(&missing).unwrap();
     }
 
     #[test]
     fn verify_all_catches_same_size_same_mtime_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
-        let (bad, _) =
-            cache.get_or_insert(&key("bad"), Compression::Gzip, |w| w.write_all(&layer_bytes(9))).unwrap();
-        let (good, _) =
-            cache.get_or_insert(&key("good"), Compression::Gzip, |w| w.write_all(&layer_bytes(10))).unwrap();
-        let mtime = fs::metadata(&bad.path).unwrap().modified().unwrap();
-        make_writable(&bad.path);
+        let (bad, _) = cache
+            .get_or_insert(&key("bad"), Compression::Gzip, dir.path(), |w| w.write_all(&layer_bytes(9)))
+            .unwrap();
+        let (good, _) = cache
+            .get_or_insert(&key("good"), Compression::Gzip, dir.path(), |w| w.write_all(&layer_bytes(10)))
+            .unwrap();
+        let mtime = fs::metadata(bad.path()).unwrap().modified().unwrap();
+        make_writable(bad.path());
         std::thread::sleep(Duration::from_millis(30));
-        let mut f = OpenOptions::new().write(true).open(&bad.path).unwrap();
+        let mut f = OpenOptions::new().write(true).open(bad.path()).unwrap();
         f.write_all(b"\0\0\0\0").unwrap();
         f.set_times(FileTimes::new().set_modified(mtime)).unwrap();
         drop(f);
-        fs::set_permissions(&bad.path, fs::Permissions::from_mode(0o444)).unwrap();
-        // The cheap checks cannot see this edit ...
-        assert!(cache.check(&key("bad")).is_ok_and(|b| b.is_some()));
-        // ... a full verification can.
+        fs::set_permissions(bad.path(), fs::Permissions::from_mode(0o444)).unwrap();
         let report = cache.verify_all().unwrap();
         assert_eq!(report.blobs_checked, 2);
-        assert_eq!(report.blobs_removed, vec![bad.path.clone()]);
+        assert_eq!(report.blobs_removed, vec![bad.path().to_owned()]);
         assert_eq!(report.entries_checked, 2);
         assert_eq!(report.entries_removed, vec![key("bad").to_string()]);
         let text = report.to_string();
@@ -595,10 +722,11 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let (cache, barrier) = (cache.clone(), barrier.clone());
+                let fallback = dir.path().to_owned();
                 std::thread::spawn(move || {
                     barrier.wait();
                     cache
-                        .get_or_insert(&key("shared"), Compression::Gzip, |w| {
+                        .get_or_insert(&key("shared"), Compression::Gzip, &fallback, |w| {
                             for chunk in layer_bytes(11).chunks(10_000) {
                                 w.write_all(chunk)?;
                             }
@@ -612,7 +740,7 @@ mod tests {
         let blobs: Vec<LayerBlob> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         assert!(blobs.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(cache.get(&key("shared")), Some(blobs[0].clone()));
-        assert!(file_has_digest(&blobs[0].path, &blobs[0].digest));
+        assert!(file_has_digest(blobs[0].path(), &blobs[0].digest));
         assert_eq!(fs::read_dir(cache.blobs_dir()).unwrap().count(), 1);
         assert!(fs::read_dir(cache.tmp_dir()).unwrap().next().is_none());
     }
@@ -627,7 +755,7 @@ mod tests {
         let Some(root) = std::env::var_os(CHILD_ENV) else { return };
         let cache = LayerCache::open(Path::new(&root)).unwrap();
         let (blob, hit) = cache
-            .get_or_insert(&key("two-processes"), Compression::None, |w| {
+            .get_or_insert(&key("two-processes"), Compression::None, Path::new(&root), |w| {
                 for chunk in layer_bytes(13).chunks(20_000) {
                     w.write_all(chunk)?;
                     std::thread::sleep(Duration::from_millis(10));
@@ -662,7 +790,7 @@ mod tests {
         }
         let cache = LayerCache::open(dir.path()).unwrap();
         let blob = cache.get(&key("two-processes")).expect("entry valid after both inserts");
-        assert!(file_has_digest(&blob.path, &expected));
+        assert!(file_has_digest(blob.path(), &expected));
         assert!(fs::read_dir(cache.tmp_dir()).unwrap().next().is_none());
     }
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use cache::{CacheKey, LayerCache, VerifyReport};
 pub use compression::{compress_bytes, Compression, Encoder, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{Digest, HashingReader, HashingWriter};
-pub use write::{write_blob, LayerBlob};
+pub use write::{open_no_follow, umask, write_blob, write_stored_blob, BlobInfo, LayerBlob};
 
 /// Everything that can go wrong while naming, writing or caching blobs.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,10 @@ pub enum Error {
     BadCompression(String),
     #[error("{action} `{}`: {cause}", path.display())]
     Io { action: &'static str, path: PathBuf, cause: io::Error },
+    #[error("`{}` is not a layer cache (no blobs/sha256 and entries directories)", .0.display())]
+    NotACache(PathBuf),
+    #[error("blob `{}` is damaged or not what was recorded: {problem}", path.display())]
+    Corrupt { path: PathBuf, problem: String },
     #[error("producing the layer contents for a blob in `{}` failed: {cause}", dir.display())]
     Produce { dir: PathBuf, cause: io::Error },
 }

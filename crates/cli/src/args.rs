@@ -105,6 +105,12 @@ pub struct BuildArgs {
     /// Architecture in Go's spelling (default: this machine's).
     #[arg(long, value_name = "GOARCH")]
     pub arch: Option<String>,
+    /// CPU variant in the config and the index's platform (`v8` for arm64, `v7` for arm).
+    #[arg(long, value_name = "VARIANT")]
+    pub variant: Option<String>,
+    /// A manifest annotation, e.g. org.opencontainers.image.source=https://… (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
     /// Creation time: RFC 3339, seconds since the epoch, or `now`.
     #[arg(long, value_name = "TIME", default_value = "1970-01-01T00:00:01Z")]
     pub created: String,

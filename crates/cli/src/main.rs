@@ -1,5 +1,5 @@
 //! `nix-layer`: the command line. It parses arguments and settings, then
-//! hands a `BuildRequest` to `nix-layer-build`; no image logic lives here.
+//! hands a `BuildRequest` to `nix-layer-pipeline`; no image logic lives here.
 
 mod args;
 mod progress;
@@ -19,10 +19,30 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stops early (`nix-layer plan | head`) is not an error worth a
+        // message; the status says the output was cut, as a shell's 128 + SIGPIPE would.
+        Err(e) if e.is::<ReaderGone>() => ExitCode::from(141),
         Err(e) => {
             eprintln!("nix-layer: error: {}", render(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Stdout was closed by its reader before a report was printed in full.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed before the output was complete")]
+struct ReaderGone;
+
+/// Prints a report to stdout: a closed pipe is [`ReaderGone`], any other failure (a full
+/// disk behind a redirect) an error with its cause.
+fn print_report(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ReaderGone.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
     }
 }
 
@@ -69,43 +89,40 @@ fn run(cli: Cli) -> Result<()> {
                 Some(f) => nix_layer_plan::plan_with_family(&graph, strategy, budget, f)?,
                 None => nix_layer_plan::plan(&graph, strategy, budget)?,
             };
+            let mut text = String::new();
             if a.json {
-                println!("{}", serde_json::to_string(&plan)?);
+                text = serde_json::to_string(&plan)? + "\n";
             } else {
+                use std::fmt::Write;
                 for (i, layer) in plan.layers.iter().enumerate() {
                     let bytes: u64 =
                         layer.iter().filter_map(|p| graph.index_of(p)).map(|j| graph.info(j).nar_size).sum();
-                    println!(
-                        "layer {:>3}  {:>10}  {} paths",
-                        i + 1,
-                        progress::human_bytes(bytes),
-                        layer.len()
-                    );
+                    let size = progress::human_bytes(bytes);
+                    writeln!(text, "layer {:>3}  {size:>10}  {} paths", i + 1, layer.len())?;
                     for p in layer {
-                        println!("            {p}");
+                        writeln!(text, "            {p}")?;
                     }
                 }
             }
-            Ok(())
+            print_report(&text)
         }
         Command::Sharing(a) => sharing::run(a),
         Command::CacheVerify(a) => {
-            let cache = nix_layer_blob::LayerCache::open(&a.dir)?;
+            let cache = nix_layer_blob::LayerCache::open_existing(&a.dir)?;
             let report = cache.verify_all()?;
-            println!("{report}");
-            Ok(())
+            print_report(&format!("{report}\n"))
         }
     }
 }
 
-fn build(req: nix_layer_build::BuildRequest, show_bar: bool, show_summary: bool) -> Result<()> {
+fn build(req: nix_layer_pipeline::BuildRequest, show_bar: bool, show_summary: bool) -> Result<()> {
     let started = Instant::now();
     let bar = progress::Bar::new(show_bar);
     let destination = match &req.output {
-        nix_layer_build::Output::Path(p) => p.display().to_string(),
-        nix_layer_build::Output::Stdout => "stdout".to_owned(),
+        nix_layer_pipeline::Output::Path(p) => p.display().to_string(),
+        nix_layer_pipeline::Output::Stdout => "stdout".to_owned(),
     };
-    let summary = nix_layer_build::build(&req, &bar)?;
+    let summary = nix_layer_pipeline::build(&req, &bar)?;
     if show_summary {
         let bytes: u64 = summary.layers.iter().map(|l| l.size).sum();
         eprintln!(

@@ -1,7 +1,7 @@
 //! A progress bar on stderr when it is a terminal; nothing otherwise.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nix_layer_build::{LayerKind, Progress};
+use nix_layer_pipeline::{LayerKind, Progress};
 
 pub struct Bar(Option<ProgressBar>);
 

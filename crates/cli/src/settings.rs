@@ -7,9 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix_layer_build::{BuildRequest, Output, OutputFormat, Timestamp};
 use nix_layer_graph::Graph;
 use nix_layer_image::{ConfigSpec, ImageRef};
+use nix_layer_pipeline::{BuildRequest, Output, OutputFormat, Timestamp};
 use nix_layer_plan::{Family, Strategy};
 use nix_layer_store::StoreDir;
 use nix_layer_tar::{Ownership, TopLayerSpec};
@@ -38,6 +38,11 @@ pub struct Settings {
     pub top_layer: Option<Value>,
     pub from_image: Option<String>,
     pub architecture: Option<String>,
+    /// CPU variant (`v8`, `v7`).
+    pub variant: Option<String>,
+    /// Manifest annotations (`org.opencontainers.image.source`, …).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
     pub created: Option<String>,
     pub mtime: Option<String>,
     pub uid: Option<u64>,
@@ -176,6 +181,8 @@ fn request(s: Settings, extra: Extra) -> Result<BuildRequest> {
         top_layer,
         from_image: s.from_image.map(PathBuf::from),
         architecture: s.architecture.unwrap_or_else(host_arch),
+        variant: s.variant,
+        annotations: s.annotations,
         created: time(s.created, "--created")?,
         mtime: time(s.mtime, "--mtime")?,
         owner: Ownership {
@@ -225,6 +232,7 @@ pub fn request_from_build_args(a: Box<BuildArgs>) -> Result<BuildRequest> {
         s.contents = a.contents;
         s.from_image = a.from_image.map(|p| p.display().to_string());
         s.architecture = a.arch;
+        s.variant = a.variant;
         s.created = Some(a.created);
         s.mtime = Some(a.mtime);
         s.uid = Some(a.uid);
@@ -233,6 +241,14 @@ pub fn request_from_build_args(a: Box<BuildArgs>) -> Result<BuildRequest> {
         s.gname = Some(a.gname);
         s.include_nix_db = Some(a.nix_db);
         s.include_store_paths = Some(!a.no_store_paths);
+    }
+    for kv in &a.annotation {
+        let (k, v) =
+            kv.split_once('=').with_context(|| format!("--annotation `{kv}`: expected KEY=VALUE"))?;
+        if k.is_empty() {
+            bail!("--annotation `{kv}`: the key is empty");
+        }
+        s.annotations.insert(k.to_owned(), v.to_owned());
     }
     let jobs = a.jobs.unwrap_or_else(default_jobs);
     if jobs == 0 {

@@ -65,24 +65,22 @@ pub fn run(a: SharingArgs) -> Result<()> {
                 "ratio": if *ad == 0 { serde_json::Value::Null } else { json!(*p as f64 / *ad as f64) },
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return crate::print_report(&(serde_json::to_string_pretty(&v)? + "\n"));
     }
-    println!("images:               {}", images.len());
-    println!("total image bytes:    {}", human_bytes(family.total_image_bytes));
-    println!("unique closure bytes: {}", human_bytes(family.unique_closure_bytes));
-    println!("stored bytes:         {}", human_bytes(family.stored_bytes));
-    println!("efficiency E:         {:.3}", family.efficiency);
+    use std::fmt::Write;
+    let mut text = String::new();
+    writeln!(text, "images:               {}", images.len())?;
+    writeln!(text, "total image bytes:    {}", human_bytes(family.total_image_bytes))?;
+    writeln!(text, "unique closure bytes: {}", human_bytes(family.unique_closure_bytes))?;
+    writeln!(text, "stored bytes:         {}", human_bytes(family.stored_bytes))?;
+    writeln!(text, "efficiency E:         {:.3}", family.efficiency)?;
     for (have, want, pulled, added) in pulls {
         let ratio =
             if added == 0 { "n/a".to_owned() } else { format!("{:.2}×", pulled as f64 / added as f64) };
-        println!(
-            "{want} onto {have}: pulls {} for {} of new paths ({ratio})",
-            human_bytes(pulled),
-            human_bytes(added)
-        );
+        let (pulled, added) = (human_bytes(pulled), human_bytes(added));
+        writeln!(text, "{want} onto {have}: pulls {pulled} for {added} of new paths ({ratio})")?;
     }
-    Ok(())
+    crate::print_report(&text)
 }
 
 /// Reads an image's layers: digest, size, and the store paths each holds

@@ -1,16 +1,37 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+#[cfg(test)]
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use nix_layer_blob::{write_blob, HashingReader};
+use nix_layer_blob::{open_no_follow, write_blob, write_stored_blob, HashingReader};
 use serde_json::Value;
 use tempfile::TempPath;
 
-use crate::docker_archive::read_prefix;
-use crate::{
-    diff_ids_of, Compression, Digest, DockerArchiveWriter, Error, LayerBlob, LayerDescriptor, OciLayout,
-};
+use crate::{diff_ids_of, Compression, Digest, Error, LayerBlob};
+
+/// What an OCI manifest says about a stored layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Reads up to `buf.len()` bytes, fewer only at end of file.
+fn read_prefix(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
 
 /// Where a base layer's stored bytes are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +46,8 @@ impl BlobSource {
     /// A reader over the stored bytes.
     pub fn open(&self) -> io::Result<Box<dyn Read>> {
         match self {
-            BlobSource::File(path) => Ok(Box::new(File::open(path)?)),
+            // Not through a symlink: a layout's blob names must not lead elsewhere.
+            BlobSource::File(path) => Ok(Box::new(open_no_follow(path)?)),
             BlobSource::ArchiveMember { archive, offset, len } => {
                 let mut f = File::open(archive)?;
                 f.seek(SeekFrom::Start(*offset))?;
@@ -281,90 +303,35 @@ impl BaseImage {
         layer.compression.decoder(stored).map_err(Error::io("cannot decompress the base layer in", path))
     }
 
-    /// sha256 and length of layer `i`'s uncompressed tar, checked against its diff_id.
-    fn verified_uncompressed(&self, i: usize) -> Result<u64, Error> {
-        let layer = self.layer(i)?;
-        let (digest, len) = Digest::of_reader(&mut self.open_layer(i)?)
-            .map_err(Error::io("cannot read the base layer in", layer.source.path()))?;
-        check_diff_id(layer, digest)?;
-        Ok(len)
-    }
-
-    /// Layer `i` as a blob file for our own writers, checked against its diff_id:
-    /// uncompressed if `uncompressed` (as a docker-archive needs), else as stored. Files
-    /// are written into `dir` only when needed: a stored OCI blob is used in place.
+    /// Layer `i` copied into `dir` as a verified blob for our own writers: uncompressed if
+    /// `uncompressed` (as a docker-archive needs), else as stored. Both the stored bytes
+    /// (against the manifest's digest, when the source has one) and the uncompressed tar
+    /// (against the config's diff_id) are checked on the way in; nothing is linked, so the
+    /// output never shares an inode with the base image.
     pub fn materialize_layer(&self, i: usize, dir: &Path, uncompressed: bool) -> Result<LayerBlob, Error> {
         let layer = self.layer(i)?;
         let path = layer.source.path();
-        if uncompressed && layer.compression != Compression::None {
+        let read_err = Error::io("cannot read the base layer in", path);
+        let mut stored = layer.source.open().map_err(read_err)?;
+        let blob = if uncompressed && layer.compression != Compression::None {
             let mut reader = self.open_layer(i)?;
-            let blob = write_blob(dir, Compression::None, |w| io::copy(&mut reader, w).map(drop))?;
-            check_diff_id(layer, blob.diff_id)?;
-            return Ok(blob);
-        }
-        let uncompressed_size = self.verified_uncompressed(i)?;
-        let (digest, size, path) = match (&layer.source, &layer.descriptor) {
-            (BlobSource::File(file), Some(d)) => (d.digest, d.size, file.clone()),
-            _ => {
-                let mut stored =
-                    layer.source.open().map_err(Error::io("cannot read the base layer in", path))?;
-                let blob = write_blob(dir, Compression::None, |w| io::copy(&mut stored, w).map(drop))?;
-                // Stored as-is: write_blob's "diff_id" is the digest of the stored bytes.
-                (blob.diff_id, blob.uncompressed_size, blob.path)
+            write_blob(dir, Compression::None, |w| io::copy(&mut reader, w).map(drop))?
+        } else {
+            let blob = write_stored_blob(dir, layer.compression, &mut stored)?;
+            if let Some(d) = &layer.descriptor {
+                if (blob.digest, blob.size) != (d.digest, d.size) {
+                    return Err(Error::DigestMismatch {
+                        what: format!("the stored base layer in `{}`", path.display()),
+                        expected: d.digest,
+                        actual: blob.digest,
+                        hint: "the base image is damaged or its manifest lies; export it again",
+                    });
+                }
             }
+            blob
         };
-        Ok(LayerBlob {
-            diff_id: layer.diff_id,
-            uncompressed_size,
-            digest,
-            size,
-            compression: layer.compression,
-            path,
-        })
-    }
-
-    /// Adds layer `i`'s stored bytes to `layout` (hard-linked from an OCI layout when
-    /// possible) and returns its descriptor, with the OCI media type for its compression.
-    pub fn add_layer_to_oci(&self, i: usize, layout: &OciLayout) -> Result<LayerDescriptor, Error> {
-        let layer = self.layer(i)?;
-        let media_type = layer.compression.layer_media_type().to_owned();
-        match (&layer.source, &layer.descriptor) {
-            (BlobSource::File(file), Some(d)) => {
-                layout.add_blob_from_file(file, &d.digest)?;
-                Ok(LayerDescriptor { media_type, digest: d.digest, size: d.size })
-            }
-            (source, _) => {
-                let mut stored =
-                    source.open().map_err(Error::io("cannot read the base layer in", source.path()))?;
-                let (digest, size) = layout.add_blob_from_reader(&mut stored)?;
-                Ok(LayerDescriptor { media_type, digest, size })
-            }
-        }
-    }
-
-    /// Appends layer `i`, decompressed, to a docker-archive, checking its diff_id. A
-    /// compressed layer is decompressed twice (once to learn its size for the tar header),
-    /// so nothing is staged on disk.
-    pub fn add_layer_to_docker_archive<W: Write>(
-        &self,
-        i: usize,
-        w: &mut DockerArchiveWriter<W>,
-    ) -> Result<(), Error> {
-        let layer = self.layer(i)?;
-        let path = layer.source.path();
-        if layer.compression != Compression::None {
-            let size = self.verified_uncompressed(i)?;
-            return w.add_layer(layer.diff_id, size, &mut self.open_layer(i)?);
-        }
-        let size = layer.source.stored_len().map_err(Error::io("cannot read the base layer in", path))?;
-        let stored = layer.source.open().map_err(Error::io("cannot read the base layer in", path))?;
-        let mut reader = HashingReader::new(stored);
-        w.add_layer(layer.diff_id, size, &mut reader)?;
-        if reader.bytes_read() == size {
-            // Read in full (not skipped as a duplicate): check what went into the archive.
-            check_diff_id(layer, reader.finish().1)?;
-        }
-        Ok(())
+        check_diff_id(layer, blob.diff_id)?;
+        Ok(blob)
     }
 
     /// Calls `f(name, size)` for every entry of layer `i` (names as stored, e.g.
@@ -497,9 +464,9 @@ fn resolve(members: &HashMap<String, Member>, name: &str) -> Option<(u64, u64)> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{image_config_json, write_docker_archive, ArchiveLayer, ConfigSpec, ImageConfigInput};
+    use crate::test_support::image;
+    use crate::{DockerArchiveWriter, Image, OciLayout};
     use nix_layer_tar::{EntryKind, Header, TarWriter};
-    use std::collections::BTreeMap;
 
     /// A real layer tar with the given files.
     fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -520,18 +487,13 @@ mod tests {
         t.finish().unwrap()
     }
 
-    fn config(diff_ids: Vec<Digest>, env: &[&str]) -> Vec<u8> {
-        image_config_json(&ImageConfigInput {
-            created: "1970-01-01T00:00:01Z".into(),
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            config: ConfigSpec {
-                Env: Some(env.iter().map(|s| s.to_string()).collect()),
-                ..Default::default()
-            },
-            diff_ids,
-            history: vec![],
-        })
+    /// A docker-archive of `image` with `layers` as its bytes.
+    fn docker_archive_bytes(image: &Image, layers: &[&LayerBlob]) -> Vec<u8> {
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1);
+        for l in layers {
+            w.add_blob(l).unwrap();
+        }
+        w.finish(image).unwrap()
     }
 
     struct Fixture {
@@ -552,37 +514,27 @@ mod tests {
             self.tars.iter().map(|t| Digest::of(t)).collect()
         }
 
+        fn blobs(&self, compression: Compression) -> Vec<LayerBlob> {
+            let blobs = self.dir.path().join("blobs");
+            fs::create_dir_all(&blobs).unwrap();
+            self.tars.iter().map(|t| write_blob(&blobs, compression, |w| w.write_all(t)).unwrap()).collect()
+        }
+
         fn docker_archive(&self, name: &str) -> PathBuf {
-            let layers: Vec<ArchiveLayer> = self
-                .tars
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let path = self.dir.path().join(format!("{name}-layer{i}"));
-                    fs::write(&path, t).unwrap();
-                    ArchiveLayer { diff_id: Digest::of(t), size: t.len() as u64, path }
-                })
-                .collect();
-            let cfg = config(self.diff_ids(), &["PATH=/bin", "LANG=C"]);
-            let out = write_docker_archive(Vec::new(), &layers, &cfg, &["base:1".into()], 1).unwrap();
+            let layers = self.blobs(Compression::None);
+            let refs: Vec<&LayerBlob> = layers.iter().collect();
+            let out = docker_archive_bytes(&image("base:1", &refs, "amd64", &["PATH=/bin", "LANG=C"]), &refs);
             let path = self.dir.path().join(format!("{name}.tar"));
             fs::write(&path, out).unwrap();
             path
         }
 
         fn oci_layout(&self, compression: Compression) -> PathBuf {
-            let blobs = self.dir.path().join("blobs");
-            fs::create_dir_all(&blobs).unwrap();
-            let layers: Vec<LayerBlob> = self
-                .tars
-                .iter()
-                .map(|t| write_blob(&blobs, compression, |w| w.write_all(t)).unwrap())
-                .collect();
+            let layers = self.blobs(compression);
+            let refs: Vec<&LayerBlob> = layers.iter().collect();
             let root = self.dir.path().join(format!("oci-{compression}"));
-            let mut layout = OciLayout::open_or_create(&root).unwrap();
-            layout
-                .add_image(&layers, &config(self.diff_ids(), &["PATH=/bin"]), "base", BTreeMap::new())
-                .unwrap();
+            let layout = OciLayout::open_or_create(&root).unwrap();
+            layout.add_image(&image("base:1", &refs, "amd64", &["PATH=/bin"]), &layers).unwrap();
             root
         }
     }
@@ -623,7 +575,10 @@ mod tests {
         let mut t = TarWriter::new(Vec::new());
         let gz: Vec<Vec<u8>> =
             f.tars.iter().map(|t| nix_layer_blob::compress_bytes(Compression::Gzip, t).unwrap()).collect();
-        let cfg = config(f.diff_ids(), &[]);
+        let cfg = image("x:1", &f.blobs(Compression::None).iter().collect::<Vec<_>>(), "amd64", &[])
+            .config()
+            .bytes()
+            .to_vec();
         let manifest = serde_json::to_vec(&serde_json::json!([{
             "Config": "config.json", "RepoTags": [], "Layers": ["l0/layer.tar", "./l1/layer.tar"]
         }]))
@@ -667,54 +622,57 @@ mod tests {
                 assert_eq!(l.descriptor.as_ref().unwrap().media_type, c.layer_media_type());
                 assert_eq!(uncompressed(&base, i), f.tars[i]);
             }
-            assert!(BaseImage::open_oci_layout(&root, Some("base")).is_ok());
+            assert!(BaseImage::open_oci_layout(&root, Some("base:1")).is_ok());
             let e = BaseImage::open_oci_layout(&root, Some("nope")).unwrap_err().to_string();
-            assert!(e.contains("no image named `nope`; it has: base"), "{e}");
+            assert!(e.contains("no image named `nope`; it has: base:1"), "{e}");
         }
     }
 
     #[test]
-    fn materialize_and_copy_helpers() {
+    fn materialize_copies_and_verifies() {
         let f = fixture();
         let scratch = f.dir.path().join("scratch");
         fs::create_dir(&scratch).unwrap();
-        let oci = BaseImage::open(&f.oci_layout(Compression::Gzip)).unwrap();
+        let oci_root = f.oci_layout(Compression::Gzip);
+        let oci = BaseImage::open(&oci_root).unwrap();
         let docker = BaseImage::open(&f.docker_archive("plain")).unwrap();
         for base in [&oci, &docker] {
             for i in 0..2 {
                 let raw = base.materialize_layer(i, &scratch, true).unwrap();
                 assert_eq!((raw.diff_id, raw.compression), (f.diff_ids()[i], Compression::None));
-                assert_eq!(fs::read(&raw.path).unwrap(), f.tars[i]);
+                assert_eq!(fs::read(raw.path()).unwrap(), f.tars[i]);
                 let kept = base.materialize_layer(i, &scratch, false).unwrap();
                 assert_eq!(kept.diff_id, f.diff_ids()[i]);
                 assert_eq!(kept.uncompressed_size, f.tars[i].len() as u64);
                 assert_eq!(kept.compression, base.layers[i].compression);
-                assert_eq!(Digest::of(&fs::read(&kept.path).unwrap()), kept.digest);
+                assert_eq!(Digest::of(&fs::read(kept.path()).unwrap()), kept.digest);
             }
         }
-        // OCI blobs are used in place, not copied.
+        // Copied, never the base's own inode.
+        use std::os::unix::fs::MetadataExt;
         let kept = oci.materialize_layer(0, &scratch, false).unwrap();
-        assert_eq!(BlobSource::File(kept.path.clone()), oci.layers[0].source);
+        let BlobSource::File(src) = &oci.layers[0].source else { panic!("an OCI blob") };
+        assert_ne!(fs::metadata(kept.path()).unwrap().ino(), fs::metadata(src).unwrap().ino());
 
-        // Into a new OCI layout, and into a docker-archive that docker-archive readers accept.
-        let layout = OciLayout::open_or_create(&f.dir.path().join("copy")).unwrap();
-        for base in [&oci, &docker] {
-            let descs: Vec<LayerDescriptor> =
-                (0..2).map(|i| base.add_layer_to_oci(i, &layout).unwrap()).collect();
-            for (d, l) in descs.iter().zip(&base.layers) {
-                assert!(layout.has_blob(&d.digest, d.size));
-                assert_eq!(d.media_type, l.compression.layer_media_type());
-            }
-            let mut w = DockerArchiveWriter::new(Vec::new(), 1);
-            base.add_layer_to_docker_archive(0, &mut w).unwrap();
-            base.add_layer_to_docker_archive(1, &mut w).unwrap();
-            let out = w.finish(&config(f.diff_ids(), &[]), &["copy:1".into()]).unwrap();
-            let path = f.dir.path().join("copy.tar");
-            fs::write(&path, out).unwrap();
-            let again = BaseImage::open(&path).unwrap();
-            assert_eq!(uncompressed(&again, 0), f.tars[0]);
-            assert_eq!(uncompressed(&again, 1), f.tars[1]);
-        }
+        // A stored blob whose bytes do not match its digest is refused, even when it
+        // decompresses to the right layer (a recompressed blob, say).
+        let d = oci.layers[1].descriptor.clone().unwrap();
+        let other = nix_layer_blob::compress_bytes(Compression::Gzip, &f.tars[1]).unwrap();
+        let mut recompressed = other.clone();
+        recompressed[9] ^= 0xff; // the gzip OS byte: same contents, other bytes
+        assert_eq!(recompressed.len() as u64, d.size);
+        let path = oci_root.join("blobs/sha256").join(d.digest.hex());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, &recompressed).unwrap();
+        let e = oci.materialize_layer(1, &scratch, false).unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("stored base layer"), "{e}");
+        // A blob name that is a symlink is not followed.
+        fs::remove_file(&path).unwrap();
+        let elsewhere = f.dir.path().join("elsewhere");
+        fs::write(&elsewhere, &other).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(oci.materialize_layer(1, &scratch, false).is_err());
     }
 
     #[test]
@@ -736,8 +694,7 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let e = base.materialize_layer(0, scratch.path(), true).unwrap_err();
         assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
-        let mut w = DockerArchiveWriter::new(Vec::new(), 1);
-        assert!(base.add_layer_to_docker_archive(0, &mut w).is_err());
+        assert!(base.materialize_layer(0, scratch.path(), false).is_err());
     }
 
     #[test]

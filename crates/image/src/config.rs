@@ -240,9 +240,10 @@ pub struct ImageConfigInput {
     /// GOARCH spelling (`amd64`, `arm64`); see [`go_arch`].
     pub architecture: String,
     pub os: String,
+    /// CPU variant (`v8` for arm64, `v7` for arm), when there is one.
+    pub variant: Option<String>,
     pub config: ConfigSpec,
-    /// One per layer, bottom first.
-    pub diff_ids: Vec<Digest>,
+    /// One per layer, bottom first (or none).
     pub history: Vec<HistoryEntry>,
 }
 
@@ -251,19 +252,21 @@ impl ImageConfigInput {
     /// architecture or OS.
     pub fn validate(&self) -> Result<(), Error> {
         let time = |what: &str, t: &str| {
-            if crate::time::parse_rfc3339(t).is_some() {
-                Ok(())
-            } else {
-                Err(Error::BadConfig(format!(
-                    "{what} `{t}` is not an RFC 3339 time like `1970-01-01T00:00:01Z`"
-                )))
-            }
+            crate::time::parse_rfc3339(t).map(drop).map_err(|e| {
+                Error::BadConfig(format!(
+                    "{what} `{t}` is not an RFC 3339 time like `1970-01-01T00:00:01Z`: {e}"
+                ))
+            })
         };
         time("created", &self.created)?;
         for h in &self.history {
             time("history created", &h.created)?;
         }
-        for (what, v) in [("architecture", &self.architecture), ("os", &self.os)] {
+        let variant = self.variant.as_ref();
+        for (what, v) in [("architecture", &self.architecture), ("os", &self.os)]
+            .into_iter()
+            .chain(variant.map(|v| ("variant", v)))
+        {
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
                 return Err(Error::BadConfig(format!(
                     "{what} `{v}` must be a Go-style name such as `amd64` / `linux`"
@@ -274,18 +277,22 @@ impl ImageConfigInput {
     }
 }
 
-/// The image config JSON: sorted keys, compact, empty fields omitted, so the same input
-/// always gives the same bytes (and digest).
-pub fn image_config_json(input: &ImageConfigInput) -> Vec<u8> {
+/// The image config JSON for layers with `diff_ids` (bottom first): sorted keys, compact,
+/// empty fields omitted, so the same input always gives the same bytes (and digest).
+/// [`Image::new`](crate::Image::new) is the one caller: config and layers are made together.
+pub(crate) fn image_config_json(input: &ImageConfigInput, diff_ids: &[Digest]) -> Vec<u8> {
     let mut root = Map::new();
     root.insert("architecture".into(), input.architecture.clone().into());
     root.insert("os".into(), input.os.clone().into());
+    if let Some(v) = &input.variant {
+        root.insert("variant".into(), v.clone().into());
+    }
     root.insert("created".into(), input.created.clone().into());
     let config = input.config.to_value();
     if config.as_object().is_some_and(|o| !o.is_empty()) {
         root.insert("config".into(), config);
     }
-    let diff_ids: Vec<Value> = input.diff_ids.iter().map(|d| d.to_string().into()).collect();
+    let diff_ids: Vec<Value> = diff_ids.iter().map(|d| d.to_string().into()).collect();
     root.insert("rootfs".into(), json!({ "type": "layers", "diff_ids": diff_ids }));
     if !input.history.is_empty() {
         let history: Vec<Value> = input
@@ -353,6 +360,10 @@ pub fn inherit_env(base: &[String], ours: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn config_json(input: &ImageConfigInput) -> Vec<u8> {
+        image_config_json(input, &[Digest::of(b"layer 1"), Digest::of(b"layer 2")])
+    }
+
     fn spec(json: &str) -> Result<ConfigSpec, String> {
         ConfigSpec::from_json(json.as_bytes()).map_err(|e| e.to_string())
     }
@@ -362,8 +373,8 @@ mod tests {
             created: "1970-01-01T00:00:01Z".into(),
             architecture: "amd64".into(),
             os: "linux".into(),
+            variant: None,
             config,
-            diff_ids: vec![Digest::of(b"layer 1"), Digest::of(b"layer 2")],
             history: vec![
                 HistoryEntry {
                     created: "1970-01-01T00:00:01Z".into(),
@@ -439,7 +450,7 @@ mod tests {
             Labels: Some([("z".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())].into()),
             ..Default::default()
         };
-        let json = String::from_utf8(image_config_json(&input(config))).unwrap();
+        let json = String::from_utf8(config_json(&input(config))).unwrap();
         let d1 = Digest::of(b"layer 1");
         let d2 = Digest::of(b"layer 2");
         assert_eq!(
@@ -451,7 +462,7 @@ mod tests {
         // An empty config and history are left out entirely.
         let mut bare = input(ConfigSpec::default());
         bare.history.clear();
-        let v: Value = serde_json::from_slice(&image_config_json(&bare)).unwrap();
+        let v: Value = serde_json::from_slice(&config_json(&bare)).unwrap();
         assert!(v.get("config").is_none() && v.get("history").is_none());
         assert_eq!(v["rootfs"]["type"], "layers");
     }
@@ -463,12 +474,9 @@ mod tests {
             .unwrap();
         let b = spec(r#"{"Cmd": ["a"], "ExposedPorts": {"80/tcp": {}, "443/tcp": {}}, "Labels": {"m": "3", "x": "1", "b": "2"}}"#)
             .unwrap();
-        let ja = image_config_json(&input(a));
-        assert_eq!(ja, image_config_json(&input(b)));
-        assert_eq!(
-            ja,
-            image_config_json(&input(spec(std::str::from_utf8(&spec_json(&ja)).unwrap()).unwrap()))
-        );
+        let ja = config_json(&input(a));
+        assert_eq!(ja, config_json(&input(b)));
+        assert_eq!(ja, config_json(&input(spec(std::str::from_utf8(&spec_json(&ja)).unwrap()).unwrap())));
         // Every object's keys are sorted.
         fn check_sorted(v: &Value) {
             match v {
@@ -503,7 +511,7 @@ mod tests {
     fn validate_checks_times_and_platform() {
         let mut i = input(ConfigSpec::default());
         i.validate().unwrap();
-        for ok in ["2024-02-29T23:59:60.123456789+05:30", "1970-01-01t00:00:00z", "2000-01-01T00:00:00-00:00"]
+        for ok in ["2024-02-29T23:59:59.123456789+05:30", "1970-01-01t00:00:00z", "2000-01-01T00:00:00-00:00"]
         {
             i.created = ok.into();
             i.validate().unwrap_or_else(|e| panic!("{ok}: {e}"));

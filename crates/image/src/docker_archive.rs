@@ -1,34 +1,23 @@
-use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, Read, Seek, Write};
-use std::path::PathBuf;
+//! The docker-archive format (`docker save` / `docker load`): `<diff_id hex>/layer.tar`
+//! for each layer, then `<config sha256>.json`, then `manifest.json`. Every entry is mode
+//! 0644, owner 0:0, with the given mtime, so the archive's bytes depend only on its
+//! contents.
+//!
+//! Two writers make the same bytes: [`DockerArchiveWriter`] appends layers in order to any
+//! stream (stdout); [`SlotArchive`] lays the archive out from the layer sizes and lets
+//! threads fill each layer's slot of one file at once.
 
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix_layer_blob::{HashingReader, HashingWriter};
 use nix_layer_tar::{EntryKind, Header, TarWriter};
 use serde_json::json;
 
-use crate::{config_diff_ids, Compression, Digest, Error, ImageRef};
-
-/// An uncompressed layer tar on disk, as a docker-archive holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchiveLayer {
-    pub diff_id: Digest,
-    /// Length of the uncompressed tar.
-    pub size: u64,
-    pub path: PathBuf,
-}
-
-/// Writes a docker-archive (the `docker save` / `docker load` format) one layer at a time:
-/// `<diff_id hex>/layer.tar` for each layer, then `<config sha256>.json`, then
-/// `manifest.json`. Every entry is mode 0644, owner 0:0, with the given mtime, so the
-/// archive's bytes depend only on its contents.
-///
-/// A layer that appears twice is stored once and listed twice in `manifest.json`.
-pub struct DockerArchiveWriter<W: Write> {
-    tar: TarWriter<W>,
-    mtime: u64,
-    layers: Vec<Digest>,
-    stored: HashSet<Digest>,
-}
+use crate::{Compression, Digest, Error, Image, LayerBlob};
 
 const FORMAT: &str = "docker-archive";
 
@@ -49,187 +38,259 @@ fn file_header(name: String, size: u64, mtime: u64) -> Header {
     }
 }
 
+fn layer_header(diff_id: &Digest, size: u64, mtime: u64) -> Header {
+    file_header(format!("{}/layer.tar", diff_id.hex()), size, mtime)
+}
+
+/// Bytes a layer member of `size` bytes takes: its header blocks (PAX records included,
+/// which a large mtime or size needs) and its data padded to 512 bytes.
+fn member_len(size: u64, mtime: u64) -> u64 {
+    nix_layer_tar::header_len(&layer_header(&Digest::from_bytes([0; 32]), size, mtime))
+}
+
+/// Refuses a layer that is compressed: a docker-archive holds uncompressed tars, and
+/// Docker would reject the archive later with a vaguer error.
+fn check_uncompressed(blob: &LayerBlob) -> Result<(), Error> {
+    if blob.compression != Compression::None {
+        return Err(Error::CompressedLayer { path: blob.path().to_owned(), compression: blob.compression });
+    }
+    Ok(())
+}
+
+/// The members after the layers: `<config sha256>.json` and `manifest.json`, naming the
+/// image by its reference.
+fn tail_members(image: &Image, mtime: u64) -> [(Header, Vec<u8>); 2] {
+    let config = image.config();
+    let config_name = format!("{}.json", config.digest().hex());
+    let layer_names: Vec<String> =
+        image.layers().iter().map(|l| format!("{}/layer.tar", l.diff_id.hex())).collect();
+    let manifest = json!([{ "Config": config_name, "RepoTags": [image.reference().to_string()], "Layers": layer_names }]);
+    let manifest = serde_json::to_vec(&manifest).expect("a JSON value serialises");
+    [
+        (file_header(config_name, config.len(), mtime), config.bytes().to_vec()),
+        (file_header("manifest.json".into(), manifest.len() as u64, mtime), manifest),
+    ]
+}
+
+/// Checks that an image's layers are what the archive holds, in order.
+fn check_layers(image: &Image, written: &[Digest]) -> Result<(), Error> {
+    if image.diff_ids() != written {
+        return Err(Error::ConfigLayersMismatch(format!(
+            "the image lists {} layers but the archive has {} (or they differ in order or content)",
+            image.layers().len(),
+            written.len()
+        )));
+    }
+    if let Some(l) = image.layers().iter().find(|l| l.compression != Compression::None) {
+        return Err(Error::ConfigLayersMismatch(format!(
+            "layer {} is {}-compressed; a docker-archive image must describe uncompressed layers",
+            l.digest, l.compression
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a docker-archive one layer at a time, in order, to any stream.
+pub struct DockerArchiveWriter<W: Write> {
+    tar: TarWriter<W>,
+    mtime: u64,
+    layers: Vec<Digest>,
+}
+
 impl<W: Write> DockerArchiveWriter<W> {
     pub fn new(out: W, mtime: u64) -> Self {
-        DockerArchiveWriter { tar: TarWriter::new(out), mtime, layers: Vec::new(), stored: HashSet::new() }
+        DockerArchiveWriter { tar: TarWriter::new(out), mtime, layers: Vec::new() }
     }
 
-    /// Appends a layer: exactly `size` bytes of uncompressed tar read from `data`. `data`
-    /// is not read if a layer with this `diff_id` was already added.
+    /// Appends a layer: exactly `size` bytes of uncompressed tar read from `data`, which
+    /// must hash to `diff_id`. The bytes are out before the hash is known: on a mismatch
+    /// the stream is already wrong, and the error says so (the caller must fail).
     pub fn add_layer(&mut self, diff_id: Digest, size: u64, data: &mut dyn Read) -> Result<(), Error> {
+        let mut hashed = HashingReader::new(data);
+        self.tar.append(&layer_header(&diff_id, size, self.mtime), &mut hashed).map_err(tar_err)?;
+        let (_, actual, _) = hashed.finish();
+        if actual != diff_id {
+            return Err(Error::DigestMismatch {
+                what: format!("layer {} of the docker-archive", self.layers.len() + 1),
+                expected: diff_id,
+                actual,
+                hint: "its contents changed while it was written; is something modifying the store?",
+            });
+        }
         self.layers.push(diff_id);
-        if !self.stored.insert(diff_id) {
-            return Ok(());
-        }
-        self.tar.append(&layer_header(&diff_id, size, self.mtime), data).map_err(tar_err)
+        Ok(())
     }
 
-    /// Appends a layer from its file, after checking that the file has the declared size
-    /// and is not compressed (Docker would reject the archive later, with a vaguer error).
-    pub fn add_layer_file(&mut self, layer: &ArchiveLayer) -> Result<(), Error> {
-        if self.stored.contains(&layer.diff_id) {
-            self.layers.push(layer.diff_id);
-            return Ok(());
-        }
-        let path = &layer.path;
-        let mut file = File::open(path).map_err(Error::io("cannot open the layer file", path))?;
-        let actual = file.metadata().map_err(Error::io("cannot stat the layer file", path))?.len();
-        if actual != layer.size {
-            return Err(Error::LayerSize { path: path.clone(), expected: layer.size, actual });
-        }
-        let mut magic = [0u8; 4];
-        let n = read_prefix(&mut file, &mut magic).map_err(Error::io("cannot read the layer file", path))?;
-        let compression = Compression::detect(&magic[..n]);
-        if compression != Compression::None {
-            return Err(Error::CompressedLayer { path: path.clone(), compression });
-        }
-        file.rewind().map_err(Error::io("cannot read the layer file", path))?;
-        self.add_layer(layer.diff_id, layer.size, &mut file)
+    /// Appends a verified uncompressed layer blob.
+    pub fn add_blob(&mut self, blob: &LayerBlob) -> Result<(), Error> {
+        check_uncompressed(blob)?;
+        self.add_layer(blob.diff_id, blob.uncompressed_size, &mut blob.reader())
     }
 
-    /// Writes the config and `manifest.json`, ends the archive and returns the output.
-    /// `config_json` must list the added layers' diff_ids in order; each repo tag must be
-    /// a valid `name:tag`.
-    pub fn finish(mut self, config_json: &[u8], repo_tags: &[String]) -> Result<W, Error> {
-        for (header, data) in tail_members(&self.layers, config_json, repo_tags, self.mtime)? {
+    /// Writes the config and `manifest.json` of `image`, whose layers must be the ones
+    /// added, ends the archive and returns the output.
+    pub fn finish(mut self, image: &Image) -> Result<W, Error> {
+        check_layers(image, &self.layers)?;
+        for (header, data) in tail_members(image, self.mtime) {
             self.tar.append_bytes(&header, &data).map_err(tar_err)?;
         }
         self.tar.finish().map_err(tar_err)
     }
 }
 
-fn layer_header(diff_id: &Digest, size: u64, mtime: u64) -> Header {
-    file_header(format!("{}/layer.tar", diff_id.hex()), size, mtime)
+/// A docker-archive file laid out before any layer exists: every member's offset follows
+/// from the layer sizes (which `lstat` gives for store layers), so threads write their
+/// layers straight into their slots (`pwrite`). The store is read once and the archive
+/// written once; the bytes are the same as [`DockerArchiveWriter`]'s.
+pub struct SlotArchive {
+    file: File,
+    path: PathBuf,
+    mtime: u64,
+    /// Offset of each layer member's header, and its declared size.
+    slots: Vec<(u64, u64)>,
+    /// The diff_id each slot received.
+    written: Mutex<Vec<Option<Digest>>>,
+    /// Where the members after the layers (config, manifest) begin.
+    end: u64,
 }
 
-/// The members after the layers: `<config sha256>.json` and `manifest.json`, after
-/// checking that the config lists `layers` and that every tag is a valid `name:tag`.
-fn tail_members(
-    layers: &[Digest],
-    config_json: &[u8],
-    repo_tags: &[String],
-    mtime: u64,
-) -> Result<[(Header, Vec<u8>); 2], Error> {
-    let diff_ids = config_diff_ids(config_json)?;
-    if diff_ids != layers {
-        return Err(Error::ConfigLayersMismatch(format!(
-            "the config lists {} diff_ids but the archive has {} layers (or they differ in order or content); \
-             build the config from the same layers",
-            diff_ids.len(),
-            layers.len()
-        )));
-    }
-    for tag in repo_tags {
-        if ImageRef::split(tag)?.1.is_none() {
-            return Err(Error::BadReference {
-                input: tag.clone(),
-                problem: "a docker-archive's RepoTags need a tag (`name:tag`)".into(),
-            });
+impl SlotArchive {
+    /// Creates `path` (which must not exist) sized for layers of `sizes` bytes.
+    pub fn create(path: &Path, sizes: &[u64], mtime: u64) -> Result<Self, Error> {
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(Error::io("cannot create", path))?;
+        let mut slots = Vec::with_capacity(sizes.len());
+        let mut pos = 0;
+        for &size in sizes {
+            slots.push((pos, size));
+            pos += member_len(size, mtime);
         }
+        // Sized up front: slots are filled out of order.
+        file.set_len(pos).map_err(Error::io("cannot size", path))?;
+        let written = Mutex::new(vec![None; sizes.len()]);
+        Ok(SlotArchive { file, path: path.to_owned(), mtime, slots, written, end: pos })
     }
-    let config_name = format!("{}.json", Digest::of(config_json).hex());
-    let layer_names: Vec<String> = layers.iter().map(|d| format!("{}/layer.tar", d.hex())).collect();
-    let manifest = json!([{ "Config": config_name, "RepoTags": repo_tags, "Layers": layer_names }]);
-    let manifest = serde_json::to_vec(&manifest).expect("a JSON value serialises");
-    Ok([
-        (file_header(config_name, config_json.len() as u64, mtime), config_json.to_vec()),
-        (file_header("manifest.json".into(), manifest.len() as u64, mtime), manifest),
-    ])
-}
 
-/// Bytes that layer member `<diff_id>/layer.tar` of `size` bytes takes in a docker-archive:
-/// its header and its data padded to 512 bytes. With `size` 0, the header's length.
-///
-/// With [`docker_archive_layer_header`] and [`docker_archive_tail`], this lets a writer
-/// place layer data at known offsets itself (several layers at once, straight into one
-/// file) and still produce exactly the bytes [`DockerArchiveWriter`] writes. Assumes an
-/// mtime below 8^11 s (year 4147), as every header is then the same length.
-pub fn docker_archive_member_len(size: u64) -> u64 {
-    nix_layer_tar::header_len(&layer_header(&Digest::from_bytes([0; 32]), size, 0))
-}
-
-/// The header blocks of layer member `<diff_id>/layer.tar` of `size` bytes; its data
-/// follows, padded with zeros to a multiple of 512 bytes.
-pub fn docker_archive_layer_header(diff_id: &Digest, size: u64, mtime: u64) -> Vec<u8> {
-    nix_layer_tar::encode_header(&layer_header(diff_id, size, mtime))
-}
-
-/// Everything after the layer members: the config, `manifest.json` and the end of the
-/// archive. `offset` is where the tail starts (the layer members' total length), which
-/// decides the final padding. Checks the same things as [`DockerArchiveWriter::finish`].
-pub fn docker_archive_tail(
-    diff_ids: &[Digest],
-    config_json: &[u8],
-    repo_tags: &[String],
-    mtime: u64,
-    offset: u64,
-) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
-    for (header, data) in tail_members(diff_ids, config_json, repo_tags, mtime)? {
-        out.extend(nix_layer_tar::encode_header(&header));
-        out.extend(&data);
-        out.resize(out.len().next_multiple_of(512), 0);
+    fn slot(&self, index: usize) -> (u64, u64) {
+        self.slots[index]
     }
-    let end = nix_layer_tar::archive_len(offset + out.len() as u64);
-    out.resize((end - offset) as usize, 0);
-    Ok(out)
-}
 
-/// Reads up to `buf.len()` bytes, fewer only at end of file.
-pub(crate) fn read_prefix(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    /// The header blocks' length: the member's length less its padded data.
+    fn header_len(&self, size: u64) -> u64 {
+        member_len(size, self.mtime) - size.next_multiple_of(512)
+    }
+
+    /// Fills slot `index` with what `produce` writes, which must be exactly the declared
+    /// size; returns the layer's diff_id.
+    pub fn write_layer(
+        &self,
+        index: usize,
+        produce: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<Digest, Error> {
+        let (offset, expected) = self.slot(index);
+        let start = offset + self.header_len(expected);
+        let mut w = HashingWriter::new(PositionedWriter { file: &self.file, pos: start });
+        produce(&mut w).map_err(Error::io("cannot write a layer into", &self.path))?;
+        let (_, diff_id, size) = w.finish();
+        if size != expected {
+            return Err(Error::LayerSize { path: self.path.clone(), expected, actual: size });
         }
+        self.seal(index, diff_id, size)?;
+        Ok(diff_id)
     }
-    Ok(n)
+
+    /// Fills slot `index` with a verified uncompressed layer blob.
+    pub fn copy_blob(&self, index: usize, blob: &LayerBlob) -> Result<(), Error> {
+        check_uncompressed(blob)?;
+        let diff_id = self.write_layer(index, &mut |w| io::copy(&mut blob.reader(), w).map(drop))?;
+        debug_assert_eq!(diff_id, blob.diff_id);
+        Ok(())
+    }
+
+    fn seal(&self, index: usize, diff_id: Digest, size: u64) -> Result<(), Error> {
+        let header = nix_layer_tar::encode_header(&layer_header(&diff_id, size, self.mtime));
+        self.file.write_all_at(&header, self.slot(index).0).map_err(Error::io("cannot write", &self.path))?;
+        self.written.lock().expect("no thread panics holding it")[index] = Some(diff_id);
+        Ok(())
+    }
+
+    /// Writes the config, manifest and end of the archive; every slot must be filled with
+    /// `image`'s layers, in order. The file is complete (not synced, not renamed).
+    pub fn finish(self, image: &Image) -> Result<(), Error> {
+        let written = self.written.into_inner().expect("no thread panics holding it");
+        let filled: Option<Vec<Digest>> = written.into_iter().collect();
+        let filled =
+            filled.ok_or_else(|| Error::ConfigLayersMismatch("a layer slot was never written".into()))?;
+        check_layers(image, &filled)?;
+        let mut tail = Vec::new();
+        for (header, data) in tail_members(image, self.mtime) {
+            tail.extend(nix_layer_tar::encode_header(&header));
+            tail.extend(&data);
+            tail.resize(tail.len().next_multiple_of(512), 0);
+        }
+        let end = nix_layer_tar::archive_len(self.end + tail.len() as u64);
+        tail.resize((end - self.end) as usize, 0);
+        self.file.write_all_at(&tail, self.end).map_err(Error::io("cannot write", &self.path))?;
+        self.file.set_len(end).map_err(Error::io("cannot write", &self.path))
+    }
 }
 
-/// Writes a whole docker-archive: `layers` (uncompressed tars, bottom first), the config,
-/// and a manifest naming `repo_tags` (`name:tag` each). Every entry gets `mtime`.
-/// Each layer file is read once, straight into the output.
-pub fn write_docker_archive<W: Write>(
-    out: W,
-    layers: &[ArchiveLayer],
-    config_json: &[u8],
-    repo_tags: &[String],
-    mtime: u64,
-) -> Result<W, Error> {
-    let mut w = DockerArchiveWriter::new(out, mtime);
-    for layer in layers {
-        w.add_layer_file(layer)?;
+/// A `Write` at a moving offset of a shared file (`pwrite`), so threads can fill disjoint
+/// regions of one file. (Shared mappings avoid the inode lock that concurrent `pwrite`s
+/// take, but measured slower here: page faults on ext4 cost more than the lock.)
+struct PositionedWriter<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Write for PositionedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
-    w.finish(config_json, repo_tags)
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{image_config_json, ConfigSpec, ImageConfigInput};
-    use std::path::Path;
+    use nix_layer_blob::write_blob;
 
-    fn layer_file(dir: &Path, name: &str, contents: &[u8]) -> ArchiveLayer {
+    fn blob(dir: &Path, contents: &[u8]) -> LayerBlob {
+        write_blob(dir, Compression::None, |w| w.write_all(contents)).unwrap()
+    }
+
+    fn image(layers: &[&LayerBlob]) -> Image {
+        crate::test_support::image("example.com:5000/app:1", layers, "amd64", &[])
+    }
+
+    fn stream(layers: &[&LayerBlob], mtime: u64) -> Vec<u8> {
+        let mut w = DockerArchiveWriter::new(Vec::new(), mtime);
+        for l in layers {
+            w.add_blob(l).unwrap();
+        }
+        w.finish(&image(layers)).unwrap()
+    }
+
+    fn slots(dir: &Path, layers: &[&LayerBlob], mtime: u64, name: &str) -> Vec<u8> {
         let path = dir.join(name);
-        std::fs::write(&path, contents).unwrap();
-        ArchiveLayer { diff_id: Digest::of(contents), size: contents.len() as u64, path }
+        let sizes: Vec<u64> = layers.iter().map(|l| l.uncompressed_size).collect();
+        let archive = SlotArchive::create(&path, &sizes, mtime).unwrap();
+        // Out of order, as threads fill them.
+        for i in (0..layers.len()).rev() {
+            archive.copy_blob(i, layers[i]).unwrap();
+        }
+        archive.finish(&image(layers)).unwrap();
+        std::fs::read(&path).unwrap()
     }
 
-    fn config_for(layers: &[&ArchiveLayer]) -> Vec<u8> {
-        image_config_json(&ImageConfigInput {
-            created: "1970-01-01T00:00:01Z".into(),
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            config: ConfigSpec { Cmd: Some(vec!["/bin/sh".into()]), ..Default::default() },
-            diff_ids: layers.iter().map(|l| l.diff_id).collect(),
-            history: vec![],
-        })
-    }
-
-    /// Entries of a tar archive: name → (mode, uid, gid, mtime, contents), in order.
+    /// Entries of a tar archive: (name, mode, uid, gid, mtime, contents), in order.
     fn read_back(archive: &[u8]) -> Vec<(String, u32, u64, u64, u64, Vec<u8>)> {
         let mut a = tar::Archive::new(archive);
         a.entries()
@@ -240,7 +301,14 @@ mod tests {
                 let mut data = Vec::new();
                 e.read_to_end(&mut data).unwrap();
                 let name = e.path().unwrap().to_string_lossy().into_owned();
-                (name, h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap(), data)
+                // A time past the classic field is in the PAX record, as Go's reader takes it.
+                let pax_mtime = e.pax_extensions().unwrap().and_then(|mut exts| {
+                    exts.find_map(|x| {
+                        x.ok().filter(|x| x.key() == Ok("mtime")).map(|x| x.value().unwrap().parse().unwrap())
+                    })
+                });
+                let mtime = pax_mtime.unwrap_or_else(|| h.mtime().unwrap());
+                (name, h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), mtime, data)
             })
             .collect()
     }
@@ -248,135 +316,95 @@ mod tests {
     #[test]
     fn archive_has_layers_config_and_manifest() {
         let dir = tempfile::tempdir().unwrap();
-        // Stand-ins for layer tars: docker-archive treats them as opaque bytes.
-        let a = layer_file(dir.path(), "a", &vec![b'a'; 3000]);
-        let b = layer_file(dir.path(), "b", b"second layer");
-        let config = config_for(&[&a, &b, &a]);
-        let tags = vec!["example.com:5000/app:1".to_owned(), "app:latest".to_owned()];
-        let out =
-            write_docker_archive(Vec::new(), &[a.clone(), b.clone(), a.clone()], &config, &tags, 1).unwrap();
+        let a = blob(dir.path(), &vec![b'a'; 3000]);
+        let b = blob(dir.path(), b"second layer");
+        let out = stream(&[&a, &b], 1);
         assert_eq!(out.len() % 10240, 0, "padded to whole records");
-
+        let img = image(&[&a, &b]);
         let entries = read_back(&out);
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
-        let config_name = format!("{}.json", Digest::of(&config).hex());
+        let config_name = format!("{}.json", img.config().digest().hex());
         let (la, lb) = (format!("{}/layer.tar", a.diff_id.hex()), format!("{}/layer.tar", b.diff_id.hex()));
         assert_eq!(names, [la.as_str(), lb.as_str(), config_name.as_str(), "manifest.json"]);
         for (name, mode, uid, gid, mtime, _) in &entries {
             assert_eq!((*mode, *uid, *gid, *mtime), (0o644, 0, 0, 1), "{name}");
         }
         assert_eq!(entries[0].5, vec![b'a'; 3000]);
-        assert_eq!(entries[1].5, b"second layer");
-        assert_eq!(entries[2].5, config);
+        assert_eq!(entries[2].5, img.config().bytes());
         let manifest: serde_json::Value = serde_json::from_slice(&entries[3].5).unwrap();
         assert_eq!(
             manifest,
-            json!([{ "Config": config_name, "RepoTags": tags, "Layers": [la.clone(), lb, la] }])
+            json!([{ "Config": config_name, "RepoTags": ["example.com:5000/app:1"], "Layers": [la, lb] }])
         );
     }
 
+    /// The two writers give the same bytes, for sizes around block boundaries, a repeated
+    /// layer, and an mtime past the classic header field (PAX records shift every offset).
     #[test]
-    fn assembled_by_parts_equals_the_writer_output() {
+    fn slot_archive_equals_the_stream_writer() {
         let dir = tempfile::tempdir().unwrap();
-        // Sizes around block boundaries, and a repeated layer.
-        let a = layer_file(dir.path(), "a", &vec![1u8; 512]);
-        let b = layer_file(dir.path(), "b", &vec![2u8; 10_241]);
-        let c = layer_file(dir.path(), "c", b"");
-        let layers = [a.clone(), b.clone(), c.clone(), a.clone()];
-        let config = config_for(&[&a, &b, &c, &a]);
-        let tags = ["app:1".to_owned()];
-        let whole = write_docker_archive(Vec::new(), &layers, &config, &tags, 5).unwrap();
-
-        let mut parts = Vec::new();
-        for l in &layers[..3] {
-            let data = std::fs::read(&l.path).unwrap();
-            let start = parts.len() as u64;
-            parts.extend(docker_archive_layer_header(&l.diff_id, l.size, 5));
-            assert_eq!(parts.len() as u64 - start, docker_archive_member_len(0));
-            parts.extend(&data);
-            parts.resize(parts.len().next_multiple_of(512), 0);
-            assert_eq!(parts.len() as u64 - start, docker_archive_member_len(l.size));
+        let a = blob(dir.path(), &vec![1u8; 512]);
+        let b = blob(dir.path(), &vec![2u8; 10_241]);
+        let c = blob(dir.path(), b"");
+        let layers = [&a, &b, &c, &a];
+        for (i, mtime) in [0u64, 5, 8u64.pow(11) - 1, 8u64.pow(11), 253402300799].into_iter().enumerate() {
+            let streamed = stream(&layers, mtime);
+            let slotted = slots(dir.path(), &layers, mtime, &format!("slots{i}"));
+            let first_difference = streamed.iter().zip(&slotted).position(|(a, b)| a != b);
+            assert!(
+                streamed.len() == slotted.len() && first_difference.is_none(),
+                "mtime {mtime}: lengths {} and {}, first difference at {first_difference:?}",
+                streamed.len(),
+                slotted.len()
+            );
+            let entries = read_back(&streamed);
+            assert!(entries.iter().all(|e| e.4 == mtime), "mtime {mtime} reads back");
         }
-        let ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
-        let tail = docker_archive_tail(&ids, &config, &tags, 5, parts.len() as u64).unwrap();
-        parts.extend(tail);
-        assert_eq!(parts, whole);
-        assert!(docker_archive_tail(&ids[..2], &config, &tags, 5, 0).is_err());
     }
 
     #[test]
     fn archive_bytes_are_deterministic() {
         let dir = tempfile::tempdir().unwrap();
-        let a = layer_file(dir.path(), "a", b"layer");
-        let config = config_for(&[&a]);
-        let tags = ["app:1".to_owned()];
-        let x = write_docker_archive(Vec::new(), std::slice::from_ref(&a), &config, &tags, 7).unwrap();
-        let y = write_docker_archive(Vec::new(), &[a], &config, &tags, 7).unwrap();
-        assert_eq!(x, y);
+        let a = blob(dir.path(), b"layer");
+        assert_eq!(stream(&[&a], 7), stream(&[&a], 7));
     }
 
     #[test]
-    fn rejects_compressed_or_resized_layers() {
+    fn refuses_compressed_layers_and_wrong_contents() {
         let dir = tempfile::tempdir().unwrap();
-        let gz = nix_layer_blob::compress_bytes(Compression::Gzip, b"tar bytes").unwrap();
-        let a = layer_file(dir.path(), "a.gz", &gz);
-        let config = config_for(&[&a]);
-        let err = write_docker_archive(Vec::new(), &[a], &config, &["app:1".into()], 1).unwrap_err();
+        let gz = write_blob(dir.path(), Compression::Gzip, |w| w.write_all(b"tar bytes")).unwrap();
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1);
+        let err = w.add_blob(&gz).unwrap_err();
         assert!(matches!(err, Error::CompressedLayer { compression: Compression::Gzip, .. }), "{err}");
-        assert!(err.to_string().contains("compression `none`"), "{err}");
 
-        let mut b = layer_file(dir.path(), "b", b"12345");
-        b.size = 4;
-        let config = config_for(&[&b]);
-        let err = write_docker_archive(Vec::new(), &[b], &config, &["app:1".into()], 1).unwrap_err();
-        assert!(matches!(err, Error::LayerSize { expected: 4, actual: 5, .. }), "{err}");
-    }
-
-    #[test]
-    fn rejects_config_that_does_not_match_layers() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = layer_file(dir.path(), "a", b"one");
-        let b = layer_file(dir.path(), "b", b"two");
-        let config = config_for(&[&b, &a]);
-        let err = write_docker_archive(Vec::new(), &[a, b], &config, &["app:1".into()], 1).unwrap_err();
-        assert!(matches!(err, Error::ConfigLayersMismatch(_)), "{err}");
-    }
-
-    #[test]
-    fn rejects_tags_without_tag_or_invalid() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = layer_file(dir.path(), "a", b"one");
-        let config = config_for(&[&a]);
-        for bad in ["app", "App:1", "app@sha256:00"] {
-            let err = write_docker_archive(Vec::new(), std::slice::from_ref(&a), &config, &[bad.into()], 1)
-                .unwrap_err();
-            assert!(matches!(err, Error::BadReference { .. }), "{bad}: {err}");
-        }
-        // No tags at all is allowed: `docker load` then loads an untagged image.
-        write_docker_archive(Vec::new(), &[a], &config, &[], 1).unwrap();
-    }
-
-    #[test]
-    fn streaming_writer_takes_readers() {
-        let data = b"streamed layer".to_vec();
-        let diff_id = Digest::of(&data);
-        let config = image_config_json(&ImageConfigInput {
-            created: "1970-01-01T00:00:01Z".into(),
-            architecture: "arm64".into(),
-            os: "linux".into(),
-            config: ConfigSpec::default(),
-            diff_ids: vec![diff_id],
-            history: vec![],
-        });
-        let mut w = DockerArchiveWriter::new(Vec::new(), 0);
-        w.add_layer(diff_id, data.len() as u64, &mut &data[..]).unwrap();
-        let out = w.finish(&config, &["x:y".into()]).unwrap();
-        let entries = read_back(&out);
-        assert_eq!(entries[0].5, data);
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1);
+        let err = w.add_layer(Digest::of(b"other"), 5, &mut &b"12345"[..]).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
 
         // A reader that ends early is an error, not a short archive.
         let mut w = DockerArchiveWriter::new(Vec::new(), 0);
-        let err = w.add_layer(diff_id, 100, &mut &data[..]).unwrap_err();
+        let err = w.add_layer(Digest::of(b"x"), 100, &mut &b"x"[..]).unwrap_err();
         assert!(err.to_string().contains("docker-archive"), "{err}");
+    }
+
+    #[test]
+    fn finish_checks_the_image_against_the_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = blob(dir.path(), b"one");
+        let b = blob(dir.path(), b"two");
+        let mut w = DockerArchiveWriter::new(Vec::new(), 1);
+        w.add_blob(&a).unwrap();
+        w.add_blob(&b).unwrap();
+        let err = w.finish(&image(&[&b, &a])).unwrap_err();
+        assert!(matches!(err, Error::ConfigLayersMismatch(_)), "{err}");
+
+        let path = dir.path().join("slots");
+        let archive = SlotArchive::create(&path, &[3, 3], 1).unwrap();
+        archive.copy_blob(0, &a).unwrap();
+        let err = archive.finish(&image(&[&a, &b])).unwrap_err();
+        assert!(err.to_string().contains("never written"), "{err}");
+        let archive = SlotArchive::create(&dir.path().join("short"), &[2], 1).unwrap();
+        let err = archive.copy_blob(0, &a).unwrap_err();
+        assert!(matches!(err, Error::LayerSize { expected: 2, actual: 3, .. }), "{err}");
     }
 }

@@ -1,45 +1,42 @@
-//! Image configs, manifests, output formats and base images.
+//! The image model and its formats.
 //!
-//! Given layer blobs that are already written (see `nix-layer-blob`), this crate writes
-//! everything around them, byte for byte deterministically:
+//! A build ends in one [`Image`] value: the config, made from the layers' diff_ids, and the
+//! OCI manifest, made from the same layers' digests, serialised canonically (sorted keys)
+//! once. Every output writer consumes that value and verified [`LayerBlob`]s:
 //!
-//! * the image config ([`image_config_json`]) from a Docker-style [`ConfigSpec`];
-//! * a docker-archive for `docker load` / `podman load` ([`write_docker_archive`], or
-//!   [`DockerArchiveWriter`] one layer at a time, or its parts for writers that place layer
-//!   data at known offsets: [`docker_archive_member_len`] and friends);
+//! * docker-archive for `docker load` / `podman load`: [`DockerArchiveWriter`] appends
+//!   layers in order to any stream, [`SlotArchive`] fills one file from several threads;
+//!   both give the same bytes;
 //! * an OCI image layout directory ([`OciLayout`]) and its single-file form
 //!   ([`write_oci_archive`]);
 //! * reading a base image (`--from-image`) from a docker-archive or an OCI layout
-//!   ([`BaseImage`]), and inheriting its `Env` the way dockerTools does ([`inherit_env`]).
-//!
-//! JSON documents are serialised through `serde_json::Value`, whose maps are sorted, so the
-//! same input always gives the same bytes and so the same digests.
+//!   ([`BaseImage`]), every layer verified as it is copied in, and inheriting its `Env` the
+//!   way dockerTools does ([`inherit_env`]).
 //!
 //! This crate does not build layer contents, compress, or talk to registries or daemons.
 
 mod base;
 mod config;
 mod docker_archive;
+mod model;
 mod oci_layout;
 mod reference;
+#[cfg(test)]
+mod test_support;
 pub mod time;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use base::{BaseImage, BaseLayer, BlobSource};
-pub use config::{
-    go_arch, image_config_json, inherit_env, ConfigSpec, Healthcheck, HistoryEntry, ImageConfigInput,
-};
-pub use docker_archive::{
-    docker_archive_layer_header, docker_archive_member_len, docker_archive_tail, write_docker_archive,
-    ArchiveLayer, DockerArchiveWriter,
-};
-pub use oci_layout::{write_oci_archive, LayerDescriptor, OciLayout, REF_NAME_ANNOTATION};
+pub use base::{BaseImage, BaseLayer, BlobSource, LayerDescriptor};
+pub use config::{go_arch, inherit_env, ConfigSpec, Healthcheck, HistoryEntry, ImageConfigInput};
+pub use docker_archive::{DockerArchiveWriter, SlotArchive};
+pub use model::{Document, Image, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};
+pub use oci_layout::{write_oci_archive, OciLayout};
 pub use reference::ImageRef;
 pub use time::Timestamp;
 
-pub use nix_layer_blob::{Compression, Digest, LayerBlob};
+pub use nix_layer_blob::{BlobInfo, Compression, Digest, LayerBlob};
 
 /// Everything that can go wrong while describing, writing or reading an image.
 #[derive(Debug, thiserror::Error)]
@@ -77,13 +74,6 @@ impl Error {
     pub(crate) fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
         move |cause| Error::Io { action, path: path.to_owned(), cause }
     }
-}
-
-/// Parses `rootfs.diff_ids` out of an image config, for consistency checks.
-pub(crate) fn config_diff_ids(config_json: &[u8]) -> Result<Vec<Digest>, Error> {
-    let value: serde_json::Value = serde_json::from_slice(config_json)
-        .map_err(|e| Error::BadConfig(format!("the image config is not valid JSON: {e}")))?;
-    diff_ids_of(&value).map_err(Error::BadConfig)
 }
 
 pub(crate) fn diff_ids_of(config: &serde_json::Value) -> Result<Vec<Digest>, String> {

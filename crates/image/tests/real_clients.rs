@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use nix_layer_blob::{write_blob, Compression, Digest, LayerBlob};
+use nix_layer_blob::{write_blob, Compression, LayerBlob};
 use nix_layer_image::{
-    go_arch, image_config_json, inherit_env, write_docker_archive, write_oci_archive, ArchiveLayer,
-    BaseImage, ConfigSpec, DockerArchiveWriter, HistoryEntry, ImageConfigInput, OciLayout,
+    go_arch, inherit_env, write_oci_archive, BaseImage, ConfigSpec, DockerArchiveWriter, HistoryEntry, Image,
+    ImageConfigInput, ImageRef, OciLayout,
 };
 use nix_layer_tar::{EntryKind, Header, TarWriter};
 use serde_json::Value;
@@ -68,8 +68,9 @@ fn file_layer(dir: &Path, name: &str, contents: &[u8]) -> LayerBlob {
     .unwrap()
 }
 
-fn config(diff_ids: Vec<Digest>, env: Vec<String>, cmd: &[&str]) -> Vec<u8> {
-    let history = diff_ids
+/// The image `reference` (`name:tag`) of `layers`, with `env` and `cmd`.
+fn image(reference: &str, layers: &[&LayerBlob], env: Vec<String>, cmd: &[&str]) -> Image {
+    let history = layers
         .iter()
         .map(|_| HistoryEntry { created: CREATED.into(), comment: "test layer".into(), created_by: None })
         .collect();
@@ -77,16 +78,18 @@ fn config(diff_ids: Vec<Digest>, env: Vec<String>, cmd: &[&str]) -> Vec<u8> {
         created: CREATED.into(),
         architecture: go_arch(std::env::consts::ARCH).into(),
         os: "linux".into(),
+        variant: None,
         config: ConfigSpec {
             Cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
             Env: Some(env),
             ..Default::default()
         },
-        diff_ids,
         history,
     };
-    input.validate().unwrap();
-    image_config_json(&input)
+    let (name, tag) = reference.rsplit_once(':').unwrap();
+    let layers = layers.iter().map(|l| l.info().clone()).collect();
+    let ann = BTreeMap::from([("org.opencontainers.image.title".to_owned(), "busybox".to_owned())]);
+    Image::new(ImageRef::new(name, tag).unwrap(), &input, layers, &ann).unwrap()
 }
 
 /// Whether `program` can be run at all.
@@ -128,17 +131,18 @@ fn oci_layout_and_archive_are_read_by_skopeo_and_umoci() {
     let blobs = dir.path().join("blobs");
     fs::create_dir(&blobs).unwrap();
     let layer = busybox_layer(&blobs, Compression::Gzip);
-    let cfg = config(vec![layer.diff_id], vec!["PATH=/bin".into()], &["/bin/busybox", "echo", "hi"]);
+    let cmd = ["/bin/busybox", "echo", "hi"];
     let layout_dir = dir.path().join("oci");
-    let mut layout = OciLayout::open_or_create(&layout_dir).unwrap();
-    let annotations = BTreeMap::from([("org.opencontainers.image.title".to_owned(), "busybox".to_owned())]);
-    let manifest = layout.add_image(std::slice::from_ref(&layer), &cfg, "test", annotations).unwrap();
+    let layout = OciLayout::open_or_create(&layout_dir).unwrap();
+    let test = image("test:1", &[&layer], vec!["PATH=/bin".into()], &cmd);
+    let manifest = layout.add_image(&test, std::slice::from_ref(&layer)).unwrap();
     // A second image sharing the layer, stored as a zstd copy next to it.
     let zstd = busybox_layer(&blobs, Compression::Zstd);
-    layout.add_image(std::slice::from_ref(&zstd), &cfg, "zstd", BTreeMap::new()).unwrap();
+    let zstd_image = image("zstd:1", &[&zstd], vec!["PATH=/bin".into()], &cmd);
+    layout.add_image(&zstd_image, std::slice::from_ref(&zstd)).unwrap();
 
     if have("skopeo") {
-        let image = format!("oci:{}:test", layout_dir.display());
+        let image = format!("oci:{}:test:1", layout_dir.display());
         let info = run_json(Command::new("skopeo").args(["inspect", &image]));
         assert_eq!(info["Digest"], manifest.to_string());
         assert_eq!(info["Layers"], serde_json::json!([layer.digest.to_string()]));
@@ -146,16 +150,19 @@ fn oci_layout_and_archive_are_read_by_skopeo_and_umoci() {
         assert_eq!(info["Os"], "linux");
         assert_eq!(info["Env"], serde_json::json!(["PATH=/bin"]));
         let raw_config = run(Command::new("skopeo").args(["inspect", "--config", "--raw", &image])).stdout;
-        assert_eq!(raw_config, cfg, "skopeo sees our exact config bytes");
-        let zstd_info =
-            run_json(Command::new("skopeo").args(["inspect", &format!("oci:{}:zstd", layout_dir.display())]));
+        assert_eq!(raw_config, test.config().bytes(), "skopeo sees our exact config bytes");
+        let raw_manifest = run(Command::new("skopeo").args(["inspect", "--raw", &image])).stdout;
+        assert_eq!(raw_manifest, test.manifest().bytes(), "and our exact manifest bytes");
+        let zstd_info = run_json(
+            Command::new("skopeo").args(["inspect", &format!("oci:{}:zstd:1", layout_dir.display())]),
+        );
         assert_eq!(zstd_info["Layers"], serde_json::json!([zstd.digest.to_string()]));
 
         let archive = dir.path().join("image.oci.tar");
         let out = BufWriter::new(File::create(&archive).unwrap());
         write_oci_archive(&layout_dir, out).unwrap().flush().unwrap();
         let info = run_json(
-            Command::new("skopeo").args(["inspect", &format!("oci-archive:{}:test", archive.display())]),
+            Command::new("skopeo").args(["inspect", &format!("oci-archive:{}:test:1", archive.display())]),
         );
         assert_eq!(info["Digest"], manifest.to_string());
     } else {
@@ -166,7 +173,7 @@ fn oci_layout_and_archive_are_read_by_skopeo_and_umoci() {
         let bundle = dir.path().join("bundle");
         run(Command::new("umoci")
             .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:test", layout_dir.display()))
+            .arg(format!("{}:test:1", layout_dir.display()))
             .arg(&bundle));
         let unpacked = bundle.join("rootfs/bin/busybox");
         let meta = fs::metadata(&unpacked).unwrap();
@@ -251,13 +258,12 @@ fn podman_loads_and_runs(archive: &Path, tag: &str) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
 }
 
-fn write_archive(path: &Path, layers: &[&LayerBlob], cfg: &[u8], tag: &str) {
-    let layers: Vec<ArchiveLayer> = layers
-        .iter()
-        .map(|b| ArchiveLayer { diff_id: b.diff_id, size: b.uncompressed_size, path: b.path.clone() })
-        .collect();
-    let out = BufWriter::new(File::create(path).unwrap());
-    write_docker_archive(out, &layers, cfg, &[tag.to_owned()], 1).unwrap().flush().unwrap();
+fn write_archive(path: &Path, layers: &[&LayerBlob], image: &Image) {
+    let mut w = DockerArchiveWriter::new(BufWriter::new(File::create(path).unwrap()), 1);
+    for l in layers {
+        w.add_blob(l).unwrap();
+    }
+    w.finish(image).unwrap().flush().unwrap();
 }
 
 fn docker_run(image: &str, args: &[&str]) -> String {
@@ -272,14 +278,15 @@ fn docker_archive_loads_runs_and_serves_as_a_base() {
     }
     let dir = tempfile::tempdir().unwrap();
     let layer = busybox_layer(dir.path(), Compression::None);
-    let cfg = config(
-        vec![layer.diff_id],
+    let tag = format!("nix-layer-test/busybox:t{}", std::process::id());
+    let img = image(
+        &tag,
+        &[&layer],
         vec!["PATH=/bin".into(), "GREETING=base".into()],
         &["/bin/busybox", "echo", "hi"],
     );
-    let tag = format!("nix-layer-test/busybox:t{}", std::process::id());
     let archive = dir.path().join("image.tar");
-    write_archive(&archive, &[&layer], &cfg, &tag);
+    write_archive(&archive, &[&layer], &img);
 
     if have("skopeo") {
         let info = run_json(
@@ -307,17 +314,11 @@ fn docker_archive_loads_runs_and_serves_as_a_base() {
 
     let top = file_layer(dir.path(), "hello.txt", b"hello from the top layer\n");
     let env = inherit_env(&base.env(), &["GREETING=derived".into(), "EXTRA=1".into()]);
-    let derived_cfg = config(vec![layer.diff_id, top.diff_id], env, &["/bin/busybox", "cat", "/hello.txt"]);
+    let base_layer = base.materialize_layer(0, dir.path(), true).unwrap();
+    let derived_image =
+        image(&derived_tag, &[&base_layer, &top], env, &["/bin/busybox", "cat", "/hello.txt"]);
     let derived = dir.path().join("derived.tar");
-    let mut w = DockerArchiveWriter::new(BufWriter::new(File::create(&derived).unwrap()), 1);
-    base.add_layer_to_docker_archive(0, &mut w).unwrap();
-    w.add_layer_file(&ArchiveLayer {
-        diff_id: top.diff_id,
-        size: top.uncompressed_size,
-        path: top.path.clone(),
-    })
-    .unwrap();
-    w.finish(&derived_cfg, std::slice::from_ref(&derived_tag)).unwrap().flush().unwrap();
+    write_archive(&derived, &[&base_layer, &top], &derived_image);
     run(Command::new("docker").arg("load").arg("-i").arg(&derived));
     assert_eq!(docker_run(&derived_tag, &[]), "hello from the top layer\n");
     let env_out = docker_run(&derived_tag, &["/bin/busybox", "env"]);

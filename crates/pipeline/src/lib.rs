@@ -8,14 +8,17 @@
 mod layers;
 mod output;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use nix_layer_blob::{Compression, Digest, LayerBlob};
+use nix_layer_blob::{Compression, Digest};
 use nix_layer_graph::Graph;
-use nix_layer_image::{BaseImage, ConfigSpec, HistoryEntry, ImageConfigInput, ImageRef};
+use nix_layer_image::{BaseImage, ConfigSpec, HistoryEntry, Image, ImageConfigInput, ImageRef};
 use nix_layer_plan::{Family, Plan, Strategy};
 use nix_layer_store::{StoreDir, StorePath};
 use nix_layer_tar::{Ownership, TopLayerSpec};
+
+use layers::{Layers, Produced};
 
 pub use layers::LayerKind;
 pub use nix_layer_image::Timestamp;
@@ -41,6 +44,8 @@ pub enum Error {
     NoNarHash(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    #[error("store layer {layer} (from {first}) changed while it was read; is something modifying the store? ({cause})")]
+    Changed { layer: usize, first: String, cause: Box<Error> },
     #[error("{0}")]
     Invalid(String),
 }
@@ -72,6 +77,10 @@ pub struct BuildRequest {
     pub top_layer: TopLayerSpec,
     pub from_image: Option<PathBuf>,
     pub architecture: String,
+    /// CPU variant (`v8`, `v7`), for the config and the index's platform.
+    pub variant: Option<String>,
+    /// `org.opencontainers.image.*` and other annotations for the manifest.
+    pub annotations: BTreeMap<String, String>,
     pub created: Timestamp,
     pub mtime: Timestamp,
     pub owner: Ownership,
@@ -88,6 +97,7 @@ pub struct BuildSummary {
     pub image: String,
     pub layers: Vec<LayerSummary>,
     pub config_digest: Digest,
+    pub manifest_digest: Digest,
     pub cache_hits: usize,
 }
 
@@ -164,84 +174,88 @@ fn image_graph(req: &BuildRequest) -> Result<Graph, Error> {
 
 /// Runs the whole build.
 pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary, Error> {
+    output::check(req.format, &req.output)?;
     let plan = plan_image(req)?;
     let staging = output::Staging::new(&req.output)?;
-    let compression = match req.format {
-        // docker-archive holds uncompressed layers only.
-        OutputFormat::DockerArchive => Compression::None,
-        _ => req.compression,
-    };
     let store_bytes: u64 = (0..plan.graph.len()).map(|i| plan.graph.info(i).nar_size).sum();
     let base_count = plan.base.as_ref().map_or(0, |b| b.layers.len());
     progress.start(base_count + plan.store_layers.layers.len() + 1, store_bytes);
 
-    let uncompressed = compression == Compression::None;
-    let base = layers::base_layers(req, &plan, staging.blob_dir(), uncompressed, progress)?;
-    let top = layers::top_layer(req, &plan, staging.blob_dir(), compression, progress)?;
-    // A docker-archive file without a cache is written in place: one read of
-    // the store, one write of the archive.
-    let direct = match (&req.output, req.format, &req.cache) {
-        (Output::Path(dest), OutputFormat::DockerArchive, None) => Some(dest),
-        _ => None,
+    let layers = Layers { req, plan: &plan, blob_dir: staging.blob_dir(), progress };
+    // Every writer names its layers to this one function, which makes the image value
+    // (config, manifest) they all write: the summary is taken from it too.
+    let summary = std::cell::RefCell::new(None);
+    let assemble = |produced: &[&Produced]| -> Result<Image, Error> {
+        let image = assemble_image(req, &plan, produced)?;
+        *summary.borrow_mut() = Some(summarize(&image, produced));
+        Ok(image)
     };
-    let (store, direct_archive) = match direct {
-        Some(_) => {
-            let sizes = layers::store_layer_lengths(req, &plan)?;
-            let archive = output::DirectArchive::create(&staging, &base, &sizes, &top, req.mtime.epoch)?;
-            (layers::store_layers(req, &plan, &archive, progress)?, Some(archive))
+    let image = match (req.format, &req.output) {
+        (OutputFormat::DockerArchive, Output::Stdout) => output::docker_archive_stream(&layers, &assemble)?,
+        (OutputFormat::DockerArchive, Output::Path(dest)) => {
+            output::docker_archive_file(&layers, &staging, dest, &assemble)?
         }
-        None => {
-            let key = |paths: &[StorePath]| layers::store_layer_key(req, &plan, paths, compression);
-            let sink = layers::BlobSink {
-                dir: staging.blob_dir(),
-                cache: req.cache.as_deref().map(nix_layer_blob::LayerCache::open).transpose()?,
-                compression,
-                key: &key,
-            };
-            (layers::store_layers(req, &plan, &sink, progress)?, None)
+        (OutputFormat::Oci, Output::Path(dir)) => {
+            output::oci_layout(&layers, &staging, dir, req.compression, &assemble)?
+        }
+        (OutputFormat::Oci, Output::Stdout) => unreachable!("refused by output::check"),
+        (OutputFormat::OciArchive, out) => {
+            output::oci_archive(&layers, &staging, out, req.compression, &assemble)?
         }
     };
-    let produced: Vec<layers::Produced> = base.into_iter().chain(store).chain([top]).collect();
+    progress.finish();
+    let (layers, cache_hits) = summary.into_inner().expect("assembled");
+    Ok(BuildSummary {
+        image: image.reference().to_string(),
+        layers,
+        config_digest: image.config().digest(),
+        manifest_digest: image.manifest().digest(),
+        cache_hits,
+    })
+}
 
-    let history = produced
+fn summarize(_image: &Image, produced: &[&Produced]) -> (Vec<LayerSummary>, usize) {
+    let layers = produced
         .iter()
-        .map(|l| HistoryEntry {
-            created: req.created.rfc3339.clone(),
-            comment: l.comment.clone(),
-            created_by: None,
+        .map(|l| LayerSummary {
+            kind: l.kind.clone(),
+            diff_id: l.info.diff_id,
+            size: l.info.uncompressed_size,
+            paths: l.paths,
         })
         .collect();
-    let config_json = nix_layer_image::image_config_json(&ImageConfigInput {
+    (layers, produced.iter().filter(|l| l.cached).count())
+}
+
+/// The image value for `produced` (bottom first): config with one history entry per
+/// layer, the base image's Env inherited, annotations on the manifest, and the tag (when
+/// none was given) derived from the config, as dockerTools derives it from its inputs.
+fn assemble_image(req: &BuildRequest, plan: &ImagePlan, produced: &[&Produced]) -> Result<Image, Error> {
+    let input = ImageConfigInput {
         created: req.created.rfc3339.clone(),
         architecture: req.architecture.clone(),
         os: "linux".into(),
+        variant: req.variant.clone(),
         config: effective_config(req, plan.base.as_ref()),
-        diff_ids: produced.iter().map(|l| l.diff_id).collect(),
-        history,
-    });
-    let config_digest = Digest::of(&config_json);
-    let tag = req.tag.clone().unwrap_or_else(|| default_tag(&config_json));
-    let image = ImageRef::new(&req.name, &tag)?.to_string();
-
-    match (direct_archive, direct) {
-        (Some(archive), Some(dest)) => {
-            archive.finish(&produced, &config_json, std::slice::from_ref(&image), dest)?
-        }
-        _ => {
-            let blobs: Vec<&LayerBlob> = produced.iter().filter_map(|l| l.blob.as_ref()).collect();
-            output::write(req, &staging, &blobs, &config_json, &image, &tag, req.mtime.epoch)?;
+        history: produced
+            .iter()
+            .map(|l| HistoryEntry {
+                created: req.created.rfc3339.clone(),
+                comment: l.comment.clone(),
+                created_by: None,
+            })
+            .collect(),
+    };
+    let infos: Vec<_> = produced.iter().map(|l| l.info.clone()).collect();
+    let provisional = ImageRef::new(&req.name, req.tag.as_deref().unwrap_or("latest"))?;
+    let image = Image::new(provisional, &input, infos, &req.annotations)?;
+    match &req.tag {
+        Some(_) => Ok(image),
+        None => {
+            let tag = default_tag(image.config().bytes());
+            Ok(image.renamed(ImageRef::new(&req.name, &tag)?))
         }
     }
-    progress.finish();
-    Ok(BuildSummary {
-        image,
-        layers: produced
-            .iter()
-            .map(|l| LayerSummary { kind: l.kind.clone(), diff_id: l.diff_id, size: l.size, paths: l.paths })
-            .collect(),
-        config_digest,
-        cache_hits: produced.iter().filter(|l| l.cached).count(),
-    })
 }
 
 /// The config the image gets: ours, with Env inherited from the base image
@@ -249,13 +263,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary
 fn effective_config(req: &BuildRequest, base: Option<&BaseImage>) -> ConfigSpec {
     let mut config = req.config.clone();
     if let Some(base) = base {
-        let base_env: Vec<String> = base
-            .config
-            .pointer("/config/Env")
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        let env = nix_layer_image::inherit_env(&base_env, config.Env.as_deref().unwrap_or(&[]));
+        let env = nix_layer_image::inherit_env(&base.env(), config.Env.as_deref().unwrap_or(&[]));
         if !env.is_empty() {
             config.Env = Some(env);
         }
