@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Stat, CWD};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
 use crate::registry::REGISTRY;
@@ -84,19 +84,45 @@ impl Target {
 
 /// `remove_dir_all` (which does not follow symlinks), retried because another
 /// thread of this process may still be writing into the tree when a signal
-/// handler removes it.
+/// handler removes it, and after making the tree's directories writable:
+/// copied store trees are read-only (0555), which stops a non-root owner.
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     let mut result = Ok(());
-    for _ in 0..5 {
+    for attempt in 0..5 {
         result = match fs::remove_dir_all(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             other => other,
         };
-        if result.is_ok() {
-            break;
+        match &result {
+            Ok(()) => break,
+            Err(e) if attempt == 0 && e.kind() == io::ErrorKind::PermissionDenied => {
+                let _ = make_writable(CWD, path);
+            }
+            Err(_) => {}
         }
     }
     result
+}
+
+/// Adds u+rwx to the directory `name` and every directory below it, never
+/// through a symlink: each is `lstat`ed, and opened with `O_NOFOLLOW` to
+/// descend. Best effort: skips what it cannot change.
+pub(crate) fn make_writable(dirfd: impl AsFd, name: impl rustix::path::Arg + Copy) -> Result<(), Errno> {
+    let st = rustix::fs::statat(&dirfd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Ok(());
+    }
+    let mode = Mode::from_raw_mode((st.st_mode | 0o700) & 0o7777);
+    rustix::fs::chmodat(&dirfd, name, mode, AtFlags::empty())?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&dirfd, name, flags, Mode::empty())?;
+    for entry in rustix::fs::Dir::read_from(&fd)?.flatten() {
+        let child = entry.file_name();
+        if entry.file_type() == FileType::Directory && !matches!(child.to_bytes(), b"." | b"..") {
+            let _ = make_writable(&fd, child);
+        }
+    }
+    Ok(())
 }
 
 /// A live, registered scratch entry: dropping it removes the entry and
@@ -262,4 +288,42 @@ fn remove_unlocked(path: &Path, kind: Kind) -> io::Result<()> {
 pub(crate) fn context(e: impl Into<io::Error>, what: String) -> io::Error {
     let e = e.into();
     io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Read-only trees (copied store paths) must not stop a non-root owner's
+    /// cleanup, and the fix must not reach through symlinks.
+    #[test]
+    fn make_writable_opens_read_only_trees_without_following_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(tree.join("a/b/f"), b"x").unwrap();
+        symlink(&outside, tree.join("a/link")).unwrap();
+        chmod(&outside, 0o555);
+        chmod(&tree.join("a/b"), 0o555);
+        chmod(&tree.join("a"), 0o500);
+
+        make_writable(CWD, &tree).unwrap();
+        assert_eq!(mode(&tree.join("a")), 0o700);
+        assert_eq!(mode(&tree.join("a/b")), 0o755);
+        assert_eq!(mode(&outside), 0o555);
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert!(make_writable(CWD, &tree).is_err());
+    }
 }

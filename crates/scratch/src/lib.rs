@@ -90,6 +90,22 @@ mod tests {
         assert_eq!(fs::read(&outside).unwrap(), b"keep");
     }
 
+    /// As root this passes anyway; as any other user it needs `remove_tree`
+    /// to make the read-only directories writable first.
+    #[test]
+    fn dir_with_read_only_subdirs_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ScratchDir::new_in(tmp.path(), ".nix-layer-").unwrap();
+        let path = dir.path().to_owned();
+        fs::create_dir_all(path.join("nix/store/x/bin")).unwrap();
+        fs::write(path.join("nix/store/x/bin/sh"), b"x").unwrap();
+        for sub in ["nix/store/x/bin", "nix/store/x"] {
+            fs::set_permissions(path.join(sub), fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        drop(dir);
+        assert!(!path.exists());
+    }
+
     #[test]
     fn names_are_distinct() {
         let tmp = tempfile::tempdir().unwrap();

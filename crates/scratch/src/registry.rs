@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::entry::Target;
+use crate::entry::{Identity, Target};
 
 pub(crate) static REGISTRY: Registry = Registry::new();
 
@@ -44,6 +44,10 @@ impl Entries {
         std::mem::take(&mut self.entries).values().filter(|t| matches!(t.remove(), Ok(true))).count()
     }
 
+    pub(crate) fn holds(&self, identity: Identity) -> bool {
+        self.entries.values().any(|t| t.identity == identity)
+    }
+
     fn paths(&self) -> Vec<PathBuf> {
         self.entries.values().map(|t| t.path.clone()).collect()
     }
@@ -66,7 +70,7 @@ pub fn registered() -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{Identity, Kind};
+    use crate::entry::Kind;
     use crate::{ScratchDir, ScratchFile};
     use rustix::fs::CWD;
     use std::fs;

@@ -10,6 +10,7 @@ use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
 use crate::entry::{check_prefix, remove_tree, Identity};
+use crate::registry::REGISTRY;
 
 /// Removes the entries of `dir` named `<prefix>*` whose owner is gone: those
 /// whose `flock` can be taken without waiting (left by SIGKILL, a crash, a
@@ -66,7 +67,13 @@ fn remove_if_dead(dirfd: BorrowedFd<'_>, dir: &Path, name: &CStr) -> io::Result<
         other => other?,
     }
     // The name must still be what we locked (see the crate docs).
-    if Identity::of_fd(&fd)? != Identity::of_path(dirfd, name)? {
+    let identity = Identity::of_fd(&fd)?;
+    if identity != Identity::of_path(dirfd, name)? {
+        return Ok(false);
+    }
+    // Where flock is emulated by POSIX locks (NFS), a process's own locks do
+    // not conflict with each other: ask the registry too.
+    if REGISTRY.lock().holds(identity) {
         return Ok(false);
     }
     if is_dir {
