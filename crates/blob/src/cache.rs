@@ -3,7 +3,6 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
@@ -103,8 +102,8 @@ pub struct LayerCache {
 const ENTRY_FORMAT: u32 = 1;
 /// Entries are tiny; anything larger is not ours.
 const MAX_ENTRY_LEN: u64 = 64 * 1024;
-/// Temporary files older than this belong to a builder that died.
-const STALE_TMP: Duration = Duration::from_secs(24 * 60 * 60);
+/// Name prefix of cache entries being written.
+const ENTRY_PREFIX: &str = ".entry-";
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,19 +216,12 @@ impl LayerCache {
         self.blobs_dir().join(digest.hex())
     }
 
+    /// Removes temporary files whose writer died (their lock is free); a running
+    /// builder's files stay.
     fn remove_stale_tmp(&self) {
-        let Ok(dir) = fs::read_dir(self.tmp_dir()) else { return };
-        let now = SystemTime::now();
-        for entry in dir.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > STALE_TMP));
-            if old {
-                // Best effort: another process may be removing it too.
-                let _ = fs::remove_file(entry.path());
-            }
-        }
+        let tmp = self.tmp_dir();
+        crate::write::sweep_temporaries(&tmp);
+        nix_layer_scratch::sweep(&tmp, ENTRY_PREFIX);
     }
 
     /// The blob cached under `key`, or `None` on a miss. An entry that fails validation is
@@ -339,17 +331,15 @@ impl LayerCache {
         let tmp_dir = self.tmp_dir();
         let checksum = entry.checksum();
         let bytes = serde_json::to_vec(&EntryFile { entry, checksum }).expect("entry serialises");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".entry-")
-            .tempfile_in(&tmp_dir)
+        let mut tmp = nix_layer_scratch::ScratchFile::new_in(&tmp_dir, ENTRY_PREFIX)
             .map_err(Error::io("could not create a temporary cache entry in", &tmp_dir))?;
         tmp.write_all(&bytes).map_err(Error::io("could not write the cache entry", tmp.path()))?;
         // Readable by whoever the umask allows: a shared cache is read by other users.
-        set_final_mode(tmp.as_file(), 0o644)
+        set_final_mode(tmp.file(), 0o644)
             .map_err(Error::io("could not write the cache entry", tmp.path()))?;
         // No fsync: an entry lost or torn by a crash fails its checksum and reads as a miss.
         let dest = self.entry_path(key);
-        tmp.persist(&dest).map_err(|e| Error::io("could not store the cache entry", &dest)(e.error))?;
+        tmp.persist(&dest).map_err(|e| Error::io("could not store the cache entry", &dest)(e.source))?;
         Ok(())
     }
 
@@ -401,6 +391,7 @@ mod tests {
     use std::fs::{FileTimes, OpenOptions};
     use std::os::unix::fs::{FileExt, PermissionsExt};
     use std::sync::{Arc, Barrier};
+    use std::time::Duration;
 
     fn layer_bytes(seed: u8) -> Vec<u8> {
         (0..200_000u32).map(|i| (i % 253) as u8 ^ seed).collect()
@@ -690,18 +681,19 @@ mod tests {
     }
 
     #[test]
-    fn open_removes_only_stale_temp_files() {
+    fn open_removes_only_temp_files_whose_writer_died() {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
-        let stale = cache.tmp_dir().join(".blob-old.partial");
-        let fresh = cache.tmp_dir().join(".blob-new.partial");
-        fs::write(&stale, b"x").unwrap();
-        fs::write(&fresh, b"x").unwrap();
-        let long_ago = SystemTime::now() - STALE_TMP - Duration::from_secs(60);
-        File::options().write(true).open(&stale).unwrap().set_modified(long_ago).unwrap();
+        // Left by a killed builder: nobody holds its lock.
+        let dead = cache.tmp_dir().join(".blob-old.partial");
+        fs::write(&dead, b"x").unwrap();
+        let dead_entry = cache.tmp_dir().join(".entry-old");
+        fs::write(&dead_entry, b"x").unwrap();
+        // Being written by a live builder (this process, from another thread's view).
+        let live = nix_layer_scratch::ScratchFile::new_in(&cache.tmp_dir(), ".blob-").unwrap();
         LayerCache::open(dir.path()).unwrap();
-        assert!(!stale.exists());
-        assert!(fresh.exists(), "a running builder's file is left alone");
+        assert!(!dead.exists() && !dead_entry.exists());
+        assert!(live.path().exists(), "a running builder's file is left alone");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use cache::{CacheKey, LayerCache, VerifyReport};
 pub use compression::{compress_bytes, Compression, Encoder, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{Digest, HashingReader, HashingWriter};
-pub use write::{open_no_follow, umask, write_blob, write_stored_blob, BlobInfo, LayerBlob};
+pub use write::{open_no_follow, sweep_temporaries, write_blob, write_stored_blob, BlobInfo, LayerBlob};
 
 /// Everything that can go wrong while naming, writing or caching blobs.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tempfile::NamedTempFile;
+use nix_layer_scratch::ScratchFile;
 
 use crate::compression::Encoder;
 use crate::{Compression, Digest, Error, HashingWriter};
@@ -136,7 +136,7 @@ impl LayerBlob {
     fn copy_to(&self, dest: &Path) -> Result<(), Error> {
         let tmp = temp_blob(parent_of(dest))?;
         let write_err = |e| Error::io("could not write the blob file", tmp.path())(e);
-        let mut w = HashingWriter::new(BufWriter::with_capacity(FILE_BUFFER, tmp.as_file()));
+        let mut w = HashingWriter::new(BufWriter::with_capacity(FILE_BUFFER, tmp.file()));
         io::copy(&mut self.reader(), &mut w).map_err(write_err)?;
         let (buffered, digest, size) = w.finish();
         buffered.into_inner().map_err(|e| write_err(e.into_error()))?;
@@ -146,7 +146,7 @@ impl LayerBlob {
                 problem: format!("it changed after it was verified (now {digest}, {size} bytes)"),
             });
         }
-        set_final_mode(tmp.as_file(), 0o444).map_err(write_err)?;
+        set_final_mode(tmp.file(), 0o444).map_err(write_err)?;
         install(tmp, dest, &self.digest).map(drop)
     }
 }
@@ -196,22 +196,9 @@ fn open_blob(path: &Path) -> Result<File, Error> {
 }
 
 /// Sets `mode` as masked by the process umask: files meant to be shared (blobs, index
-/// files) get the permissions the user's umask allows, not tempfile's 0600.
+/// files) get the permissions the user's umask allows, not a temporary file's 0600.
 pub(crate) fn set_final_mode(file: &File, mode: u32) -> io::Result<()> {
-    file.set_permissions(fs::Permissions::from_mode(mode & !umask()))
-}
-
-/// The process umask, read without changing it (`/proc/self/status`, Linux 4.7+); 022 if
-/// it cannot be read.
-pub fn umask() -> u32 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Umask:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0o022)
+    file.set_permissions(fs::Permissions::from_mode(nix_layer_scratch::final_mode(mode)))
 }
 
 /// A reader at a moving offset of a shared file (`pread`): several readers of one open
@@ -270,7 +257,7 @@ pub(crate) fn write_blob_via(
     let tmp_path = tmp.path().to_owned();
     let write_err = |e| Error::io("could not write the blob file", &tmp_path)(e);
 
-    let file = BufWriter::with_capacity(FILE_BUFFER, tmp.as_file());
+    let file = BufWriter::with_capacity(FILE_BUFFER, tmp.file());
     let stored = match compression {
         // Stored bytes == uncompressed bytes: one hash is enough.
         Compression::None => Stage::Plain(file),
@@ -300,7 +287,7 @@ pub fn write_stored_blob(
     let tmp_path = tmp.path().to_owned();
     let read_err = |e| Error::io("could not copy a stored blob into", &tmp_path)(e);
     let (digest, size, diff_id, uncompressed_size) = {
-        let file = BufWriter::with_capacity(FILE_BUFFER, tmp.as_file());
+        let file = BufWriter::with_capacity(FILE_BUFFER, tmp.file());
         let mut tee = Tee { inner: stored, copy: HashingWriter::new(file) };
         let mut plain = HashingWriter::new(io::sink());
         {
@@ -333,17 +320,23 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
     }
 }
 
-fn temp_blob(dir: &Path) -> Result<NamedTempFile, Error> {
-    tempfile::Builder::new()
-        .prefix(".blob-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(Error::io("could not create a temporary blob file in", dir))
+/// Name prefix of blobs being written: a build killed outright leaves them behind, and
+/// [`sweep_temporaries`] removes those no live process holds.
+pub(crate) const TEMP_PREFIX: &str = ".blob-";
+
+/// A temporary blob file: locked while written, removed if the process is interrupted.
+fn temp_blob(dir: &Path) -> Result<ScratchFile, Error> {
+    ScratchFile::new_in(dir, TEMP_PREFIX).map_err(Error::io("could not create a temporary blob file in", dir))
+}
+
+/// Removes temporary blobs in `dir` left by processes that died (SIGKILL, power loss).
+pub fn sweep_temporaries(dir: &Path) -> usize {
+    nix_layer_scratch::sweep(dir, TEMP_PREFIX)
 }
 
 /// Gives a fully written temporary blob its final mode and name (`dest_dir/<digest hex>`).
 fn finish_blob(
-    tmp: NamedTempFile,
+    tmp: ScratchFile,
     dest_dir: &Path,
     info: BlobInfo,
     durability: Durability,
@@ -353,11 +346,11 @@ fn finish_blob(
     // Synced before the rename so a crash cannot leave a complete-looking name over
     // missing data.
     if durability == Durability::Synced {
-        tmp.as_file().sync_all().map_err(write_err)?;
+        tmp.file().sync_all().map_err(write_err)?;
     }
-    set_final_mode(tmp.as_file(), 0o444).map_err(write_err)?;
+    set_final_mode(tmp.file(), 0o444).map_err(write_err)?;
     let path = dest_dir.join(info.digest.hex());
-    let file = tmp.as_file().try_clone().map_err(write_err)?;
+    let file = tmp.file().try_clone().map_err(write_err)?;
     match install(tmp, &path, &info.digest)? {
         // Another writer's intact file is under the name: hold that inode instead, so
         // hard links made from this blob share it.
@@ -373,21 +366,21 @@ pub(crate) enum Installed {
 }
 
 /// Moves a finished temporary file to `dest`, which is named by `digest`.
-pub(crate) fn install(tmp: NamedTempFile, dest: &Path, digest: &Digest) -> Result<Installed, Error> {
+pub(crate) fn install(tmp: ScratchFile, dest: &Path, digest: &Digest) -> Result<Installed, Error> {
     let err = Error::io("could not move the finished blob to", dest);
     match tmp.persist_noclobber(dest) {
         Ok(_) => Ok(Installed::Ours),
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+        Err(e) if e.is_already_exists() => {
             // Another writer got there first (a concurrent build, or another layer with the
             // same bytes). Keep its file if it is intact: replacing it would change its inode
             // and so invalidate cache entries and hard links that point at it.
             if file_has_digest(dest, digest) {
                 Ok(Installed::Existing)
             } else {
-                e.file.persist(dest).map(|_| Installed::Ours).map_err(|e| err(e.error))
+                e.file.persist(dest).map(|_| Installed::Ours).map_err(|e| err(e.source))
             }
         }
-        Err(e) => Err(err(e.error)),
+        Err(e) => Err(err(e.source)),
     }
 }
 

@@ -16,6 +16,10 @@ use clap::Parser;
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
+    // SIGINT/SIGTERM/SIGHUP remove the scratch files, then end the process.
+    if let Err(e) = nix_layer_scratch::install_signal_cleanup() {
+        eprintln!("nix-layer: warning: cannot catch signals to clean up: {e}");
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix_layer_blob::{open_no_follow, write_blob, write_stored_blob, HashingReader};
+use nix_layer_scratch::ScratchFile;
 use serde_json::Value;
-use tempfile::TempPath;
 
 use crate::{diff_ids_of, Compression, Digest, Error, LayerBlob};
 
@@ -95,7 +95,7 @@ pub struct BaseImage {
     origin: PathBuf,
     /// A docker-archive that was compressed as a whole is unpacked here; held only so the
     /// file lives (and is removed) with the image.
-    _unpacked: Option<TempPath>,
+    _unpacked: Option<ScratchFile>,
 }
 
 impl BaseImage {
@@ -138,7 +138,7 @@ impl BaseImage {
             Compression::None => None,
             c => Some(unpack(path, c)?),
         };
-        let archive_path = unpacked.as_ref().map_or(path, |t| t.as_ref()).to_owned();
+        let archive_path = unpacked.as_ref().map_or(path, |t| t.path()).to_owned();
         let members =
             list_members(&archive_path).map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
         let member = |name: &str| -> Result<BlobSource, Error> {
@@ -377,20 +377,18 @@ fn is_index_type(media_type: &str) -> bool {
 }
 
 /// Decompresses a whole-archive-compressed base image to a temporary file.
-fn unpack(path: &Path, compression: Compression) -> Result<TempPath, Error> {
-    let tmp = tempfile::Builder::new()
-        .prefix("nix-layer-base-")
-        .suffix(".tar")
-        .tempfile()
+/// It lives in `$TMPDIR` while the image is open, and goes with the process on a signal.
+fn unpack(path: &Path, compression: Compression) -> Result<ScratchFile, Error> {
+    let tmp = ScratchFile::new_in(&std::env::temp_dir(), "nix-layer-base-")
         .map_err(Error::io("cannot create a temporary file to unpack", path))?;
     let src = File::open(path).map_err(Error::io("cannot open the base image", path))?;
     let mut decoder =
         compression.decoder(io::BufReader::new(src)).map_err(Error::io("cannot decompress", path))?;
-    let mut out = io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let mut out = io::BufWriter::with_capacity(1 << 20, tmp.file());
     io::copy(&mut decoder, &mut out).map_err(Error::io("cannot decompress", path))?;
     out.flush().map_err(Error::io("cannot unpack", path))?;
     drop(out);
-    Ok(tmp.into_temp_path())
+    Ok(tmp)
 }
 
 enum Member {

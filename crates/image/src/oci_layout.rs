@@ -4,10 +4,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use nix_layer_scratch::ScratchFile;
 use nix_layer_tar::{EntryKind, Header, TarWriter};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use serde_json::{json, Value};
-use tempfile::NamedTempFile;
 
 use crate::model::{Document, REF_NAME_ANNOTATION};
 use crate::{Digest, Error, Image, LayerBlob};
@@ -77,6 +77,7 @@ impl OciLayout {
         }
         let blobs = layout.blobs_dir();
         fs::create_dir_all(&blobs).map_err(Error::io("cannot create the blob directory", &blobs))?;
+        layout.sweep();
         Ok(layout)
     }
 
@@ -93,11 +94,17 @@ impl OciLayout {
         self.blobs_dir().join(digest.hex())
     }
 
-    fn temp_file(&self, dir: &Path) -> Result<NamedTempFile, Error> {
-        tempfile::Builder::new()
-            .prefix(TMP_PREFIX)
-            .tempfile_in(dir)
-            .map_err(Error::io("cannot create a file in", dir))
+    /// A file being written into the layout: locked while written, removed if the process
+    /// is interrupted, swept by the next writer if it was killed outright.
+    fn temp_file(&self, dir: &Path) -> Result<ScratchFile, Error> {
+        ScratchFile::new_in(dir, TMP_PREFIX).map_err(Error::io("cannot create a file in", dir))
+    }
+
+    /// Removes what killed writers left (their locks are free; live writers' stay).
+    fn sweep(&self) {
+        nix_layer_scratch::sweep(&self.dir, TMP_PREFIX);
+        nix_layer_scratch::sweep(&self.blobs_dir(), TMP_PREFIX);
+        nix_layer_blob::sweep_temporaries(&self.blobs_dir());
     }
 
     /// Writes `name` in the layout's top directory atomically, readable as the umask allows.
@@ -105,8 +112,8 @@ impl OciLayout {
         let dest = self.dir.join(name);
         let mut tmp = self.temp_file(&self.dir)?;
         tmp.write_all(bytes).map_err(Error::io("cannot write", tmp.path()))?;
-        set_mode(tmp.as_file(), 0o644).map_err(Error::io("cannot write", tmp.path()))?;
-        tmp.persist(&dest).map_err(|e| Error::io("cannot replace", &dest)(e.error))?;
+        set_mode(tmp.file(), 0o644).map_err(Error::io("cannot write", tmp.path()))?;
+        tmp.persist(&dest).map_err(|e| Error::io("cannot replace", &dest)(e.source))?;
         Ok(())
     }
 
@@ -121,8 +128,8 @@ impl OciLayout {
         }
         let mut tmp = self.temp_file(&self.blobs_dir())?;
         tmp.write_all(doc.bytes()).map_err(Error::io("cannot write", tmp.path()))?;
-        set_mode(tmp.as_file(), 0o444).map_err(Error::io("cannot write", tmp.path()))?;
-        tmp.persist(&dest).map_err(|e| Error::io("cannot store the blob", &dest)(e.error))?;
+        set_mode(tmp.file(), 0o444).map_err(Error::io("cannot write", tmp.path()))?;
+        tmp.persist(&dest).map_err(|e| Error::io("cannot store the blob", &dest)(e.source))?;
         Ok(())
     }
 
@@ -204,7 +211,7 @@ fn ref_name(d: &Descriptor) -> Option<&str> {
 }
 
 fn set_mode(file: &File, mode: u32) -> io::Result<()> {
-    file.set_permissions(fs::Permissions::from_mode(mode & !nix_layer_blob::umask()))
+    file.set_permissions(fs::Permissions::from_mode(nix_layer_scratch::final_mode(mode)))
 }
 
 /// The OCI grammar for `org.opencontainers.image.ref.name`: components of alphanumerics
@@ -329,7 +336,7 @@ mod tests {
         assert_eq!(fs::read_to_string(root.join("oci-layout")).unwrap(), r#"{"imageLayoutVersion":"1.0.0"}"#);
         assert!(layout.read_index().unwrap().manifests().is_empty());
         assert!(root.join("blobs/sha256").is_dir());
-        let mask = nix_layer_blob::umask();
+        let mask = nix_layer_scratch::umask();
         for f in ["oci-layout", "index.json"] {
             let mode = fs::metadata(root.join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o644 & !mask, "{f}");

@@ -306,7 +306,7 @@ impl Layers<'_> {
     /// The customisation layer: merged contents, the top-layer spec, and the Nix
     /// database when asked for.
     pub fn top(&self, compression: Compression) -> Result<Produced, Error> {
-        let db_dir = tempfile::tempdir()
+        let db_dir = nix_layer_scratch::ScratchDir::new_in(&std::env::temp_dir(), "nix-layer-db-")
             .map_err(io_err("cannot create a temporary directory for the Nix database"))?;
         let mut spec = self.req.top_layer.clone();
         if self.req.nix_db {

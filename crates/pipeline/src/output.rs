@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use nix_layer_blob::{Compression, LayerBlob};
 use nix_layer_image::{DockerArchiveWriter, Image, OciLayout, SlotArchive};
-use tempfile::TempDir;
+use nix_layer_scratch::ScratchDir;
 
 use crate::layers::{Layers, Produced};
 use crate::{io_err, Error};
@@ -41,11 +41,15 @@ pub enum Output {
 
 /// A scratch directory for blobs, on the output's file system when there is one (so
 /// finished files are renamed or hard-linked into place, not copied). Dropping it removes
-/// everything a failed build wrote.
+/// everything a failed build wrote; so does a caught signal (SIGINT, SIGTERM, SIGHUP);
+/// what a SIGKILL leaves is swept by the next build writing next to it.
 pub(crate) struct Staging {
-    dir: TempDir,
+    dir: ScratchDir,
     blobs: PathBuf,
 }
+
+/// Name prefix of staging directories.
+const STAGING_PREFIX: &str = ".nix-layer-";
 
 impl Staging {
     pub fn new(output: &Output) -> Result<Self, Error> {
@@ -53,9 +57,8 @@ impl Staging {
             Output::Path(p) => parent_dir(p)?,
             Output::Stdout => std::env::temp_dir(),
         };
-        let dir = tempfile::Builder::new()
-            .prefix(".nix-layer-")
-            .tempdir_in(&parent)
+        nix_layer_scratch::sweep(&parent, STAGING_PREFIX);
+        let dir = ScratchDir::new_in(&parent, STAGING_PREFIX)
             .map_err(io_err(format!("cannot create a staging directory in {}", parent.display())))?;
         let blobs = dir.path().join("blobs");
         fs::create_dir(&blobs).map_err(io_err(format!("cannot create {}", blobs.display())))?;
