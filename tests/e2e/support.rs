@@ -231,3 +231,45 @@ pub fn archive_layer_entries(archive: &Path) -> Vec<Vec<String>> {
     }
     layers.iter().map(|l| by_name.remove(l).unwrap()).collect()
 }
+
+/// Checks an OCI layout the way a registry or runtime would: every blob hashes to its
+/// name, and every manifest the index names has its config and layers present with the
+/// sizes it declares. Returns the number of images.
+pub fn verify_layout(layout: &Path) -> usize {
+    use sha2::{Digest as _, Sha256};
+    let blobs = layout.join("blobs/sha256");
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        assert!(!name.starts_with('.'), "a temporary file was left in {}: {name}", blobs.display());
+        let bytes = std::fs::read(entry.path()).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), name, "blob {name} does not match its digest");
+    }
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| -> PathBuf {
+        let digest = d["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+        let path = blobs.join(digest);
+        let size = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{digest}: {e}")).len();
+        assert_eq!(Some(size), d["size"].as_u64(), "size of {digest}");
+        path
+    };
+    let index = json(&layout.join("index.json"));
+    let manifests = index["manifests"].as_array().unwrap();
+    for m in manifests {
+        let manifest = json(&blob(m));
+        blob(&manifest["config"]);
+        for l in manifest["layers"].as_array().unwrap() {
+            blob(l);
+        }
+    }
+    manifests.len()
+}
+
+/// `umoci unpack` of one image of a layout (it checks every blob it reads).
+pub fn umoci_unpack(layout: &Path, reference: &str, bundle: &Path) {
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:{reference}", layout.display()))
+        .arg(bundle));
+}

@@ -313,23 +313,35 @@ impl BaseImage {
         let path = layer.source.path();
         let read_err = Error::io("cannot read the base layer in", path);
         let mut stored = layer.source.open().map_err(read_err)?;
-        let blob = if uncompressed && layer.compression != Compression::None {
-            let mut reader = self.open_layer(i)?;
-            write_blob(dir, Compression::None, |w| io::copy(&mut reader, w).map(drop))?
+        let (blob, stored_digest) = if uncompressed && layer.compression != Compression::None {
+            // Decompressed into the blob; the stored bytes are hashed on the way through.
+            let mut hashed = HashingReader::new(stored);
+            let blob = {
+                let mut reader = layer
+                    .compression
+                    .decoder(&mut hashed)
+                    .map_err(Error::io("cannot decompress the base layer in", path))?;
+                write_blob(dir, Compression::None, |w| io::copy(&mut reader, w).map(drop))?
+            };
+            io::copy(&mut hashed, &mut io::sink())
+                .map_err(Error::io("cannot read the base layer in", path))?;
+            let (_, digest, size) = hashed.finish();
+            (blob, (digest, size))
         } else {
             let blob = write_stored_blob(dir, layer.compression, &mut stored)?;
-            if let Some(d) = &layer.descriptor {
-                if (blob.digest, blob.size) != (d.digest, d.size) {
-                    return Err(Error::DigestMismatch {
-                        what: format!("the stored base layer in `{}`", path.display()),
-                        expected: d.digest,
-                        actual: blob.digest,
-                        hint: "the base image is damaged or its manifest lies; export it again",
-                    });
-                }
-            }
-            blob
+            let stored = (blob.digest, blob.size);
+            (blob, stored)
         };
+        if let Some(d) = &layer.descriptor {
+            if stored_digest != (d.digest, d.size) {
+                return Err(Error::DigestMismatch {
+                    what: format!("the stored base layer in `{}`", path.display()),
+                    expected: d.digest,
+                    actual: stored_digest.0,
+                    hint: "the base image is damaged or its manifest lies; export it again",
+                });
+            }
+        }
         check_diff_id(layer, blob.diff_id)?;
         Ok(blob)
     }
@@ -662,9 +674,11 @@ mod tests {
         let path = oci_root.join("blobs/sha256").join(d.digest.hex());
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(&path, &recompressed).unwrap();
-        let e = oci.materialize_layer(1, &scratch, false).unwrap_err();
-        assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
-        assert!(e.to_string().contains("stored base layer"), "{e}");
+        for uncompressed in [false, true] {
+            let e = oci.materialize_layer(1, &scratch, uncompressed).unwrap_err();
+            assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+            assert!(e.to_string().contains("stored base layer"), "{e}");
+        }
         // A blob name that is a symlink is not followed.
         fs::remove_file(&path).unwrap();
         let elsewhere = f.dir.path().join("elsewhere");
