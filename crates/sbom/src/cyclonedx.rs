@@ -262,7 +262,7 @@ mod tests {
         assert!(d["metadata"]["component"]["purl"]
             .as_str()
             .unwrap()
-            .starts_with("pkg:oci/hello@sha256%3A0f0f"));
+            .starts_with("pkg:oci/hello@sha256:0f0f"));
         let image_dep =
             d["dependencies"].as_array().unwrap().iter().find(|x| x["ref"] == "ghcr.io/org/hello:1.0");
         assert_eq!(image_dep.unwrap()["dependsOn"], serde_json::json!([sp("hello-2.12.1").to_string()]));

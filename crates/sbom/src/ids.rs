@@ -50,11 +50,12 @@ fn cpe_escape(s: &str) -> String {
     out
 }
 
-/// Percent-encodes everything but the purl spec's unreserved characters.
+/// Percent-encodes everything but the purl spec's unreserved characters and
+/// `:`, which the spec says stays bare (`sha256:…` digests as versions).
 pub fn percent(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

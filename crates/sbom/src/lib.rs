@@ -117,7 +117,7 @@ impl Image {
         }
     }
 
-    /// `pkg:oci/<last name component>@sha256%3A…?arch=…&repository_url=…&tag=…`
+    /// `pkg:oci/<last name component>@sha256:…?arch=…&repository_url=…&tag=…`
     /// (purl spec, type `oci`), when the digest is known.
     fn purl(&self) -> Option<String> {
         let digest = self.digest.as_ref()?;
@@ -348,7 +348,7 @@ pub(crate) mod tests {
         assert_eq!(
             i.purl().unwrap(),
             format!(
-                "pkg:oci/hello@sha256%3A{}?arch=amd64&repository_url=ghcr.io/org/hello&tag=1.0",
+                "pkg:oci/hello@sha256:{}?arch=amd64&repository_url=ghcr.io/org/hello&tag=1.0",
                 "ab".repeat(32)
             )
         );

@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(d["creationInfo"]["created"], "2024-05-01T12:00:00Z");
         let ns = d["documentNamespace"].as_str().unwrap();
         assert!(
-            ns.starts_with("https://github.com/nix-layer/nix-layer/spdx/ghcr.io%2Forg%2Fhello%3A1.0-"),
+            ns.starts_with("https://github.com/nix-layer/nix-layer/spdx/ghcr.io%2Forg%2Fhello:1.0-"),
             "{ns}"
         );
         let pkgs = d["packages"].as_array().unwrap();
