@@ -4,4 +4,5 @@
 mod behaviour;
 mod errors;
 mod formats;
+mod sbom;
 mod support;

@@ -3,6 +3,7 @@
 
 mod args;
 mod progress;
+mod sbom;
 mod settings;
 mod sharing;
 
@@ -89,6 +90,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sharing(a) => sharing::run(a),
+        Command::Sbom(a) => sbom::run(*a),
         Command::CacheVerify(a) => {
             let cache = nix_layer_blob::LayerCache::open(&a.dir)?;
             let report = cache.verify_all()?;
