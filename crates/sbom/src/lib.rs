@@ -15,6 +15,7 @@
 mod cyclonedx;
 mod ids;
 mod name;
+mod oci;
 mod spdx;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use std::str::FromStr;
 use nix_layer_graph::{Graph, PathInfo, StorePath};
 
 pub use name::{parse_drv_name, parse_store_name, Kind, StoreName};
+pub use oci::{referrer, Descriptor, Referrer, EMPTY_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
 
 /// Media type of a CycloneDX JSON document; the `artifactType` of its OCI
 /// referrer manifest and its layer's media type.
@@ -42,7 +44,7 @@ pub enum Error {
         "`{0}` is not a UTC time of the form YYYY-MM-DDThh:mm:ssZ (SPDX needs exactly that; convert first)"
     )]
     BadTime(String),
-    #[error("`{0}` is not an image manifest digest (expected sha256:<64 lower-case hex digits>)")]
+    #[error("`{0}` is not a manifest digest (expected sha256:<64 lower-case hex digits>)")]
     BadDigest(String),
     #[error("the image name must not be empty")]
     EmptyName,
@@ -101,10 +103,7 @@ impl Image {
             return Err(Error::EmptyName);
         }
         if let Some(d) = &self.digest {
-            let hex = d.strip_prefix("sha256:").unwrap_or("");
-            if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
-                return Err(Error::BadDigest(d.clone()));
-            }
+            check_digest(d)?;
         }
         Ok(())
     }
@@ -135,6 +134,15 @@ impl Image {
         }
         Some(format!("pkg:oci/{}@{}?{}", ids::percent(&short), ids::percent(digest), q.join("&")))
     }
+}
+
+/// `sha256:<64 lower-case hex digits>`.
+fn check_digest(d: &str) -> Result<(), Error> {
+    let hex = d.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        return Err(Error::BadDigest(d.to_owned()));
+    }
+    Ok(())
 }
 
 /// The document formats.
