@@ -19,6 +19,7 @@ mod oci;
 mod spdx;
 
 use std::fmt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -267,6 +268,8 @@ impl<'g> Sbom<'g> {
         };
         let mut tmp = tempfile::Builder::new().prefix(".sbom-").tempfile_in(dir).map_err(err)?;
         std::io::Write::write_all(&mut tmp, &self.to_bytes(format)).map_err(err)?;
+        // Readable by all like the image beside it (temporary files are 0600).
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(err)?;
         tmp.persist(path).map_err(|e| err(e.error))?;
         Ok(())
     }
@@ -397,6 +400,7 @@ pub(crate) mod tests {
         let out = dir.path().join("image.cdx.json");
         s.write(Format::CycloneDx, &out).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), s.to_bytes(Format::CycloneDx));
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o644);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
         let missing = dir.path().join("no/such/dir/x.json");
         let e = s.write(Format::Spdx, &missing).unwrap_err();
