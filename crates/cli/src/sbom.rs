@@ -13,6 +13,9 @@ use nix_layer_store::StoreDir;
 use crate::args::{GraphArgs, PlanArgs};
 
 #[derive(Args)]
+// GraphArgs' layering options mean nothing here.
+#[command(mut_arg("max_layers", |a| a.hide(true)), mut_arg("strategy", |a| a.hide(true)))]
+#[command(mut_arg("family", |a| a.hide(true)))]
 pub struct SbomArgs {
     #[command(flatten)]
     pub graph: GraphArgs,
