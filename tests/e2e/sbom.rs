@@ -113,3 +113,59 @@ fn sbom_bad_arguments_fail_and_write_nothing() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{extra:?} left a file");
     }
 }
+
+/// The referrer manifest next to a real image in an OCI layout: skopeo copies
+/// it (verifying every blob) and reads back the same bytes.
+#[test]
+fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
+    use nix_layer_sbom::{referrer, Descriptor, Format, SbomTime};
+    let f = fixtures();
+    let dir = scratch();
+    let layout = dir.path().join("layout");
+    let closure = f.closure(&[&f.app]);
+    let common = |cmd: &str| {
+        let mut c = nix_layer();
+        c.arg(cmd).arg("--closure").args(&closure).args(["--name", "nix-layer-e2e/sbom:t1"]);
+        c
+    };
+    run(common("build").args(["--format", "oci", "--quiet", "-o"]).arg(&layout));
+    let doc = run(common("sbom").args(["-o", "-"])).stdout;
+    let index_path = layout.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let image = &index["manifests"][0];
+    let subject = Descriptor {
+        media_type: image["mediaType"].as_str().unwrap().to_owned(),
+        digest: image["digest"].as_str().unwrap().to_owned(),
+        size: image["size"].as_u64().unwrap(),
+    };
+    let r = referrer(Format::CycloneDx, &doc, &subject, &SbomTime::parse("1970-01-01T00:00:01Z").unwrap())
+        .unwrap();
+    let blob = |d: &Descriptor| layout.join("blobs/sha256").join(d.digest.strip_prefix("sha256:").unwrap());
+    for (d, bytes) in &r.blobs {
+        std::fs::write(blob(d), bytes).unwrap();
+    }
+    std::fs::write(blob(&r.descriptor), &r.manifest).unwrap();
+    index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": r.descriptor.media_type,
+        "digest": r.descriptor.digest,
+        "size": r.descriptor.size,
+        "artifactType": r.artifact_type,
+        "annotations": {"org.opencontainers.image.ref.name": "sbom"},
+    }));
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let copy = dir.path().join("copy");
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:sbom", layout.display()))
+        .arg(format!("oci:{}:sbom", copy.display())));
+    let raw =
+        run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:sbom", copy.display())));
+    assert_eq!(raw.stdout, r.manifest, "the manifest arrives byte for byte");
+    let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(manifest["subject"]["digest"], subject.digest.as_str());
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_owned();
+    assert_eq!(std::fs::read(copy.join("blobs/sha256").join(layer)).unwrap(), doc, "the SBOM is the layer");
+    // The image itself is still there and intact next to its SBOM.
+    run(Command::new("skopeo").args(["inspect"]).arg(format!("oci:{}:t1", layout.display())));
+}
