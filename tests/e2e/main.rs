@@ -5,4 +5,5 @@ mod behaviour;
 mod errors;
 mod formats;
 mod integrity;
+mod sbom;
 mod support;

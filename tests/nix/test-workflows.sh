@@ -21,6 +21,6 @@ done
 check "no 'docker images | head -1' in workflows" sh -c '! grep -rnE "docker images.*\\| *head" .github/workflows templates/*/.github/workflows'
 check "build-containers reads imageName" grep -q 'imageName' .github/workflows/build-containers.yml
 check "build-containers tags date, date-sha and latest" grep -q 'for tag in "$build" "${{ needs.build.outputs.date }}" latest' .github/workflows/build-containers.yml
-check "security-scan scans each image's closure, not flake.lock" sh -c 'grep -q "path-info --recursive" .github/workflows/security-scan.yml && grep -q "sbom:sbom.cdx.json" .github/workflows/security-scan.yml && ! grep -q "lockfile=" .github/workflows/security-scan.yml'
+check "security-scan scans nix-layer's SBOM of each image's closure, not flake.lock" sh -c 'grep -q "nix-layer -- sbom" .github/workflows/security-scan.yml && grep -q "sbom:sbom.cdx.json" .github/workflows/security-scan.yml && ! grep -q "sbomnix\|lockfile=" .github/workflows/security-scan.yml'
 check "update-nixpkgs regenerates the family catalogues" sh -c 'grep -q "family-catalogue" .github/workflows/update-nixpkgs.yml && grep -q "path: nix/family" .github/workflows/update-nixpkgs.yml'
 check "test workflow runs nix flake check and .ci/run" sh -c 'grep -q "nix flake check" .github/workflows/test.yml && grep -q "bash .ci/run" .github/workflows/test.yml'

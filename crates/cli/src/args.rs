@@ -42,6 +42,8 @@ pub enum Command {
     NixBuild(NixBuildArgs),
     /// Check every blob of a layer cache and drop corrupt entries.
     CacheVerify(CacheArgs),
+    /// Write an SBOM (CycloneDX or SPDX JSON) of a closure: every store path and its references.
+    Sbom(Box<crate::sbom::SbomArgs>),
 }
 
 #[derive(Args, Clone)]

@@ -3,6 +3,7 @@
 
 mod args;
 mod progress;
+mod sbom;
 mod settings;
 mod sharing;
 
@@ -111,6 +112,7 @@ fn run(cli: Cli) -> Result<()> {
             print_report(&text)
         }
         Command::Sharing(a) => sharing::run(a),
+        Command::Sbom(a) => sbom::run(*a),
         Command::CacheVerify(a) => {
             let cache = nix_layer_blob::LayerCache::open_existing(&a.dir)?;
             let report = cache.verify_all()?;
