@@ -266,3 +266,69 @@ fn concurrent_builds_into_one_layout_keep_every_image() {
         run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{r}", layout.display())));
     }
 }
+
+/// Per-platform images combine into one index that skopeo reads and copies whole to a
+/// registry, both platforms included.
+#[test]
+fn platform_images_combine_into_one_index() {
+    let f = fixtures();
+    let dir = scratch();
+    let layout = dir.path().join("L");
+    for arch in ["amd64", "arm64"] {
+        let mut c = nix_layer();
+        c.arg("build")
+            .arg("--closure")
+            .args(f.closure(&[&f.app]))
+            .args(["--name", &format!("nix-layer-e2e/multi:1-{arch}"), "--arch", arch, "--format", "oci"])
+            .args(["--compression", "gzip", "--quiet", "-o"])
+            .arg(&layout);
+        if arch == "arm64" {
+            c.args(["--variant", "v8"]);
+        }
+        run(&mut c);
+    }
+    let out = stdout(nix_layer().args(["index", "--layout"]).arg(&layout).args([
+        "--name",
+        "nix-layer-e2e/multi:1",
+        "nix-layer-e2e/multi:1-amd64",
+        "nix-layer-e2e/multi:1-arm64",
+    ]));
+    assert!(out.starts_with("sha256:"), "{out}");
+    assert_eq!(verify_layout(&layout), 3);
+    let src = format!("oci:{}:nix-layer-e2e/multi:1", layout.display());
+    let raw: serde_json::Value =
+        serde_json::from_str(&stdout(Command::new("skopeo").args(["inspect", "--raw", &src]))).unwrap();
+    let platforms: Vec<(String, String)> = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap().into(),
+                m["platform"]["os"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(platforms, [("amd64".into(), "linux".into()), ("arm64".into(), "linux".into())]);
+    let arm: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
+        "--override-arch",
+        "arm64",
+        "--override-variant",
+        "v8",
+        "inspect",
+        &src,
+    ])))
+    .unwrap();
+    assert_eq!(arm["Architecture"], "arm64");
+    let registry = Registry::start(dir.path());
+    let dest = format!("docker://{}/nix-layer-e2e/multi:1", registry.addr);
+    run(Command::new("skopeo").args(["copy", "--all", "--quiet", "--dest-tls-verify=false", &src, &dest]));
+    let remote: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &dest,
+    ])))
+    .unwrap();
+    assert_eq!(remote, raw, "the registry holds our index bytes");
+}

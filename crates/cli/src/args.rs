@@ -44,6 +44,24 @@ pub enum Command {
     CacheVerify(CacheArgs),
     /// Write an SBOM (CycloneDX or SPDX JSON) of a closure: every store path and its references.
     Sbom(Box<crate::sbom::SbomArgs>),
+    /// Combine per-platform images of an OCI layout into one multi-platform index.
+    Index(IndexArgs),
+}
+
+#[derive(Args)]
+pub struct IndexArgs {
+    /// The OCI layout holding the per-platform images (built with --arch into it).
+    #[arg(long, value_name = "DIR")]
+    pub layout: PathBuf,
+    /// The name the index gets in the layout, e.g. registry.example/app:1.
+    #[arg(long, value_name = "NAME:TAG")]
+    pub name: String,
+    /// Write a Docker manifest list instead of an OCI image index.
+    #[arg(long)]
+    pub docker: bool,
+    /// The per-platform images, by the names they have in the layout.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
 }
 
 #[derive(Args, Clone)]

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use args::{Cli, Command};
+use nix_layer_image::IndexKind;
 
 fn main() -> ExitCode {
     // SIGINT/SIGTERM/SIGHUP remove the scratch files, then end the process.
@@ -113,6 +114,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sharing(a) => sharing::run(a),
         Command::Sbom(a) => sbom::run(*a),
+        Command::Index(a) => {
+            let kind = if a.docker { IndexKind::DockerManifestList } else { IndexKind::Oci };
+            nix_layer_image::ImageRef::split(&a.name)?
+                .1
+                .with_context(|| format!("--name `{}` needs a tag", a.name))?;
+            let layout = nix_layer_image::OciLayout::open_existing(&a.layout)?;
+            let doc = layout.add_platform_index(&a.name, &a.images, kind)?;
+            print_report(&format!("{} {}\n", doc.digest(), a.name))
+        }
         Command::CacheVerify(a) => {
             let cache = nix_layer_blob::LayerCache::open_existing(&a.dir)?;
             let report = cache.verify_all()?;

@@ -81,6 +81,17 @@ impl OciLayout {
         Ok(layout)
     }
 
+    /// Opens a layout that must already exist.
+    pub fn open_existing(dir: &Path) -> Result<Self, Error> {
+        if !dir.join("oci-layout").is_file() {
+            return Err(Error::BadLayout {
+                path: dir.to_owned(),
+                problem: "it has no `oci-layout` file".into(),
+            });
+        }
+        Self::open_or_create(dir)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -203,6 +214,78 @@ impl OciLayout {
             }
         }
         Ok(refs)
+    }
+}
+
+/// The media type of a multi-platform index: OCI's, or Docker's manifest list for tools
+/// that only know that one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexKind {
+    Oci,
+    DockerManifestList,
+}
+
+impl IndexKind {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            IndexKind::Oci => "application/vnd.oci.image.index.v1+json",
+            IndexKind::DockerManifestList => "application/vnd.docker.distribution.manifest.list.v2+json",
+        }
+    }
+}
+
+impl OciLayout {
+    /// The index entry named `name` (its descriptor), if any.
+    pub fn find(&self, name: &str) -> Result<Option<Descriptor>, Error> {
+        Ok(self.read_index()?.manifests().iter().find(|m| ref_name(m) == Some(name)).cloned())
+    }
+
+    /// Combines images of this layout, one per platform, into a multi-platform index named
+    /// `name` (stored as a blob and named in `index.json`; the per-platform entries stay).
+    /// Two images of one platform are refused: a client could not choose between them.
+    /// Returns the index document.
+    pub fn add_platform_index(
+        &self,
+        name: &str,
+        members: &[String],
+        kind: IndexKind,
+    ) -> Result<Document, Error> {
+        let bad = |problem: String| Error::BadLayout { path: self.dir.clone(), problem };
+        let mut manifests = Vec::new();
+        let mut seen = Vec::new();
+        for member in members {
+            let mut d = self.find(member)?.ok_or_else(|| bad(format!("it has no image named `{member}`")))?;
+            let platform = d
+                .platform()
+                .clone()
+                .ok_or_else(|| bad(format!("image `{member}` has no platform in the index")))?;
+            let key =
+                (platform.os().to_string(), platform.architecture().to_string(), platform.variant().clone());
+            if seen.contains(&key) {
+                return Err(bad(format!("two images for {}/{}: `{member}` and another", key.0, key.1)));
+            }
+            seen.push(key);
+            d.set_annotations(None);
+            manifests.push(d);
+        }
+        if manifests.is_empty() {
+            return Err(bad("an index needs at least one image".into()));
+        }
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::from(kind.media_type()))
+            .manifests(manifests)
+            .build()
+            .expect("every required index field is set");
+        let doc = Document::new(&index, kind.media_type());
+        self.add_document(&doc)?;
+        let mut entry = doc.descriptor();
+        entry.set_annotations(Some(std::collections::HashMap::from([
+            (REF_NAME_ANNOTATION.to_owned(), name.to_owned()),
+            (crate::CONTAINERD_NAME_ANNOTATION.to_owned(), name.to_owned()),
+        ])));
+        self.add_index_entry(entry)?;
+        Ok(doc)
     }
 }
 
@@ -466,5 +549,35 @@ mod tests {
         for good in ["latest", "v1.0", "ghcr.io/o/app:1", "a--b", "A_1", "localhost:5000/x/y:z"] {
             check_ref_name(good).unwrap();
         }
+    }
+
+    #[test]
+    fn platform_images_combine_into_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = blob(dir.path(), b"amd64 layer", Compression::Gzip);
+        let b = blob(dir.path(), b"arm64 layer", Compression::Gzip);
+        let layout = OciLayout::open_or_create(&dir.path().join("L")).unwrap();
+        layout.add_image(&image("app:1-amd64", &[&a], "amd64"), std::slice::from_ref(&a)).unwrap();
+        layout.add_image(&image("app:1-arm64", &[&b], "arm64"), std::slice::from_ref(&b)).unwrap();
+        let members = ["app:1-amd64".to_owned(), "app:1-arm64".to_owned()];
+        for kind in [IndexKind::Oci, IndexKind::DockerManifestList] {
+            let doc = layout.add_platform_index("app:1", &members, kind).unwrap();
+            let index: ImageIndex = serde_json::from_slice(doc.bytes()).unwrap();
+            let archs: Vec<String> = index
+                .manifests()
+                .iter()
+                .map(|m| m.platform().as_ref().unwrap().architecture().to_string())
+                .collect();
+            assert_eq!(archs, ["amd64", "arm64"]);
+            assert_eq!(index.media_type().as_ref().unwrap().to_string(), kind.media_type());
+            let entry = layout.find("app:1").unwrap().unwrap();
+            assert_eq!(entry.digest().to_string(), doc.digest().to_string());
+            assert!(layout.blob_path(&doc.digest()).is_file());
+        }
+        // The per-platform entries stay; the index replaced its older self.
+        assert_eq!(layout.refs().unwrap().len(), 3);
+        let twice = ["app:1-amd64".to_owned(), "app:1-amd64".to_owned()];
+        assert!(layout.add_platform_index("x:1", &twice, IndexKind::Oci).is_err());
+        assert!(layout.add_platform_index("x:1", &["nope:1".to_owned()], IndexKind::Oci).is_err());
     }
 }
