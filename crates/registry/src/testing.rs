@@ -1,0 +1,208 @@
+//! A real registry for tests: Debian's `docker-registry` (the CNCF distribution server) on
+//! 127.0.0.1, with filesystem storage in a temporary directory and its access log kept so
+//! tests can count requests. Shared with the workspace's end-to-end tests (feature `testing`).
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix_layer_blob::Digest;
+
+use crate::{AuthEnvironment, Client, ClientOptions, CredentialSource, Credentials, Reference, RetryPolicy};
+
+/// Where Debian installs the registry; `NIX_LAYER_TEST_REGISTRY` overrides it.
+pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+
+/// One request from the registry's access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: String,
+    /// Path and query, as requested.
+    pub path: String,
+    pub status: u16,
+}
+
+/// A running registry, stopped and deleted on drop.
+pub struct TestRegistry {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TestRegistry {
+    pub fn binary() -> PathBuf {
+        std::env::var_os("NIX_LAYER_TEST_REGISTRY").map_or_else(|| PathBuf::from(REGISTRY_BINARY), PathBuf::from)
+    }
+
+    /// Starts a registry without auth, or returns `None` after a loud message when the
+    /// binary is not installed (the only reason a registry test may skip).
+    pub fn start_or_skip() -> Option<TestRegistry> {
+        Self::start_with(None)
+    }
+
+    /// Starts a registry that requires `user`/`password` (htpasswd, bcrypt).
+    pub fn start_with_htpasswd_or_skip(user: &str, password: &str) -> Option<TestRegistry> {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Option<TestRegistry> {
+        let bin = Self::binary();
+        if !bin.exists() {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: {} is not installed (apt-get install docker-registry); \
+                 registry tests did NOT run !!!!!!!!\n",
+                bin.display()
+            );
+            return None;
+        }
+        Some(Self::launch(&bin, auth).expect("starting the test registry"))
+    }
+
+    fn launch(bin: &Path, auth: Option<(&str, &str)>) -> io::Result<TestRegistry> {
+        let mut last_err = None;
+        // A free port can be taken between probing and binding: try a few.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir()?;
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let mut config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            );
+            if let Some((user, password)) = auth {
+                let hash = bcrypt::hash(password, 4).map_err(io::Error::other)?;
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n"))?;
+                config.push_str(&format!("auth:\n  htpasswd:\n    realm: nix-layer-test\n    path: {}\n", htpasswd.display()));
+            }
+            let config_path = dir.path().join("config.yml");
+            std::fs::write(&config_path, config)?;
+            let child = Command::new(bin)
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                // The access log (Apache combined format) goes to stdout, the rest to stderr.
+                .stdout(std::fs::File::create(dir.path().join("access.log"))?)
+                .stderr(std::fs::File::create(dir.path().join("registry.log"))?)
+                .spawn()?;
+            let mut reg = TestRegistry { child, dir, port };
+            match reg.wait_ready() {
+                Ok(()) => return Ok(reg),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::other("registry did not start")))
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+                return Err(io::Error::other(format!("registry exited ({status}): {log}")));
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n")?;
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.") {
+                    return Ok(());
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Err(io::Error::other("registry did not answer within 20 s"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A reference into this registry, `name` being `repo[:tag][@digest]`.
+    pub fn reference(&self, name: &str) -> Reference {
+        Reference::parse(&format!("{}/{name}", self.host())).expect("valid test reference")
+    }
+
+    /// A plain-HTTP client with fast retries that reads no auth files of the machine.
+    pub fn client(&self, creds: Option<Credentials>) -> Client {
+        test_client(creds)
+    }
+
+    /// The registry's storage root.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Where the filesystem driver keeps a blob's bytes (to tamper with it).
+    pub fn blob_data_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.storage().join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+
+    /// Every request logged so far, once the log has stopped growing (the registry writes
+    /// an entry just after answering).
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        let path = self.dir.path().join("access.log");
+        let mut last = String::new();
+        for _ in 0..40 {
+            thread::sleep(Duration::from_millis(50));
+            let now = std::fs::read_to_string(&path).unwrap_or_default();
+            if now == last && now.ends_with('\n') {
+                break;
+            }
+            last = now;
+        }
+        last.lines().filter_map(parse_access_line).collect()
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain-HTTP client with fast, deterministic retries and no machine credentials.
+pub fn test_client(creds: Option<Credentials>) -> Client {
+    let options = ClientOptions {
+        plain_http: true,
+        retry: RetryPolicy { attempts: 4, initial_delay: Duration::from_millis(20), max_delay: Duration::from_millis(100) },
+        ..ClientOptions::default()
+    };
+    Client::new(options, CredentialSource { explicit: creds, env: AuthEnvironment::default() })
+}
+
+/// `127.0.0.1 - - [date] "HEAD /v2/x/blobs/sha256:… HTTP/1.1" 404 157 "" "ua"`.
+fn parse_access_line(line: &str) -> Option<LoggedRequest> {
+    let start = line.find('"')? + 1;
+    let end = start + line[start..].find('"')?;
+    let mut request = line[start..end].split(' ');
+    let (method, path) = (request.next()?.to_owned(), request.next()?.to_owned());
+    let status = line[end + 1..].split_whitespace().next()?.parse().ok()?;
+    Some(LoggedRequest { method, path, status })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_lines() {
+        let l = r#"127.0.0.1 - - [01/Dec/2026:22:00:00 +0000] "PUT /v2/a/blobs/uploads/x?digest=sha256%3Aab HTTP/1.1" 201 0 "" "nix-layer/0.1.0""#;
+        assert_eq!(
+            parse_access_line(l),
+            Some(LoggedRequest { method: "PUT".into(), path: "/v2/a/blobs/uploads/x?digest=sha256%3Aab".into(), status: 201 })
+        );
+        assert_eq!(parse_access_line("time=x level=info msg=y"), None);
+    }
+}
