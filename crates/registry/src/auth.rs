@@ -23,7 +23,9 @@ impl Credentials {
     /// Parses `user:password` (the `--creds` form; the password may contain `:`).
     pub fn parse(s: &str) -> Result<Credentials, Error> {
         match s.split_once(':') {
-            Some((u, p)) if !u.is_empty() => Ok(Credentials { username: u.to_owned(), password: p.to_owned() }),
+            Some((u, p)) if !u.is_empty() => {
+                Ok(Credentials { username: u.to_owned(), password: p.to_owned() })
+            }
             _ => Err(Error::Credentials {
                 registry: "(--creds)".to_owned(),
                 reason: "expected `user:password`".to_owned(),
@@ -130,7 +132,7 @@ impl CredentialSource {
                 registry: registry.to_owned(),
                 reason: format!("`{}` is not a valid auth file: {e}", file.display()),
             })?;
-            if let Some(c) = self.from_file(&config, &file, registry)? {
+            if let Some(c) = self.lookup_in_file(&config, &file, registry)? {
                 return Ok(Some(c));
             }
         }
@@ -144,7 +146,12 @@ impl CredentialSource {
         Ok(None)
     }
 
-    fn from_file(&self, config: &AuthFile, file: &Path, registry: &str) -> Result<Option<Credentials>, Error> {
+    fn lookup_in_file(
+        &self,
+        config: &AuthFile,
+        file: &Path,
+        registry: &str,
+    ) -> Result<Option<Credentials>, Error> {
         let keys = registry_keys(registry);
         if let Some(helper) = keys.iter().find_map(|k| config.cred_helpers.get(k.as_str())) {
             return self.run_helper(helper, registry);
@@ -180,7 +187,8 @@ impl CredentialSource {
         let server = if registry == DOCKER_HUB { "https://index.docker.io/v1/" } else { registry };
         // A helper that exits before reading stdin is reported by its status below.
         let _ = child.stdin.take().expect("piped").write_all(format!("{server}\n").as_bytes());
-        let out = child.wait_with_output().map_err(|e| fail(format!("credential helper `{program}`: {e}")))?;
+        let out =
+            child.wait_with_output().map_err(|e| fail(format!("credential helper `{program}`: {e}")))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             // Helpers say "credentials not found in native keychain" for an unknown server.
@@ -188,7 +196,12 @@ impl CredentialSource {
                 return Ok(None);
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(fail(format!("`{program} get` failed ({}): {}{}", out.status, stdout.trim(), stderr.trim())));
+            return Err(fail(format!(
+                "`{program} get` failed ({}): {}{}",
+                out.status,
+                stdout.trim(),
+                stderr.trim()
+            )));
         }
         #[derive(serde::Deserialize)]
         struct HelperAnswer {
@@ -197,8 +210,8 @@ impl CredentialSource {
             #[serde(rename = "Secret")]
             secret: String,
         }
-        let a: HelperAnswer =
-            serde_json::from_str(&stdout).map_err(|e| fail(format!("`{program} get` printed invalid JSON: {e}")))?;
+        let a: HelperAnswer = serde_json::from_str(&stdout)
+            .map_err(|e| fail(format!("`{program} get` printed invalid JSON: {e}")))?;
         Ok(Some(Credentials { username: a.username, password: a.secret }))
     }
 }
@@ -248,7 +261,9 @@ impl AuthEntry {
             registry: registry.to_owned(),
             reason: format!("the `auth` entry in `{}` {why}", file.display()),
         };
-        let raw = base64::engine::general_purpose::STANDARD.decode(auth.trim()).map_err(|_| bad("is not base64"))?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|_| bad("is not base64"))?;
         let text = String::from_utf8(raw).map_err(|_| bad("is not UTF-8"))?;
         Credentials::parse(&text).map(Some).map_err(|_| bad("does not decode to `user:password`"))
     }
@@ -352,8 +367,11 @@ mod tests {
         )
         .unwrap();
         let podman = dir.path().join("auth.json");
-        std::fs::write(&podman, format!(r#"{{"auths": {{"reg.example:5000": {{"auth": "{}"}}}}}}"#, b64("p:pw")))
-            .unwrap();
+        std::fs::write(
+            &podman,
+            format!(r#"{{"auths": {{"reg.example:5000": {{"auth": "{}"}}}}}}"#, b64("p:pw")),
+        )
+        .unwrap();
         let mut env = AuthEnvironment { home: Some(home), ..Default::default() };
         let src = |env: &AuthEnvironment| CredentialSource { explicit: None, env: env.clone() };
         let hub = src(&env).lookup("docker.io").unwrap().unwrap();
@@ -365,7 +383,8 @@ mod tests {
         env.registry_auth_file = Some(podman);
         assert_eq!(src(&env).lookup("reg.example:5000").unwrap().unwrap().username, "p");
         // Explicit credentials win.
-        let explicit = CredentialSource { explicit: Some(Credentials::parse("e:x:y").unwrap()), env: env.clone() };
+        let explicit =
+            CredentialSource { explicit: Some(Credentials::parse("e:x:y").unwrap()), env: env.clone() };
         assert_eq!(explicit.lookup("reg.example:5000").unwrap().unwrap().password, "x:y");
         // GITHUB_TOKEN for ghcr.io only.
         env.github_token = Some("ghp_x".into());
@@ -406,7 +425,10 @@ mod tests {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
         // Echoes the server it was asked for as the user name.
-        helper("echo", r#"[ "$1" = get ] || exit 3; read s; printf '{"ServerURL":"%s","Username":"%s","Secret":"tok"}' "$s" "$s""#);
+        helper(
+            "echo",
+            r#"[ "$1" = get ] || exit 3; read s; printf '{"ServerURL":"%s","Username":"%s","Secret":"tok"}' "$s" "$s""#,
+        );
         helper("none", "echo 'credentials not found in native keychain'; exit 1");
         helper("broken", "echo boom >&2; exit 2");
         let cfg = dir.path().join("config.json");

@@ -70,7 +70,8 @@ impl LayerCacheIndex {
             self.entries.insert(k.clone(), Entry { layer: layer.clone(), generation: self.generation });
         }
         if self.entries.len() > max_entries {
-            let mut by_age: Vec<(u64, String)> = self.entries.iter().map(|(k, e)| (e.generation, k.clone())).collect();
+            let mut by_age: Vec<(u64, String)> =
+                self.entries.iter().map(|(k, e)| (e.generation, k.clone())).collect();
             by_age.sort();
             for (_, k) in by_age.into_iter().take(self.entries.len() - max_entries) {
                 self.entries.remove(&k);
@@ -96,7 +97,11 @@ impl Client {
             Err(Error::NotFound { .. }) => return Ok(LayerCacheIndex::default()),
             Err(e) => return Err(e),
         };
-        let bad = |reason: String| Error::Protocol { registry: repo.registry.clone(), what: format!("the layer cache index {at}"), reason };
+        let bad = |reason: String| Error::Protocol {
+            registry: repo.registry.clone(),
+            what: format!("the layer cache index {at}"),
+            reason,
+        };
         let (_, layers) = manifest.blobs().map_err(|e| bad(e.to_string()))?;
         let blob = layers
             .iter()
@@ -131,7 +136,8 @@ impl Client {
         let manifest = artifact_manifest(CACHE_ARTIFACT_TYPE, &[layer], None, &BTreeMap::new());
         let blobs: [&dyn BlobSource; 2] = [&config, &payload];
         let target = repo.with_tag(CACHE_TAG)?;
-        let upload = ImageUpload { blobs: &blobs, manifest: &manifest, media_type: OCI_MANIFEST, mount_from: &[] };
+        let upload =
+            ImageUpload { blobs: &blobs, manifest: &manifest, media_type: OCI_MANIFEST, mount_from: &[] };
         self.push_image(&target, &[], &upload)?;
         Ok(index)
     }

@@ -31,7 +31,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 5, initial_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8) }
+        RetryPolicy {
+            attempts: 5,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+        }
     }
 }
 
@@ -154,7 +158,10 @@ pub struct PushReport {
 impl PushReport {
     /// Blob bytes sent (manifests not counted).
     pub fn bytes_uploaded(&self) -> u64 {
-        self.blobs.iter().map(|b| if let BlobOutcome::Uploaded { bytes } = b.outcome { bytes } else { 0 }).sum()
+        self.blobs
+            .iter()
+            .map(|b| if let BlobOutcome::Uploaded { bytes } = b.outcome { bytes } else { 0 })
+            .sum()
     }
     pub fn uploaded(&self) -> usize {
         self.blobs.iter().filter(|b| matches!(b.outcome, BlobOutcome::Uploaded { .. })).count()
@@ -246,8 +253,20 @@ impl Client {
         format!("{}://{}", if self.options.plain_http { "http" } else { "https" }, r.api_host())
     }
 
-    pub(crate) fn req<'a>(&self, method: &'static str, r: &'a Reference, path: &str, scope: String) -> Req<'a> {
-        Req { method, url: format!("{}/v2/{}/{path}", self.base(r), r.repository), registry: &r.registry, scope, headers: vec![] }
+    pub(crate) fn req<'a>(
+        &self,
+        method: &'static str,
+        r: &'a Reference,
+        path: &str,
+        scope: String,
+    ) -> Req<'a> {
+        Req {
+            method,
+            url: format!("{}/v2/{}/{path}", self.base(r), r.repository),
+            registry: &r.registry,
+            scope,
+            headers: vec![],
+        }
     }
 
     // ---------------------------------------------------------------- transport
@@ -268,7 +287,9 @@ impl Client {
                     }
                     return Err(self.status_error(req, "the request", resp));
                 }
-                Ok(resp) if is_transient_status(resp.status().as_u16()) => self.status_error(req, "the request", resp),
+                Ok(resp) if is_transient_status(resp.status().as_u16()) => {
+                    self.status_error(req, "the request", resp)
+                }
                 Ok(resp) => return Ok(resp),
                 Err(e) => e,
             };
@@ -292,13 +313,19 @@ impl Client {
         // Each arm runs its own request: `SendBody` is invariant in its lifetime.
         let result = match body {
             ReqBody::Empty => {
-                let b = if matches!(req.method, "PUT" | "POST" | "PATCH") { b.header("Content-Length", "0") } else { b };
+                let b = if matches!(req.method, "PUT" | "POST" | "PATCH") {
+                    b.header("Content-Length", "0")
+                } else {
+                    b
+                };
                 self.agent.run(b.body(()).map_err(bad)?)
             }
-            ReqBody::Bytes(bytes) => self.agent.run(b.header("Content-Length", bytes.len()).body(*bytes).map_err(bad)?),
-            ReqBody::Stream(reader, len) => {
-                self.agent.run(b.header("Content-Length", *len).body(SendBody::from_reader(*reader)).map_err(bad)?)
+            ReqBody::Bytes(bytes) => {
+                self.agent.run(b.header("Content-Length", bytes.len()).body(*bytes).map_err(bad)?)
             }
+            ReqBody::Stream(reader, len) => self
+                .agent
+                .run(b.header("Content-Length", *len).body(SendBody::from_reader(*reader)).map_err(bad)?),
         };
         result.map_err(|e| transport_error(req.registry, req.method, &req.url, e))
     }
@@ -334,14 +361,22 @@ impl Client {
     /// `GET /v2/` without credentials: 200 means open, 401 names the scheme.
     fn ping(&self, req: &Req) -> Result<Option<Challenge>, Error> {
         let v2 = req.url.find("/v2/").map_or(req.url.as_str(), |i| &req.url[..i + 4]);
-        let ping = Req { method: "GET", url: v2.to_owned(), registry: req.registry, scope: String::new(), headers: vec![] };
-        let resp = self.retrying(|| {
-            let resp = self.agent.get(&ping.url).call().map_err(|e| transport_error(req.registry, "GET", &ping.url, e))?;
-            if is_transient_status(resp.status().as_u16()) {
-                return Err(self.status_error(&ping, "the API version check", resp));
-            }
-            Ok(resp)
-        })?;
+        let ping = Req {
+            method: "GET",
+            url: v2.to_owned(),
+            registry: req.registry,
+            scope: String::new(),
+            headers: vec![],
+        };
+        // Not retried here: the request that needs it is.
+        let resp = self
+            .agent
+            .get(&ping.url)
+            .call()
+            .map_err(|e| transport_error(req.registry, "GET", &ping.url, e))?;
+        if is_transient_status(resp.status().as_u16()) {
+            return Err(self.status_error(&ping, "the API version check", resp));
+        }
         Ok(match resp.status().as_u16() {
             401 => header(&resp, "WWW-Authenticate").and_then(|h| Challenge::parse(&h)),
             _ => None,
@@ -379,18 +414,19 @@ impl Client {
         for s in req.scope.split(' ').filter(|s| !s.is_empty()) {
             url = with_query(&url, "scope", s);
         }
-        let token_req = Req { method: "GET", url: url.clone(), registry: req.registry, scope: req.scope.clone(), headers: vec![] };
-        let mut resp = self.retrying(|| {
-            let mut r = self.agent.get(&url);
-            if let Some(c) = creds {
-                r = r.header("Authorization", c.basic_header());
-            }
-            let resp = r.call().map_err(|e| transport_error(req.registry, "GET", &url, e))?;
-            if is_transient_status(resp.status().as_u16()) {
-                return Err(self.status_error(&token_req, "the token request", resp));
-            }
-            Ok(resp)
-        })?;
+        let token_req = Req {
+            method: "GET",
+            url: url.clone(),
+            registry: req.registry,
+            scope: req.scope.clone(),
+            headers: vec![],
+        };
+        let mut r = self.agent.get(&url);
+        if let Some(c) = creds {
+            r = r.header("Authorization", c.basic_header());
+        }
+        // Not retried here: the request that needs the token is.
+        let mut resp = r.call().map_err(|e| transport_error(req.registry, "GET", &url, e))?;
         if resp.status() != 200 {
             return Err(self.status_error(&token_req, "the token request", resp));
         }
@@ -400,12 +436,23 @@ impl Client {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let protocol = |reason: String| Error::Protocol { registry: req.registry.to_owned(), what: format!("GET {url}"), reason };
-        let body = resp.body_mut().with_config().limit(1 << 20).read_to_vec().map_err(|e| protocol(e.to_string()))?;
+        let protocol = |reason: String| Error::Protocol {
+            registry: req.registry.to_owned(),
+            what: format!("GET {url}"),
+            reason,
+        };
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| protocol(e.to_string()))?;
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
-        let token = answer.token.or(answer.access_token).ok_or_else(|| protocol("no token in the answer".into()))?;
+        let token =
+            answer.token.or(answer.access_token).ok_or_else(|| protocol("no token in the answer".into()))?;
         // Renew a little early; the spec's default lifetime is 60 s.
-        let expiry = Instant::now() + Duration::from_secs(answer.expires_in.unwrap_or(60).saturating_sub(10).max(1));
+        let expiry =
+            Instant::now() + Duration::from_secs(answer.expires_in.unwrap_or(60).saturating_sub(10).max(1));
         Ok((token, Some(expiry)))
     }
 
@@ -441,17 +488,32 @@ impl Client {
     /// The error for an unexpected status, with the registry's own error text.
     pub(crate) fn status_error(&self, req: &Req, what: &str, mut resp: Response<ureq::Body>) -> Error {
         let status = resp.status().as_u16();
-        let text = resp.body_mut().with_config().limit(64 << 10).lossy_utf8(true).read_to_string().unwrap_or_default();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 10)
+            .lossy_utf8(true)
+            .read_to_string()
+            .unwrap_or_default();
         let message = registry_message(&text);
         if status == 401 || status == 403 {
-            let user = self.hosts.lock().ok().and_then(|h| h.get(req.registry)?.creds.clone().flatten().map(|c| c.username));
-            return Error::Unauthorized { registry: req.registry.to_owned(), scope: req.scope.clone(), status, user, message };
+            let user = self
+                .hosts
+                .lock()
+                .ok()
+                .and_then(|h| h.get(req.registry)?.creds.clone().flatten().map(|c| c.username));
+            return Error::Unauthorized {
+                registry: req.registry.to_owned(),
+                scope: req.scope.clone(),
+                status,
+                user,
+                message,
+            };
         }
         Error::Rejected {
             registry: req.registry.to_owned(),
             what: what.to_owned(),
-            method: req.method.to_owned(),
-            url: req.url.clone(),
+            request: format!("{} {}", req.method, req.url),
             status,
             message,
         }
@@ -508,7 +570,8 @@ impl Client {
     /// only once the digest is verified; interrupted downloads are retried from the start.
     pub fn fetch_blob_to_path(&self, repo: &Reference, digest: &Digest, dest: &Path) -> Result<u64, Error> {
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io("creating a temporary file in", dir))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(Error::io("creating a temporary file in", dir))?;
         let size = self.retrying(|| {
             let f = tmp.as_file_mut();
             f.set_len(0).map_err(Error::io("truncating", dest))?;
@@ -518,14 +581,24 @@ impl Client {
             w.flush().map_err(Error::io("writing", dest))?;
             Ok(size)
         })?;
-        tmp.persist(dest).map_err(|e| Error::Io { action: "renaming a downloaded blob to", path: dest.to_owned(), cause: e.error })?;
+        tmp.persist(dest).map_err(|e| Error::Io {
+            action: "renaming a downloaded blob to",
+            path: dest.to_owned(),
+            cause: e.error,
+        })?;
         Ok(size)
     }
 
     /// Uploads the blobs `repo` lacks (in parallel), then confirms each with a HEAD.
-    pub fn push_blobs(&self, repo: &Reference, blobs: &[&dyn BlobSource], mount_from: &[&str]) -> Result<Vec<BlobReport>, Error> {
+    pub fn push_blobs(
+        &self,
+        repo: &Reference,
+        blobs: &[&dyn BlobSource],
+        mount_from: &[&str],
+    ) -> Result<Vec<BlobReport>, Error> {
         let mut seen = std::collections::HashSet::new();
-        let unique: Vec<&dyn BlobSource> = blobs.iter().copied().filter(|b| seen.insert(b.digest())).collect();
+        let unique: Vec<&dyn BlobSource> =
+            blobs.iter().copied().filter(|b| seen.insert(b.digest())).collect();
         self.parallel(&unique, |blob| self.push_blob(repo, blob, mount_from))
     }
 
@@ -564,7 +637,12 @@ impl Client {
         Ok(out)
     }
 
-    fn push_blob(&self, repo: &Reference, blob: &dyn BlobSource, mount_from: &[&str]) -> Result<BlobReport, Error> {
+    fn push_blob(
+        &self,
+        repo: &Reference,
+        blob: &dyn BlobSource,
+        mount_from: &[&str],
+    ) -> Result<BlobReport, Error> {
         let digest = blob.digest();
         let report = |outcome| BlobReport { digest, size: blob.size(), outcome };
         if let Some(size) = self.head_blob(repo, &digest)? {
@@ -593,8 +671,7 @@ impl Client {
                 return Err(Error::Rejected {
                     registry: repo.registry.clone(),
                     what: format!("blob {digest}"),
-                    method: "HEAD".into(),
-                    url: format!("{}/v2/{}/blobs/{digest}", self.base(repo), repo.repository),
+                    request: format!("HEAD {}/v2/{}/blobs/{digest}", self.base(repo), repo.repository),
                     status: 404,
                     message: "the blob is missing right after its upload was accepted".into(),
                 })
@@ -605,7 +682,12 @@ impl Client {
 
     /// One upload attempt: mount if a candidate repository has the blob, else stream it
     /// into an upload session (one PUT, or PATCH chunks then PUT).
-    fn upload_blob(&self, repo: &Reference, blob: &dyn BlobSource, mount_from: &[&str]) -> Result<BlobOutcome, Error> {
+    fn upload_blob(
+        &self,
+        repo: &Reference,
+        blob: &dyn BlobSource,
+        mount_from: &[&str],
+    ) -> Result<BlobOutcome, Error> {
         let digest = blob.digest();
         let base = self.base(repo);
         let mut session = None;
@@ -618,7 +700,13 @@ impl Client {
                 201 => return Ok(BlobOutcome::Mounted { from: (*from).to_owned() }),
                 // Not mountable from there; the registry opened an ordinary upload instead.
                 202 => session = Some(self.location(&req, &base, &resp)?),
-                _ => return Err(self.status_error(&req, &format!("the mount of blob {digest} from {from}"), resp)),
+                _ => {
+                    return Err(self.status_error(
+                        &req,
+                        &format!("the mount of blob {digest} from {from}"),
+                        resp,
+                    ))
+                }
             }
         }
         let (mut location, min_chunk) = match session {
@@ -629,7 +717,8 @@ impl Client {
                 if resp.status() != 202 {
                     return Err(self.status_error(&req, &format!("the upload of blob {digest}"), resp));
                 }
-                let min = header(&resp, "OCI-Chunk-Min-Length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let min =
+                    header(&resp, "OCI-Chunk-Min-Length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
                 (self.location(&req, &base, &resp)?, min)
             }
         };
@@ -714,24 +803,40 @@ impl Client {
             404 => return Err(not_found(r, format!("manifest {reference}"))),
             _ => return Err(self.status_error(&req, &format!("the manifest {reference}"), resp)),
         }
-        let protocol = |reason: String| Error::Protocol { registry: r.registry.clone(), what: format!("GET {}", req.url), reason };
+        let protocol = |reason: String| Error::Protocol {
+            registry: r.registry.clone(),
+            what: format!("GET {}", req.url),
+            reason,
+        };
         let header_digest = header(&resp, "Docker-Content-Digest");
-        let content_type = header(&resp, "Content-Type").map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
-        let bytes = resp.body_mut().with_config().limit(MANIFEST_LIMIT).read_to_vec().map_err(|e| protocol(e.to_string()))?;
+        let content_type =
+            header(&resp, "Content-Type").map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MANIFEST_LIMIT)
+            .read_to_vec()
+            .map_err(|e| protocol(e.to_string()))?;
         let digest = Digest::of(&bytes);
         let what = || format!("manifest {reference} of {}/{}", r.registry, r.repository);
         if let Some(expected) = r.digest.filter(|d| *d != digest) {
             return Err(Error::DigestMismatch { what: what(), expected, actual: digest.to_string() });
         }
         if let Some(h) = header_digest.filter(|h| *h != digest.to_string()) {
-            return Err(Error::DigestMismatch { what: format!("{} (the registry's digest)", what()), expected: digest, actual: h });
+            return Err(Error::DigestMismatch {
+                what: format!("{} (the registry's digest)", what()),
+                expected: digest,
+                actual: h,
+            });
         }
         #[derive(serde::Deserialize)]
         struct MediaType {
             #[serde(rename = "mediaType")]
             media_type: Option<String>,
         }
-        let embedded = serde_json::from_slice::<MediaType>(&bytes).map_err(|e| protocol(format!("not JSON: {e}")))?.media_type;
+        let embedded = serde_json::from_slice::<MediaType>(&bytes)
+            .map_err(|e| protocol(format!("not JSON: {e}")))?
+            .media_type;
         let media_type = embedded.or(content_type).ok_or_else(|| protocol("no media type".into()))?;
         Ok(Manifest { bytes, media_type, digest })
     }
@@ -747,10 +852,18 @@ impl Client {
             what: format!("index {r}"),
             reason: e.to_string(),
         })?;
-        let chosen = index.manifests.iter().find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)) && !is_index(&d.media_type));
+        let chosen = index
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)) && !is_index(&d.media_type));
         let Some(chosen) = chosen else {
-            let available: Vec<String> = index.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
-            return Err(Error::NoPlatform { reference: r.to_string(), wanted: platform.to_string(), available: available.join(", ") });
+            let available: Vec<String> =
+                index.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+            return Err(Error::NoPlatform {
+                reference: r.to_string(),
+                wanted: platform.to_string(),
+                available: available.join(", "),
+            });
         };
         let manifest = self.get_manifest(&r.with_digest(chosen.digest))?;
         Ok(ResolvedImage { index: Some(top), manifest })
@@ -774,7 +887,10 @@ impl Client {
         }
         if let Some(theirs) = header(&resp, "Docker-Content-Digest").filter(|h| *h != digest.to_string()) {
             return Err(Error::DigestMismatch {
-                what: format!("manifest pushed to {}/{}:{reference} (the registry's digest)", repo.registry, repo.repository),
+                what: format!(
+                    "manifest pushed to {}/{}:{reference} (the registry's digest)",
+                    repo.registry, repo.repository
+                ),
                 expected: digest,
                 actual: theirs,
             });
@@ -784,7 +900,13 @@ impl Client {
 
     /// Pushes a manifest (or index) whose blobs are already in `repo`, under each tag, or
     /// by digest alone when `tags` is empty. Returns its digest.
-    pub fn push_manifest(&self, repo: &Reference, tags: &[&str], bytes: &[u8], media_type: &str) -> Result<Digest, Error> {
+    pub fn push_manifest(
+        &self,
+        repo: &Reference,
+        tags: &[&str],
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, Error> {
         let digest = Digest::of(bytes);
         if tags.is_empty() {
             self.put_manifest(repo, &digest.to_string(), bytes, media_type)?;
@@ -800,19 +922,36 @@ impl Client {
     /// interruption sends only the rest), each confirmed present, and only then the
     /// manifest bytes, under `target`'s tag and each of `tags` (by digest if none).
     /// A digest pinned in `target` must be the manifest's.
-    pub fn push_image(&self, target: &Reference, tags: &[&str], image: &ImageUpload) -> Result<PushReport, Error> {
+    pub fn push_image(
+        &self,
+        target: &Reference,
+        tags: &[&str],
+        image: &ImageUpload,
+    ) -> Result<PushReport, Error> {
         let digest = Digest::of(image.manifest);
         if let Some(pinned) = target.digest.filter(|d| *d != digest) {
-            return Err(Error::DigestMismatch { what: format!("manifest to push to {target}"), expected: pinned, actual: digest.to_string() });
+            return Err(Error::DigestMismatch {
+                what: format!("manifest to push to {target}"),
+                expected: pinned,
+                actual: digest.to_string(),
+            });
         }
-        let mut all_tags: Vec<&str> = target.tag.as_deref().into_iter().chain(tags.iter().copied()).collect();
-        all_tags.dedup();
+        let mut all_tags: Vec<&str> = Vec::new();
+        for t in target.tag.as_deref().into_iter().chain(tags.iter().copied()) {
+            if !all_tags.contains(&t) {
+                all_tags.push(t);
+            }
+        }
         for t in &all_tags {
             target.with_tag(t)?;
         }
         let blobs = self.push_blobs(target, image.blobs, image.mount_from)?;
         self.push_manifest(target, &all_tags, image.manifest, image.media_type)?;
-        Ok(PushReport { manifest_digest: digest, blobs, tags: all_tags.iter().map(|t| t.to_string()).collect() })
+        Ok(PushReport {
+            manifest_digest: digest,
+            blobs,
+            tags: all_tags.iter().map(|t| t.to_string()).collect(),
+        })
     }
 
     /// The descriptor of manifest `r` from a HEAD (`None` if absent): to resolve a tag to a
@@ -827,12 +966,24 @@ impl Client {
             404 => return Ok(None),
             _ => return Err(self.status_error(&req, &format!("the manifest {reference}"), resp)),
         }
-        let protocol = |reason: &str| Error::Protocol { registry: r.registry.clone(), what: format!("HEAD {}", req.url), reason: reason.into() };
-        let digest = header(&resp, "Docker-Content-Digest").ok_or_else(|| protocol("no Docker-Content-Digest"))?;
+        let protocol = |reason: &str| Error::Protocol {
+            registry: r.registry.clone(),
+            what: format!("HEAD {}", req.url),
+            reason: reason.into(),
+        };
+        let digest =
+            header(&resp, "Docker-Content-Digest").ok_or_else(|| protocol("no Docker-Content-Digest"))?;
         let digest = digest.parse::<Digest>().map_err(|e| protocol(&e.to_string()))?;
         let size = header(&resp, "Content-Length").and_then(|l| l.parse().ok()).unwrap_or(0);
         let media_type = header(&resp, "Content-Type").unwrap_or_default();
-        Ok(Some(Descriptor { media_type, digest, size, artifact_type: None, platform: None, annotations: Default::default() }))
+        Ok(Some(Descriptor {
+            media_type,
+            digest,
+            size,
+            artifact_type: None,
+            platform: None,
+            annotations: Default::default(),
+        }))
     }
 }
 
@@ -858,12 +1009,21 @@ impl<'a> SourceReader<'a> {
 
     /// The whole source was read and hashes to the blob's digest.
     fn verify(&mut self, digest: Digest, size: u64) -> Result<(), Error> {
-        let (_, actual, n) = std::mem::replace(&mut self.inner, HashingReader::new(Box::new(io::empty()))).finish();
+        let (_, actual, n) =
+            std::mem::replace(&mut self.inner, HashingReader::new(Box::new(io::empty()))).finish();
         if n != size {
-            return Err(Error::SizeMismatch { what: format!("source of blob {digest}"), expected: size, actual: n });
+            return Err(Error::SizeMismatch {
+                what: format!("source of blob {digest}"),
+                expected: size,
+                actual: n,
+            });
         }
         if actual != digest {
-            return Err(Error::DigestMismatch { what: "blob source".into(), expected: digest, actual: actual.to_string() });
+            return Err(Error::DigestMismatch {
+                what: "blob source".into(),
+                expected: digest,
+                actual: actual.to_string(),
+            });
         }
         Ok(())
     }
@@ -878,7 +1038,11 @@ impl Read for SourceReader<'_> {
 fn check_size(repo: &Reference, digest: &Digest, expected: u64, actual: u64) -> Result<(), Error> {
     // Registries may omit Content-Length on HEAD (0 then); a different size is a lie.
     if actual != 0 && actual != expected {
-        return Err(Error::SizeMismatch { what: format!("blob {digest} in {}/{}", repo.registry, repo.repository), expected, actual });
+        return Err(Error::SizeMismatch {
+            what: format!("blob {digest} in {}/{}", repo.registry, repo.repository),
+            expected,
+            actual,
+        });
     }
     Ok(())
 }
@@ -899,13 +1063,22 @@ pub(crate) fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> 
 }
 
 fn transport_error(registry: &str, method: &str, url: &str, e: ureq::Error) -> Error {
-    let cause = match &e {
-        ureq::Error::Rustls(_) | ureq::Error::Tls(_) => {
-            format!("TLS failed: {e} (a registry that speaks plain HTTP needs the plain-HTTP option)")
-        }
-        _ => e.to_string(),
+    // rustls reports a handshake failure as invalid data; retrying cannot help.
+    let tls = match &e {
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) => true,
+        ureq::Error::Io(io) => url.starts_with("https:") && io.kind() == io::ErrorKind::InvalidData,
+        _ => false,
     };
-    Error::Unreachable { registry: registry.to_owned(), method: method.to_owned(), url: url.to_owned(), attempts: 1, cause }
+    if tls {
+        return Error::Tls { registry: registry.to_owned(), url: url.to_owned(), cause: e.to_string() };
+    }
+    let cause = e.to_string();
+    Error::Unreachable {
+        registry: registry.to_owned(),
+        request: format!("{method} {url}"),
+        attempts: 1,
+        cause,
+    }
 }
 
 /// The registry's `{"errors":[{"code","message"}]}` as `CODE: message; …`, else the text.
@@ -967,7 +1140,11 @@ mod tests {
 
     #[test]
     fn backoff_is_deterministic_and_bounded() {
-        let p = RetryPolicy { attempts: 9, initial_delay: Duration::from_millis(100), max_delay: Duration::from_millis(700) };
+        let p = RetryPolicy {
+            attempts: 9,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(700),
+        };
         let delays: Vec<u128> = (0..5).map(|n| p.delay(n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 700, 700]);
         assert_eq!(p.delay(1000), Duration::from_millis(700));
@@ -977,17 +1154,28 @@ mod tests {
     fn locations_relative_and_absolute() {
         let base = "https://r.example";
         let req = "https://r.example/v2/a/blobs/uploads/";
-        assert_eq!(resolve_location(base, req, "/v2/a/blobs/uploads/u1?_state=x"), "https://r.example/v2/a/blobs/uploads/u1?_state=x");
+        assert_eq!(
+            resolve_location(base, req, "/v2/a/blobs/uploads/u1?_state=x"),
+            "https://r.example/v2/a/blobs/uploads/u1?_state=x"
+        );
         assert_eq!(resolve_location(base, req, "http://other:5000/up/1"), "http://other:5000/up/1");
         assert_eq!(resolve_location(base, req, "u2"), "https://r.example/v2/a/blobs/uploads/u2");
-        assert_eq!(with_query("https://h/x?_state=a", "digest", "sha256:ab"), "https://h/x?_state=a&digest=sha256:ab");
-        assert_eq!(with_query("https://h/t", "scope", "repository:a b&c:pull"), "https://h/t?scope=repository:a%20b%26c:pull");
+        assert_eq!(
+            with_query("https://h/x?_state=a", "digest", "sha256:ab"),
+            "https://h/x?_state=a&digest=sha256:ab"
+        );
+        assert_eq!(
+            with_query("https://h/t", "scope", "repository:a b&c:pull"),
+            "https://h/t?scope=repository:a%20b%26c:pull"
+        );
     }
 
     #[test]
     fn registry_error_text() {
         assert_eq!(
-            registry_message(r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#),
+            registry_message(
+                r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#
+            ),
             "MANIFEST_BLOB_UNKNOWN: blob unknown to registry"
         );
         assert_eq!(registry_message(" "), "(no error text)");

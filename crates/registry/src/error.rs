@@ -10,15 +10,18 @@ use nix_layer_blob::Digest;
 pub enum Error {
     #[error("`{input}` is not a valid image reference: {reason}")]
     BadReference { input: String, reason: String },
-    #[error("cannot reach registry {registry} ({method} {url}) after {attempts} attempt(s): {cause}")]
-    Unreachable { registry: String, method: String, url: String, attempts: u32, cause: String },
+    /// `request` is `METHOD url`.
+    #[error("cannot reach registry {registry} ({request}) after {attempts} attempt(s): {cause}")]
+    Unreachable { registry: String, request: String, attempts: u32, cause: String },
+    #[error("TLS with registry {registry} failed ({url}): {cause} (a registry that speaks plain HTTP needs the plain-HTTP option)")]
+    Tls { registry: String, url: String, cause: String },
     #[error(
         "registry {registry} refused access to {scope} (HTTP {status}){}: {message}",
         match user { Some(u) => format!(" for user `{u}`"), None => " without credentials".to_owned() }
     )]
     Unauthorized { registry: String, scope: String, status: u16, user: Option<String>, message: String },
-    #[error("registry {registry} rejected {what} (HTTP {status} on {method} {url}): {message}")]
-    Rejected { registry: String, what: String, method: String, url: String, status: u16, message: String },
+    #[error("registry {registry} rejected {what} (HTTP {status} on {request}): {message}")]
+    Rejected { registry: String, what: String, request: String, status: u16, message: String },
     #[error("{what}: expected digest {expected}, got {actual}")]
     DigestMismatch { what: String, expected: Digest, actual: String },
     #[error("{what}: expected {expected} bytes, got {actual}")]
@@ -47,7 +50,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn io<'a>(action: &'static str, path: &'a std::path::Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    pub(crate) fn io<'a>(
+        action: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(io::Error) -> Error + 'a {
         move |cause| Error::Io { action, path: path.to_owned(), cause }
     }
 }

@@ -71,7 +71,11 @@ impl Platform {
             "powerpc64" => ("ppc64le", None),
             other => (other, None),
         };
-        Platform { architecture: architecture.to_owned(), os: "linux".to_owned(), variant: variant.map(str::to_owned) }
+        Platform {
+            architecture: architecture.to_owned(),
+            os: "linux".to_owned(),
+            variant: variant.map(str::to_owned),
+        }
     }
 
     /// Parses `os/arch[/variant]`, e.g. `linux/arm64/v8`.
@@ -188,7 +192,8 @@ pub(crate) fn index_bytes(manifests: &[Descriptor]) -> Vec<u8> {
         media_type: &'a str,
         manifests: &'a [Descriptor],
     }
-    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).expect("serialising an index cannot fail")
+    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests })
+        .expect("serialising an index cannot fail")
 }
 
 #[cfg(test)]

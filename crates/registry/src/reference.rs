@@ -59,7 +59,8 @@ impl Reference {
 
     /// The same repository with `tag` and no digest.
     pub fn with_tag(&self, tag: &str) -> Result<Reference, Error> {
-        check_tag(tag).map_err(|reason| Error::BadReference { input: tag.to_owned(), reason: reason.to_owned() })?;
+        check_tag(tag)
+            .map_err(|reason| Error::BadReference { input: tag.to_owned(), reason: reason.to_owned() })?;
         Ok(Reference { tag: Some(tag.to_owned()), digest: None, ..self.clone() })
     }
 
@@ -70,8 +71,10 @@ impl Reference {
 
     /// Another repository of the same registry.
     pub fn with_repository(&self, repository: &str) -> Result<Reference, Error> {
-        check_repository(repository)
-            .map_err(|reason| Error::BadReference { input: repository.to_owned(), reason: reason.to_owned() })?;
+        check_repository(repository).map_err(|reason| Error::BadReference {
+            input: repository.to_owned(),
+            reason: reason.to_owned(),
+        })?;
         Ok(Reference { repository: repository.to_owned(), tag: None, digest: None, ..self.clone() })
     }
 
@@ -126,7 +129,8 @@ pub(crate) fn check_tag(tag: &str) -> Result<(), &'static str> {
 /// Repository paths: `/`-separated components of lower-case alphanumerics joined by
 /// `.`, `_`, `__` or runs of `-`.
 fn check_repository(repo: &str) -> Result<(), &'static str> {
-    const WHY: &str = "a repository is `/`-separated lower-case components of [a-z0-9] joined by `.`, `_`, `__` or `-`";
+    const WHY: &str =
+        "a repository is `/`-separated lower-case components of [a-z0-9] joined by `.`, `_`, `__` or `-`";
     if repo.is_empty() || repo.len() > 255 {
         return Err(WHY);
     }
@@ -136,7 +140,10 @@ fn check_repository(repo: &str) -> Result<(), &'static str> {
         if bytes.is_empty() || !alnum(&bytes[0]) || !alnum(&bytes[bytes.len() - 1]) {
             return Err(WHY);
         }
-        if !bytes.iter().all(|b| alnum(b) || b"._-".contains(b)) || component.contains("..") || component.contains("___") {
+        if !bytes.iter().all(|b| alnum(b) || b"._-".contains(b))
+            || component.contains("..")
+            || component.contains("___")
+        {
             return Err(WHY);
         }
     }
@@ -180,7 +187,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "UPPER/case", "h.io/a//b", "h.io/a:", "h.io/a:-x", "a@sha256:00", "h.io/-a", "h.io/a/"] {
+        for bad in
+            ["", "UPPER/case", "h.io/a//b", "h.io/a:", "h.io/a:-x", "a@sha256:00", "h.io/-a", "h.io/a/"]
+        {
             let err = Reference::parse(bad).unwrap_err();
             assert!(err.to_string().contains(&format!("`{bad}`")), "{bad}: {err}");
         }

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use nix_layer_blob::Digest;
 
 use crate::client::{pull_scope, BytesBlob, ReqBody};
-use crate::manifest::{artifact_manifest, index_bytes, Descriptor, IndexDoc, EMPTY_JSON, OCI_INDEX, OCI_MANIFEST};
+use crate::manifest::{
+    artifact_manifest, index_bytes, Descriptor, IndexDoc, EMPTY_JSON, OCI_INDEX, OCI_MANIFEST,
+};
 use crate::{BlobSource, Client, Error, Reference};
 
 /// How the referrer can be found.
@@ -55,7 +57,8 @@ impl Client {
         };
         let subject = Descriptor { annotations: BTreeMap::new(), platform: None, ..subject.clone() };
         let bytes = artifact_manifest(artifact_type, &[layer], Some(&subject), annotations);
-        let (digest, oci_subject) = self.put_manifest(repo, &Digest::of(&bytes).to_string(), &bytes, OCI_MANIFEST)?;
+        let (digest, oci_subject) =
+            self.put_manifest(repo, &Digest::of(&bytes).to_string(), &bytes, OCI_MANIFEST)?;
         let manifest = Descriptor {
             media_type: OCI_MANIFEST.to_owned(),
             digest,
@@ -77,12 +80,20 @@ impl Client {
 
     /// The referrers of `subject` in `repo` (optionally only of `artifact_type`), from the
     /// API or the tag schema.
-    pub fn list_referrers(&self, repo: &Reference, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>, Error> {
+    pub fn list_referrers(
+        &self,
+        repo: &Reference,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, Error> {
         let all = match self.referrers_api(repo, subject)? {
             Some(list) => list,
             None => self.tag_schema_index(repo, subject)?,
         };
-        Ok(all.into_iter().filter(|d| artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t))).collect())
+        Ok(all
+            .into_iter()
+            .filter(|d| artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t)))
+            .collect())
     }
 
     /// `Some(referrers)` if the registry serves the referrers API, `None` if not.
@@ -103,10 +114,12 @@ impl Client {
     fn tag_schema_index(&self, repo: &Reference, subject: &Digest) -> Result<Vec<Descriptor>, Error> {
         let at = repo.with_tag(&tag_schema_tag(subject))?;
         match self.get_manifest(&at) {
-            Ok(m) => serde_json::from_slice::<IndexDoc>(&m.bytes).map(|d| d.manifests).map_err(|e| Error::Protocol {
-                registry: repo.registry.clone(),
-                what: format!("the referrers index {at}"),
-                reason: e.to_string(),
+            Ok(m) => serde_json::from_slice::<IndexDoc>(&m.bytes).map(|d| d.manifests).map_err(|e| {
+                Error::Protocol {
+                    registry: repo.registry.clone(),
+                    what: format!("the referrers index {at}"),
+                    reason: e.to_string(),
+                }
             }),
             Err(Error::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(e),

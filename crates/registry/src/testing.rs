@@ -25,6 +25,15 @@ pub struct LoggedRequest {
     pub status: u16,
 }
 
+/// How to configure a [`TestRegistry`].
+#[derive(Clone, Debug, Default)]
+pub struct TestRegistryConfig {
+    /// Require this user and password (htpasswd with bcrypt).
+    pub htpasswd: Option<(String, String)>,
+    /// Send relative `Location` headers (distribution's `http.relativeurls`).
+    pub relative_urls: bool,
+}
+
 /// A running registry, stopped and deleted on drop.
 pub struct TestRegistry {
     child: Child,
@@ -34,21 +43,23 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn binary() -> PathBuf {
-        std::env::var_os("NIX_LAYER_TEST_REGISTRY").map_or_else(|| PathBuf::from(REGISTRY_BINARY), PathBuf::from)
+        std::env::var_os("NIX_LAYER_TEST_REGISTRY")
+            .map_or_else(|| PathBuf::from(REGISTRY_BINARY), PathBuf::from)
     }
 
     /// Starts a registry without auth, or returns `None` after a loud message when the
     /// binary is not installed (the only reason a registry test may skip).
     pub fn start_or_skip() -> Option<TestRegistry> {
-        Self::start_with(None)
+        Self::start_configured_or_skip(&TestRegistryConfig::default())
     }
 
     /// Starts a registry that requires `user`/`password` (htpasswd, bcrypt).
     pub fn start_with_htpasswd_or_skip(user: &str, password: &str) -> Option<TestRegistry> {
-        Self::start_with(Some((user, password)))
+        let htpasswd = Some((user.to_owned(), password.to_owned()));
+        Self::start_configured_or_skip(&TestRegistryConfig { htpasswd, ..Default::default() })
     }
 
-    fn start_with(auth: Option<(&str, &str)>) -> Option<TestRegistry> {
+    pub fn start_configured_or_skip(config: &TestRegistryConfig) -> Option<TestRegistry> {
         let bin = Self::binary();
         if !bin.exists() {
             eprintln!(
@@ -58,10 +69,10 @@ impl TestRegistry {
             );
             return None;
         }
-        Some(Self::launch(&bin, auth).expect("starting the test registry"))
+        Some(Self::launch(&bin, config).expect("starting the test registry"))
     }
 
-    fn launch(bin: &Path, auth: Option<(&str, &str)>) -> io::Result<TestRegistry> {
+    fn launch(bin: &Path, cfg: &TestRegistryConfig) -> io::Result<TestRegistry> {
         let mut last_err = None;
         // A free port can be taken between probing and binding: try a few.
         for _ in 0..5 {
@@ -70,14 +81,18 @@ impl TestRegistry {
             let mut config = format!(
                 "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
+                 http:\n  addr: 127.0.0.1:{port}\n  relativeurls: {}\n",
+                dir.path().join("storage").display(),
+                cfg.relative_urls
             );
-            if let Some((user, password)) = auth {
+            if let Some((user, password)) = &cfg.htpasswd {
                 let hash = bcrypt::hash(password, 4).map_err(io::Error::other)?;
                 let htpasswd = dir.path().join("htpasswd");
                 std::fs::write(&htpasswd, format!("{user}:{hash}\n"))?;
-                config.push_str(&format!("auth:\n  htpasswd:\n    realm: nix-layer-test\n    path: {}\n", htpasswd.display()));
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: nix-layer-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
             }
             let config_path = dir.path().join("config.yml");
             std::fs::write(&config_path, config)?;
@@ -176,7 +191,11 @@ impl Drop for TestRegistry {
 pub fn test_client(creds: Option<Credentials>) -> Client {
     let options = ClientOptions {
         plain_http: true,
-        retry: RetryPolicy { attempts: 4, initial_delay: Duration::from_millis(20), max_delay: Duration::from_millis(100) },
+        retry: RetryPolicy {
+            attempts: 4,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+        },
         ..ClientOptions::default()
     };
     Client::new(options, CredentialSource { explicit: creds, env: AuthEnvironment::default() })
@@ -201,7 +220,11 @@ mod tests {
         let l = r#"127.0.0.1 - - [01/Dec/2026:22:00:00 +0000] "PUT /v2/a/blobs/uploads/x?digest=sha256%3Aab HTTP/1.1" 201 0 "" "nix-layer/0.1.0""#;
         assert_eq!(
             parse_access_line(l),
-            Some(LoggedRequest { method: "PUT".into(), path: "/v2/a/blobs/uploads/x?digest=sha256%3Aab".into(), status: 201 })
+            Some(LoggedRequest {
+                method: "PUT".into(),
+                path: "/v2/a/blobs/uploads/x?digest=sha256%3Aab".into(),
+                status: 201
+            })
         );
         assert_eq!(parse_access_line("time=x level=info msg=y"), None);
     }
