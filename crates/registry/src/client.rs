@@ -375,7 +375,7 @@ impl Client {
             .call()
             .map_err(|e| transport_error(req.registry, "GET", &ping.url, e))?;
         if is_transient_status(resp.status().as_u16()) {
-            return Err(self.status_error(&ping, "the API version check", resp));
+            return Err(error_from_status(&ping, "the API version check", resp, None));
         }
         Ok(match resp.status().as_u16() {
             401 => header(&resp, "WWW-Authenticate").and_then(|h| Challenge::parse(&h)),
@@ -428,7 +428,9 @@ impl Client {
         // Not retried here: the request that needs the token is.
         let mut resp = r.call().map_err(|e| transport_error(req.registry, "GET", &url, e))?;
         if resp.status() != 200 {
-            return Err(self.status_error(&token_req, "the token request", resp));
+            // Called with the auth state locked: the user is known here.
+            let user = creds.map(|c| c.username.clone());
+            return Err(error_from_status(&token_req, "the token request", resp, user));
         }
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
@@ -486,39 +488,41 @@ impl Client {
     }
 
     /// The error for an unexpected status, with the registry's own error text.
-    pub(crate) fn status_error(&self, req: &Req, what: &str, mut resp: Response<ureq::Body>) -> Error {
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 10)
-            .lossy_utf8(true)
-            .read_to_string()
-            .unwrap_or_default();
-        let message = registry_message(&text);
-        if status == 401 || status == 403 {
-            let user = self
-                .hosts
-                .lock()
-                .ok()
-                .and_then(|h| h.get(req.registry)?.creds.clone().flatten().map(|c| c.username));
-            return Error::Unauthorized {
-                registry: req.registry.to_owned(),
-                scope: req.scope.clone(),
-                status,
-                user,
-                message,
-            };
-        }
-        Error::Rejected {
-            registry: req.registry.to_owned(),
-            what: what.to_owned(),
-            request: format!("{} {}", req.method, req.url),
-            status,
-            message,
-        }
+    pub(crate) fn status_error(&self, req: &Req, what: &str, resp: Response<ureq::Body>) -> Error {
+        let user = || {
+            let hosts = self.hosts.lock().ok()?;
+            hosts.get(req.registry)?.creds.clone().flatten().map(|c| c.username)
+        };
+        let user = if matches!(resp.status().as_u16(), 401 | 403) { user() } else { None };
+        error_from_status(req, what, resp, user)
     }
+}
 
+/// The error for an unexpected status; `user` is who was refused, for 401 and 403.
+fn error_from_status(req: &Req, what: &str, mut resp: Response<ureq::Body>, user: Option<String>) -> Error {
+    let status = resp.status().as_u16();
+    let text =
+        resp.body_mut().with_config().limit(64 << 10).lossy_utf8(true).read_to_string().unwrap_or_default();
+    let message = registry_message(&text);
+    if status == 401 || status == 403 {
+        return Error::Unauthorized {
+            registry: req.registry.to_owned(),
+            scope: req.scope.clone(),
+            status,
+            user,
+            message,
+        };
+    }
+    Error::Rejected {
+        registry: req.registry.to_owned(),
+        what: what.to_owned(),
+        request: format!("{} {}", req.method, req.url),
+        status,
+        message,
+    }
+}
+
+impl Client {
     // ---------------------------------------------------------------- blobs
 
     /// The size of `digest` in `repo`, or `None` if the registry lacks it.

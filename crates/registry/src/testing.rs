@@ -2,13 +2,18 @@
 //! 127.0.0.1, with filesystem storage in a temporary directory and its access log kept so
 //! tests can count requests. Shared with the workspace's end-to-end tests (feature `testing`).
 
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use nix_layer_blob::Digest;
 
 use crate::{AuthEnvironment, Client, ClientOptions, CredentialSource, Credentials, Reference, RetryPolicy};
@@ -32,13 +37,18 @@ pub struct TestRegistryConfig {
     pub htpasswd: Option<(String, String)>,
     /// Send relative `Location` headers (distribution's `http.relativeurls`).
     pub relative_urls: bool,
+    /// Require bearer tokens, issued by a token server started beside the registry to this
+    /// user and password (JWTs signed with a throw-away RSA key through `openssl`).
+    pub token_auth: Option<(String, String)>,
 }
 
 /// A running registry, stopped and deleted on drop.
 pub struct TestRegistry {
     child: Child,
-    dir: tempfile::TempDir,
     port: u16,
+    token_server: Option<TokenServer>,
+    // Last: deleted after the processes using it are gone.
+    dir: tempfile::TempDir,
 }
 
 impl TestRegistry {
@@ -94,6 +104,19 @@ impl TestRegistry {
                     htpasswd.display()
                 ));
             }
+            let token_server = match &cfg.token_auth {
+                Some((user, password)) => {
+                    let server = TokenServer::start(dir.path(), user, password)?;
+                    config.push_str(&format!(
+                        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {TOKEN_SERVICE}\n    \
+                         issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                        server.port,
+                        dir.path().join("token.crt").display()
+                    ));
+                    Some(server)
+                }
+                None => None,
+            };
             let config_path = dir.path().join("config.yml");
             std::fs::write(&config_path, config)?;
             let child = Command::new(bin)
@@ -104,7 +127,7 @@ impl TestRegistry {
                 .stdout(std::fs::File::create(dir.path().join("access.log"))?)
                 .stderr(std::fs::File::create(dir.path().join("registry.log"))?)
                 .spawn()?;
-            let mut reg = TestRegistry { child, dir, port };
+            let mut reg = TestRegistry { child, port, token_server, dir };
             match reg.wait_ready() {
                 Ok(()) => return Ok(reg),
                 Err(e) => last_err = Some(e),
@@ -135,6 +158,11 @@ impl TestRegistry {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Bearer tokens issued so far (token-auth registries only).
+    pub fn tokens_issued(&self) -> usize {
+        self.token_server.as_ref().map_or(0, |t| t.issued.load(Ordering::SeqCst))
     }
 
     /// `127.0.0.1:<port>`.
@@ -184,7 +212,166 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(t) = &self.token_server {
+            t.stop.store(true, Ordering::SeqCst);
+            // Wake the accept loop so it sees the flag.
+            let _ = TcpStream::connect(("127.0.0.1", t.port));
+        }
     }
+}
+
+const TOKEN_SERVICE: &str = "nix-layer-test";
+const TOKEN_ISSUER: &str = "nix-layer-test-issuer";
+
+/// A minimal Docker token server (the bearer flow's realm): `GET /token?service=&scope=`
+/// with basic auth. The right user gets every action it asks for; others get a 401.
+struct TokenServer {
+    port: u16,
+    issued: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TokenServer {
+    fn start(dir: &Path, user: &str, password: &str) -> io::Result<TokenServer> {
+        let (key, crt) = (dir.join("token.key"), dir.join("token.crt"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=nix-layer-test-token",
+        ])
+        .args([OsStr::new("-keyout"), key.as_os_str(), OsStr::new("-out"), crt.as_os_str()])
+        .output()
+        .and_then(check_output)?;
+        let der = openssl(&["x509", "-outform", "DER", "-in"]).arg(&crt).output().and_then(check_output)?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let issued = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let (issued2, stop2) = (issued.clone(), stop.clone());
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let answer = match read_head(&mut conn) {
+                    Some((target, auth)) if auth.as_deref() == Some(expected.as_str()) => {
+                        match jwt(&key, &x5c, &target) {
+                            Ok(token) => {
+                                issued2.fetch_add(1, Ordering::SeqCst);
+                                let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
+                                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                            }
+                            Err(e) => format!("HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{e}", e.to_string().len()),
+                        }
+                    }
+                    _ => "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_owned(),
+                };
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        Ok(TokenServer { port, issued, stop })
+    }
+}
+
+fn openssl(args: &[&str]) -> Command {
+    let mut c = Command::new("openssl");
+    c.args(args).stdin(Stdio::null());
+    c
+}
+
+fn check_output(out: std::process::Output) -> io::Result<Vec<u8>> {
+    if !out.status.success() {
+        return Err(io::Error::other(format!("openssl failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(out.stdout)
+}
+
+/// The request target and `Authorization` header of one HTTP request.
+fn read_head(conn: &mut TcpStream) -> Option<(String, Option<String>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        if conn.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).ok()?;
+    let target = head.lines().next()?.split(' ').nth(1)?.to_owned();
+    let auth = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("authorization").then(|| v.trim().to_owned())
+    });
+    Some((target, auth))
+}
+
+/// An RS256 JWT granting the scopes `target` asks for, in distribution's claim format.
+fn jwt(key: &Path, x5c: &str, target: &str) -> io::Result<String> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let access: Vec<serde_json::Value> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(percent_decode)
+        .filter_map(|scope| {
+            let mut it = scope.splitn(3, ':');
+            let (kind, name, actions) = (it.next()?.to_owned(), it.next()?.to_owned(), it.next()?.to_owned());
+            Some(serde_json::json!({ "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>() }))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(io::Error::other)?
+        .as_secs();
+    let header = serde_json::json!({ "typ": "JWT", "alg": "RS256", "x5c": [x5c] });
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": "test", "aud": TOKEN_SERVICE, "exp": now + 300, "nbf": now - 10,
+        "iat": now, "jti": format!("{now}-{}", access.len()), "access": access,
+    });
+    let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+    let mut child = openssl(&["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("piped").write_all(signing_input.as_bytes())?;
+    let signature = check_output(child.wait_with_output()?)?;
+    Ok(format!("{signing_input}.{}", B64.encode(signature)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()),
+        ) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A plain-HTTP client with fast, deterministic retries and no machine credentials.

@@ -379,6 +379,45 @@ fn base64_encode(s: &str) -> String {
 }
 
 #[test]
+fn bearer_tokens_are_fetched_per_scope_and_cached() {
+    let token_auth = Some(("ci".to_owned(), "t0ken".to_owned()));
+    let Some(reg) =
+        TestRegistry::start_configured_or_skip(&TestRegistryConfig { token_auth, ..Default::default() })
+    else {
+        return;
+    };
+    let img = TestImage::new(&[layer("a", 5_000), layer("b", 5_000)], "amd64");
+    let target = reg.reference("org/app:v1");
+    let client = reg.client(Some(Credentials::parse("ci:t0ken").unwrap()));
+    img.push(&client, &target, &["v2"], &[]).unwrap();
+    // One token for the pull scope (HEADs), one for pull,push; reused across blobs and tags.
+    assert_eq!(reg.tokens_issued(), 2);
+    assert_eq!(client.get_manifest(&target).unwrap().bytes, img.manifest);
+    for b in img.blobs() {
+        client.fetch_blob(&target, &b.digest(), &mut io::sink()).unwrap();
+    }
+    assert_eq!(reg.tokens_issued(), 2, "the pull reuses the cached pull token");
+    // Another repository is another scope.
+    client.get_manifest(&reg.reference("org/other:v1")).unwrap_err();
+    assert_eq!(reg.tokens_issued(), 3);
+
+    let wrong = reg.client(Some(Credentials::parse("ci:nope").unwrap())).get_manifest(&target).unwrap_err();
+    assert!(matches!(wrong, Error::Unauthorized { status: 401, .. }), "{wrong:?}");
+    assert!(wrong.to_string().contains("`ci`"), "{wrong}");
+    let anonymous = reg.client(None).get_manifest(&target).unwrap_err();
+    assert!(matches!(anonymous, Error::Unauthorized { user: None, .. }), "{anonymous:?}");
+    // skopeo speaks the same flow to the same registry.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds=ci:t0ken",
+        &format!("docker://{target}"),
+    ]);
+    assert_eq!(raw.as_bytes(), img.manifest.as_slice());
+}
+
+#[test]
 fn tampered_blobs_and_manifests_are_refused() {
     let Some(reg) = TestRegistry::start_or_skip() else { return };
     let client = reg.client(None);
