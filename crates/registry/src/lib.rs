@@ -10,6 +10,14 @@
 //! `GITHUB_TOKEN` for ghcr.io; basic and bearer-token flows. TLS always, unless
 //! [`ClientOptions::plain_http`] is set.
 //!
+//! Crates: `ureq` 3 for HTTP (blocking, small, streams request bodies from any `Read`
+//! with a `Content-Length`, no async runtime to carry into a CLI that parallelises with
+//! threads), with `rustls` on `ring` and the bundled Mozilla roots (`webpki-roots`): pure
+//! Rust plus a C/assembly crypto core built by `cc`, so no cmake, no system OpenSSL and no
+//! network at build time (reqwest would bring tokio/hyper; aws-lc-rs needs cmake).
+//! `base64` decodes auth files. Credential helpers are run as Docker runs them (there is no
+//! well-kept Rust crate for Docker's config and helper protocol; the format is small).
+//!
 //! The call sequence of a push and of a pull by digest:
 //!
 //! ```no_run

@@ -305,6 +305,62 @@ fn an_interrupted_push_resumes_without_resending() {
     assert_eq!(client.get_manifest(&target).unwrap().digest, img.digest());
 }
 
+/// Counts how many of its readers are open at once; each read is slow.
+struct Slow<'a> {
+    blob: BytesBlob,
+    active: &'a AtomicUsize,
+    max: &'a AtomicUsize,
+}
+
+struct SlowReader<'a> {
+    inner: &'a [u8],
+    active: &'a AtomicUsize,
+}
+
+impl BlobSource for Slow<'_> {
+    fn digest(&self) -> Digest {
+        self.blob.digest
+    }
+    fn size(&self) -> u64 {
+        self.blob.bytes.len() as u64
+    }
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        Ok(Box::new(SlowReader { inner: &self.blob.bytes, active: self.active }))
+    }
+}
+
+impl Read for SlowReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        thread::sleep(std::time::Duration::from_millis(50));
+        self.inner.read(buf)
+    }
+}
+
+impl Drop for SlowReader<'_> {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn uploads_run_in_parallel_within_the_bound() {
+    let Some(reg) = TestRegistry::start_or_skip() else { return };
+    let client =
+        Client::new(ClientOptions { parallel_uploads: 3, ..test_options() }, CredentialSource::default());
+    let (active, max) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let slow: Vec<Slow> =
+        (0..7).map(|i| Slow { blob: layer(&format!("p{i}"), 3_000).0, active: &active, max: &max }).collect();
+    let blobs: Vec<&dyn BlobSource> = slow.iter().map(|s| s as &dyn BlobSource).collect();
+    let reports = client.push_blobs(&reg.reference("par"), &blobs, &[]).unwrap();
+    assert_eq!(reports.len(), 7);
+    assert!(reports.iter().all(|r| matches!(r.outcome, BlobOutcome::Uploaded { .. })));
+    let max = max.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&max), "{max} uploads at once");
+    assert_eq!(active.load(Ordering::SeqCst), 0);
+}
+
 #[test]
 fn large_blobs_go_in_chunks_behind_relative_locations() {
     let config = TestRegistryConfig { relative_urls: true, ..Default::default() };
