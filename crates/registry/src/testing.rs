@@ -191,22 +191,34 @@ impl TestRegistry {
         self.storage().join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
     }
 
-    /// Every request logged so far, once the log has stopped growing (the registry writes
-    /// an entry just after answering).
+    /// Every request logged so far. The registry logs a request just after answering it, so
+    /// this sends a marker request of its own and waits until the marker is logged (then,
+    /// briefly, until the log stops growing); marker requests are left out.
     pub fn requests(&self) -> Vec<LoggedRequest> {
+        static MARKS: AtomicUsize = AtomicUsize::new(0);
+        let mark = format!("/v2/{SENTINEL}{}", MARKS.fetch_add(1, Ordering::SeqCst));
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.write_all(format!("GET {mark} HTTP/1.0\r\n\r\n").as_bytes());
+            let _ = s.read_to_end(&mut Vec::new());
+        }
         let path = self.dir.path().join("access.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
         let mut last = String::new();
-        for _ in 0..40 {
-            thread::sleep(Duration::from_millis(50));
+        loop {
             let now = std::fs::read_to_string(&path).unwrap_or_default();
-            if now == last && now.ends_with('\n') {
+            let settled = now == last && now.contains(&format!("{mark} ")) && now.ends_with('\n');
+            if settled || Instant::now() > deadline {
                 break;
             }
             last = now;
+            thread::sleep(Duration::from_millis(20));
         }
-        last.lines().filter_map(parse_access_line).collect()
+        last.lines().filter_map(parse_access_line).filter(|r| !r.path.contains(SENTINEL)).collect()
     }
 }
+
+/// Marks the test's own requests in the access log.
+const SENTINEL: &str = "nix-layer-log-mark-";
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
