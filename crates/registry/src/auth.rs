@@ -12,7 +12,10 @@ use base64::Engine as _;
 use crate::reference::DOCKER_HUB;
 use crate::Error;
 
-/// A user name and a password or token.
+/// The user name Docker files an identity (OAuth2 refresh) token under.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// A user name and a password or token; user [`IDENTITY_TOKEN_USER`] marks an identity token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
@@ -249,10 +252,18 @@ struct AuthEntry {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
 
 impl AuthEntry {
     fn credentials(&self, file: &Path, registry: &str) -> Result<Option<Credentials>, Error> {
+        if let Some(token) = self.identitytoken.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials {
+                username: IDENTITY_TOKEN_USER.to_owned(),
+                password: token.clone(),
+            }));
+        }
         if let (Some(u), Some(p)) = (&self.username, &self.password) {
             return Ok(Some(Credentials { username: u.clone(), password: p.clone() }));
         }

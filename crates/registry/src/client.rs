@@ -11,7 +11,7 @@ use nix_layer_blob::{Digest, HashingReader, HashingWriter};
 use ureq::http::{self, Response};
 use ureq::SendBody;
 
-use crate::auth::{Challenge, CredentialSource, Credentials};
+use crate::auth::{Challenge, CredentialSource, Credentials, IDENTITY_TOKEN_USER};
 use crate::error::is_transient_status;
 use crate::manifest::{is_index, Descriptor, IndexDoc, Manifest, Platform, ACCEPT_MANIFESTS};
 use crate::{Error, Reference};
@@ -278,6 +278,7 @@ impl Client {
         let mut auth_retried = false;
         let mut retry = 0;
         loop {
+            let mut retry_after = Duration::ZERO;
             let err = match self.send_once(req, &mut body) {
                 Ok(resp) if resp.status() == 401 && !auth_retried => {
                     auth_retried = true;
@@ -288,6 +289,9 @@ impl Client {
                     return Err(self.status_error(req, "the request", resp));
                 }
                 Ok(resp) if is_transient_status(resp.status().as_u16()) => {
+                    // A rate limit's `Retry-After` (seconds) is honoured up to the longest delay.
+                    let secs = header(&resp, "Retry-After").and_then(|v| v.trim().parse::<u64>().ok());
+                    retry_after = Duration::from_secs(secs.unwrap_or(0)).min(self.options.retry.max_delay);
                     self.status_error(req, "the request", resp)
                 }
                 Ok(resp) => return Ok(resp),
@@ -297,7 +301,7 @@ impl Client {
             if !replayable || !err.is_transient() || retry >= self.options.retry.attempts {
                 return Err(with_attempts(err, retry));
             }
-            std::thread::sleep(self.options.retry.delay(retry - 1));
+            std::thread::sleep(self.options.retry.delay(retry - 1).max(retry_after));
         }
     }
 
@@ -414,19 +418,41 @@ impl Client {
         for s in req.scope.split(' ').filter(|s| !s.is_empty()) {
             url = with_query(&url, "scope", s);
         }
+        // An identity token (Docker's `identitytoken`, a helper's `<token>` user) is an
+        // OAuth2 refresh token, exchanged by POST; a password goes as basic auth on GET.
+        let refresh = creds.filter(|c| c.username == IDENTITY_TOKEN_USER);
         let token_req = Req {
-            method: "GET",
-            url: url.clone(),
+            method: if refresh.is_some() { "POST" } else { "GET" },
+            url: if refresh.is_some() { realm.to_owned() } else { url.clone() },
             registry: req.registry,
             scope: req.scope.clone(),
             headers: vec![],
         };
-        let mut r = self.agent.get(&url);
-        if let Some(c) = creds {
-            r = r.header("Authorization", c.basic_header());
-        }
         // Not retried here: the request that needs the token is.
-        let mut resp = r.call().map_err(|e| transport_error(req.registry, "GET", &url, e))?;
+        let sent = match refresh {
+            Some(c) => {
+                let mut form = format!(
+                    "grant_type=refresh_token&client_id=nix-layer&refresh_token={}",
+                    query_escape(&c.password)
+                );
+                if let Some((_, service_and_scopes)) = url.split_once('?') {
+                    form = format!("{form}&{service_and_scopes}");
+                }
+                self.agent
+                    .post(realm)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .send(form.as_bytes())
+            }
+            None => {
+                let mut r = self.agent.get(&url);
+                if let Some(c) = creds {
+                    r = r.header("Authorization", c.basic_header());
+                }
+                r.call()
+            }
+        };
+        let mut resp =
+            sent.map_err(|e| transport_error(req.registry, token_req.method, &token_req.url, e))?;
         if resp.status() != 200 {
             // Called with the auth state locked: the user is known here.
             let user = creds.map(|c| c.username.clone());
@@ -440,7 +466,7 @@ impl Client {
         }
         let protocol = |reason: String| Error::Protocol {
             registry: req.registry.to_owned(),
-            what: format!("GET {url}"),
+            what: format!("{} {}", token_req.method, token_req.url),
             reason,
         };
         let body = resp
@@ -956,6 +982,27 @@ impl Client {
             blobs,
             tags: all_tags.iter().map(|t| t.to_string()).collect(),
         })
+    }
+
+    /// Pushes a multi-platform image: each platform's image by digest (its blobs first),
+    /// then the index or manifest list bytes under `target`'s tag and `tags`. The report
+    /// lists the blobs of all platforms.
+    pub fn push_index(
+        &self,
+        target: &Reference,
+        tags: &[&str],
+        images: &[ImageUpload],
+        index: &[u8],
+        media_type: &str,
+    ) -> Result<PushReport, Error> {
+        let repo = target.with_repository(&target.repository)?;
+        let mut blobs = Vec::new();
+        for image in images {
+            blobs.extend(self.push_image(&repo, &[], image)?.blobs);
+        }
+        let upload = ImageUpload { blobs: &[], manifest: index, media_type, mount_from: &[] };
+        let report = self.push_image(target, tags, &upload)?;
+        Ok(PushReport { blobs, ..report })
     }
 
     /// The descriptor of manifest `r` from a HEAD (`None` if absent): to resolve a tag to a

@@ -60,7 +60,7 @@ mod referrers;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use auth::{AuthEnvironment, CredentialSource, Credentials};
+pub use auth::{AuthEnvironment, CredentialSource, Credentials, IDENTITY_TOKEN_USER};
 pub use cache_index::{CachedLayer, LayerCacheIndex, CACHE_ARTIFACT_TYPE, CACHE_TAG};
 pub use client::{
     BlobOutcome, BlobReport, BlobSource, BytesBlob, Client, ClientOptions, FileBlob, ImageUpload, PushReport,

@@ -269,6 +269,7 @@ impl TokenServer {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
+        let refresh = password.to_owned();
         let (issued2, stop2) = (issued.clone(), stop.clone());
         let x5c = base64::engine::general_purpose::STANDARD.encode(der);
         thread::spawn(move || {
@@ -277,19 +278,27 @@ impl TokenServer {
                     return;
                 }
                 let Ok(mut conn) = conn else { continue };
-                let answer = match read_head(&mut conn) {
-                    Some((target, auth)) if auth.as_deref() == Some(expected.as_str()) => {
-                        match jwt(&key, &x5c, &target) {
-                            Ok(token) => {
-                                issued2.fetch_add(1, Ordering::SeqCst);
-                                let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
-                                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-                            }
-                            Err(e) => format!("HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{e}", e.to_string().len()),
-                        }
+                // The right password as basic auth on GET, or as a refresh token in a POSTed form.
+                let granted = match read_request(&mut conn) {
+                    Some(r) if r.method == "GET" && r.authorization.as_deref() == Some(expected.as_str()) => {
+                        Some((r.target.split_once('?').map_or(String::new(), |(_, q)| q.to_owned()), "token"))
                     }
-                    _ => "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_owned(),
+                    Some(r)
+                        if r.method == "POST"
+                            && form_value(&r.body, "refresh_token").as_deref() == Some(refresh.as_str()) =>
+                    {
+                        Some((r.body, "access_token"))
+                    }
+                    _ => None,
+                };
+                let answer = match granted.map(|(query, field)| (jwt(&key, &x5c, &query), field)) {
+                    Some((Ok(token), field)) => {
+                        issued2.fetch_add(1, Ordering::SeqCst);
+                        let body = format!(r#"{{"{field}":"{token}","expires_in":300}}"#);
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    }
+                    Some((Err(e), _)) => format!("HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{e}", e.to_string().len()),
+                    None => "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
                 };
                 let _ = conn.write_all(answer.as_bytes());
             }
@@ -311,8 +320,15 @@ fn check_output(out: std::process::Output) -> io::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// The request target and `Authorization` header of one HTTP request.
-fn read_head(conn: &mut TcpStream) -> Option<(String, Option<String>)> {
+struct HttpRequest {
+    method: String,
+    target: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+/// One HTTP/1.1 request: line, `Authorization`, and a `Content-Length` body.
+fn read_request(conn: &mut TcpStream) -> Option<HttpRequest> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
@@ -322,17 +338,30 @@ fn read_head(conn: &mut TcpStream) -> Option<(String, Option<String>)> {
         head.push(byte[0]);
     }
     let head = String::from_utf8(head).ok()?;
-    let target = head.lines().next()?.split(' ').nth(1)?.to_owned();
-    let auth = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("authorization").then(|| v.trim().to_owned())
-    });
-    Some((target, auth))
+    let mut line = head.lines().next()?.split(' ');
+    let (method, target) = (line.next()?.to_owned(), line.next()?.to_owned());
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let mut body = vec![0u8; header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0)];
+    conn.read_exact(&mut body).ok()?;
+    Some(HttpRequest {
+        method,
+        target,
+        authorization: header("authorization"),
+        body: String::from_utf8(body).ok()?,
+    })
 }
 
-/// An RS256 JWT granting the scopes `target` asks for, in distribution's claim format.
-fn jwt(key: &Path, x5c: &str, target: &str) -> io::Result<String> {
-    let query = target.split_once('?').map_or("", |(_, q)| q);
+fn form_value(form: &str, key: &str) -> Option<String> {
+    form.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).map(percent_decode)
+}
+
+/// An RS256 JWT granting the scopes a query or form asks for, in distribution's claims.
+fn jwt(key: &Path, x5c: &str, query: &str) -> io::Result<String> {
     let access: Vec<serde_json::Value> = query
         .split('&')
         .filter_map(|kv| kv.strip_prefix("scope="))

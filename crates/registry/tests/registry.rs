@@ -14,7 +14,7 @@ use nix_layer_registry::testing::{test_client, LoggedRequest, TestRegistry, Test
 use nix_layer_registry::{
     AuthEnvironment, BlobOutcome, BlobSource, BytesBlob, CachedLayer, Client, ClientOptions,
     CredentialSource, Credentials, Descriptor, Error, ImageUpload, Platform, Reference, ReferrersVia,
-    OCI_INDEX, OCI_MANIFEST,
+    IDENTITY_TOKEN_USER, OCI_INDEX, OCI_MANIFEST,
 };
 
 // ------------------------------------------------------------------ fixtures
@@ -462,6 +462,21 @@ fn bearer_tokens_are_fetched_per_scope_and_cached() {
     assert!(wrong.to_string().contains("`ci`"), "{wrong}");
     let anonymous = reg.client(None).get_manifest(&target).unwrap_err();
     assert!(matches!(anonymous, Error::Unauthorized { user: None, .. }), "{anonymous:?}");
+    // An identity token from Docker's config file is exchanged as an OAuth2 refresh token.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"identitytoken": "t0ken"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
+    let env = AuthEnvironment { docker_config: Some(dir.path().to_owned()), ..Default::default() };
+    let oauth = Client::new(test_options(), CredentialSource { explicit: None, env });
+    let before = reg.tokens_issued();
+    assert_eq!(oauth.get_manifest(&target).unwrap().digest, img.digest());
+    assert_eq!(reg.tokens_issued(), before + 1);
+    let bad_token =
+        reg.client(Some(Credentials { username: IDENTITY_TOKEN_USER.into(), password: "old".into() }));
+    assert!(matches!(bad_token.get_manifest(&target), Err(Error::Unauthorized { .. })));
     // skopeo speaks the same flow to the same registry.
     let raw = skopeo(&[
         "inspect",
@@ -530,8 +545,6 @@ fn an_index_resolves_to_the_platform_asked_for() {
     let repo = reg.reference("multi");
     let mut manifests = Vec::new();
     for (img, arch) in [(&amd, "amd64"), (&arm, "arm64")] {
-        let r = img.push(&client, &repo, &[], &[]).unwrap();
-        assert!(r.tags.is_empty());
         let mut d = img.descriptor();
         d.platform = Some(Platform { architecture: arch.into(), os: "linux".into(), variant: None });
         manifests.push(d);
@@ -540,8 +553,24 @@ fn an_index_resolves_to_the_platform_asked_for() {
         &serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }),
     )
     .unwrap();
-    let upload = ImageUpload { blobs: &[], manifest: &index, media_type: OCI_INDEX, mount_from: &[] };
-    client.push_image(&repo.with_tag("both").unwrap(), &[], &upload).unwrap();
+    let (amd_blobs, arm_blobs) = (amd.blobs(), arm.blobs());
+    let images = [
+        ImageUpload { blobs: &amd_blobs, manifest: &amd.manifest, media_type: OCI_MANIFEST, mount_from: &[] },
+        ImageUpload { blobs: &arm_blobs, manifest: &arm.manifest, media_type: OCI_MANIFEST, mount_from: &[] },
+    ];
+    let report =
+        client.push_index(&repo.with_tag("both").unwrap(), &["latest"], &images, &index, OCI_INDEX).unwrap();
+    assert_eq!((report.manifest_digest, report.blobs.len(), report.uploaded()), (Digest::of(&index), 4, 4));
+    assert_eq!(report.tags, ["both", "latest"]);
+    // skopeo sees the index and both platforms.
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}:latest", repo)]);
+    assert_eq!(raw.as_bytes(), index.as_slice());
+    for arch in ["amd64", "arm64"] {
+        let url = format!("docker://{}:both", repo);
+        let seen = skopeo(&["inspect", "--tls-verify=false", &format!("--override-arch={arch}"), &url]);
+        let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+        assert_eq!(seen["Architecture"], arch);
+    }
 
     let pinned = repo.with_digest(Digest::of(&index));
     let got = client.resolve_image(&pinned, &Platform::parse("linux/arm64/v8").unwrap()).unwrap();
@@ -637,8 +666,9 @@ fn test_options() -> ClientOptions {
 }
 
 /// A TCP proxy in front of the registry that fails the first `fail` connections, answering
-/// 503 (`drop: false`) or hanging up without an answer (`drop: true`), then forwards.
-fn flaky_proxy(upstream: u16, fail: usize, drop: bool) -> (u16, Arc<AtomicUsize>) {
+/// with the status line and headers `answer`, or hanging up without a word if it is `None`;
+/// then it forwards.
+fn flaky_proxy(upstream: u16, fail: usize, answer: Option<&'static str>) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let failed = Arc::new(AtomicUsize::new(0));
@@ -650,9 +680,10 @@ fn flaky_proxy(upstream: u16, fail: usize, drop: bool) -> (u16, Arc<AtomicUsize>
                 counter.fetch_add(1, Ordering::SeqCst);
                 let mut buf = [0u8; 4096];
                 let _ = client.read(&mut buf);
-                if !drop {
+                if let Some(status) = answer {
                     let _ = client.write_all(
-                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
                     );
                 }
                 continue;
@@ -677,17 +708,22 @@ fn flaky_proxy(upstream: u16, fail: usize, drop: bool) -> (u16, Arc<AtomicUsize>
 fn server_errors_and_dropped_connections_are_retried() {
     let Some(reg) = TestRegistry::start_or_skip() else { return };
     let img = TestImage::new(&[layer("a", 20_000)], "amd64");
-    for drop in [false, true] {
-        let (port, failed) = flaky_proxy(reg.port(), 3, drop);
+    const UNAVAILABLE: &str = "503 Service Unavailable";
+    // A rate limit asking for 30 s: honoured only up to the policy's longest delay (100 ms).
+    const RATE_LIMITED: &str = "429 Too Many Requests\r\nRetry-After: 30";
+    for (case, answer) in [("503", Some(UNAVAILABLE)), ("429", Some(RATE_LIMITED)), ("drop", None)] {
+        let started = std::time::Instant::now();
+        let (port, failed) = flaky_proxy(reg.port(), 3, answer);
         let client = test_client(None);
-        let target = Reference::parse(&format!("127.0.0.1:{port}/retry-{drop}:v1")).unwrap();
+        let target = Reference::parse(&format!("127.0.0.1:{port}/retry-{case}:v1")).unwrap();
         let report = img.push(&client, &target, &[], &[]).unwrap();
-        assert_eq!(failed.load(Ordering::SeqCst), 3, "drop={drop}");
+        assert_eq!(failed.load(Ordering::SeqCst), 3, "{case}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{case}: {:?}", started.elapsed());
         assert_eq!(report.manifest_digest, img.digest());
         assert_eq!(client.get_manifest(&target).unwrap().bytes, img.manifest);
     }
     // A registry that keeps failing: the error says so, after the bounded attempts.
-    let (port, failed) = flaky_proxy(reg.port(), usize::MAX, false);
+    let (port, failed) = flaky_proxy(reg.port(), usize::MAX, Some(UNAVAILABLE));
     let target = Reference::parse(&format!("127.0.0.1:{port}/down:v1")).unwrap();
     let err = test_client(None).get_manifest(&target).unwrap_err();
     assert!(matches!(err, Error::Rejected { status: 503, .. }) && err.is_transient(), "{err:?}");
