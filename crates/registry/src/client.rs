@@ -387,21 +387,6 @@ impl Client {
         })
     }
 
-    /// Retries `f` on transient errors with the client's backoff.
-    pub(crate) fn retrying<T>(&self, mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-        let mut retry = 0;
-        loop {
-            match f() {
-                Err(e) if e.is_transient() && retry + 1 < self.options.retry.attempts => {
-                    std::thread::sleep(self.options.retry.delay(retry));
-                    retry += 1;
-                }
-                Err(e) => return Err(with_attempts(e, retry + 1)),
-                ok => return ok,
-            }
-        }
-    }
-
     /// The token endpoint of the bearer flow (`realm?service=…&scope=…`), with basic
     /// credentials when there are any (anonymous pulls get a token without).
     fn fetch_token(
@@ -566,6 +551,17 @@ impl Client {
     /// blob whose bytes do not hash to `digest` is an error (`out` then holds garbage: use
     /// [`Client::fetch_blob_to_path`] for a file that exists only when verified).
     pub fn fetch_blob(&self, repo: &Reference, digest: &Digest, out: &mut dyn Write) -> Result<u64, Error> {
+        self.download(repo, digest, out, &mut false)
+    }
+
+    /// [`Client::fetch_blob`], setting `streaming` once the body has started to arrive.
+    fn download(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+        out: &mut dyn Write,
+        streaming: &mut bool,
+    ) -> Result<u64, Error> {
         let req = self.req("GET", repo, &format!("blobs/{digest}"), pull_scope(&repo.repository));
         let resp = self.send(&req, ReqBody::Empty)?;
         match resp.status().as_u16() {
@@ -573,6 +569,7 @@ impl Client {
             404 => return Err(not_found(repo, format!("blob {digest}"))),
             _ => return Err(self.status_error(&req, &format!("the download of blob {digest}"), resp)),
         }
+        *streaming = true;
         let mut body = resp.into_body().into_reader();
         let mut w = HashingWriter::new(out);
         let mut buf = vec![0u8; 256 << 10];
@@ -597,20 +594,31 @@ impl Client {
     }
 
     /// Downloads a blob to `dest` through a temporary file beside it, renamed into place
-    /// only once the digest is verified; interrupted downloads are retried from the start.
+    /// only once the digest is verified. A download cut off mid-body starts again (the
+    /// requests themselves are already retried).
     pub fn fetch_blob_to_path(&self, repo: &Reference, digest: &Digest, dest: &Path) -> Result<u64, Error> {
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let mut tmp =
             tempfile::NamedTempFile::new_in(dir).map_err(Error::io("creating a temporary file in", dir))?;
-        let size = self.retrying(|| {
+        let mut retry = 0;
+        let size = loop {
             let f = tmp.as_file_mut();
             f.set_len(0).map_err(Error::io("truncating", dest))?;
             io::Seek::rewind(f).map_err(Error::io("rewinding", dest))?;
             let mut w = io::BufWriter::new(&mut *f);
-            let size = self.fetch_blob(repo, digest, &mut w)?;
-            w.flush().map_err(Error::io("writing", dest))?;
-            Ok(size)
-        })?;
+            let mut streaming = false;
+            match self.download(repo, digest, &mut w, &mut streaming) {
+                Ok(size) => {
+                    w.flush().map_err(Error::io("writing", dest))?;
+                    break size;
+                }
+                Err(e) if streaming && e.is_transient() && retry + 1 < self.options.retry.attempts => {
+                    std::thread::sleep(self.options.retry.delay(retry));
+                    retry += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         tmp.persist(dest).map_err(|e| Error::Io {
             action: "renaming a downloaded blob to",
             path: dest.to_owned(),
@@ -720,16 +728,27 @@ impl Client {
     ) -> Result<BlobOutcome, Error> {
         let digest = blob.digest();
         let base = self.base(repo);
-        let mut session = None;
+        let mut session: Option<String> = None;
         for from in mount_from.iter().filter(|f| **f != repo.repository) {
             let scope = format!("{} {}", push_scope(&repo.repository), pull_scope(from));
             let path = format!("blobs/uploads/?mount={digest}&from={}", query_escape(from));
             let req = self.req("POST", repo, &path, scope);
             let resp = self.send(&req, ReqBody::Empty)?;
             match resp.status().as_u16() {
-                201 => return Ok(BlobOutcome::Mounted { from: (*from).to_owned() }),
-                // Not mountable from there; the registry opened an ordinary upload instead.
-                202 => session = Some(self.location(&req, &base, &resp)?),
+                201 => {
+                    if let Some(opened) = session {
+                        self.cancel_upload(repo, &opened);
+                    }
+                    return Ok(BlobOutcome::Mounted { from: (*from).to_owned() });
+                }
+                // Not mountable from there; the registry opened an ordinary upload instead,
+                // used if no other candidate mounts it, else cancelled.
+                202 => {
+                    let opened = self.location(&req, &base, &resp)?;
+                    if let Some(previous) = session.replace(opened) {
+                        self.cancel_upload(repo, &previous);
+                    }
+                }
                 _ => {
                     return Err(self.status_error(
                         &req,
@@ -757,7 +776,7 @@ impl Client {
         let mut source = SourceReader::new(blob.open().map_err(|cause| Error::Source { digest, cause })?);
         let scope = push_scope(&repo.repository);
         let put = |location: &str, source: &mut SourceReader, len: u64| {
-            let mut req = Req {
+            let req = Req {
                 method: "PUT",
                 url: with_query(location, "digest", &digest.to_string()),
                 registry: &repo.registry,
@@ -773,7 +792,6 @@ impl Client {
             let resp = source.check(digest, result)?;
             source.verify(digest, size)?;
             if resp.status() != 201 {
-                req.method = "PUT";
                 return Err(self.status_error(&req, &format!("blob {digest}"), resp));
             }
             Ok(())
@@ -806,6 +824,18 @@ impl Client {
             put(&location, &mut source, 0)?;
         }
         Ok(BlobOutcome::Uploaded { bytes: size })
+    }
+
+    /// Best effort: a session left open is only garbage the registry collects later.
+    fn cancel_upload(&self, repo: &Reference, location: &str) {
+        let req = Req {
+            method: "DELETE",
+            url: location.to_owned(),
+            registry: &repo.registry,
+            scope: push_scope(&repo.repository),
+            headers: vec![],
+        };
+        let _ = self.send(&req, ReqBody::Empty);
     }
 
     /// The absolute URL of a response's `Location` (registries send both relative and

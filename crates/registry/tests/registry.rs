@@ -235,6 +235,10 @@ fn blobs_are_mounted_across_repositories() {
     // Failed mounts open the upload session that is used: no extra POST without mount.
     assert_eq!(reqs.iter().filter(|r| r.method == "POST" && !r.path.contains("mount=")).count(), 0);
     assert_eq!(upload_puts(reqs), 2);
+    // The sessions opened by the first candidate's failed mounts were cancelled.
+    let cancelled =
+        reqs.iter().filter(|r| r.method == "DELETE" && r.path.contains("/blobs/uploads/") && r.status == 204);
+    assert_eq!(cancelled.count(), 4, "{reqs:#?}");
     let pulled = client.get_manifest(&reg.reference("team/app:1")).unwrap();
     for d in pulled.blobs().unwrap().1 {
         client.fetch_blob(&reg.reference("team/app"), &d.digest, &mut io::sink()).unwrap();
