@@ -339,17 +339,18 @@ impl Client {
     fn authorization(&self, req: &Req) -> Result<Option<String>, Error> {
         let mut hosts = self.hosts.lock().expect("auth state poisoned");
         let st = hosts.entry(req.registry.to_owned()).or_default();
-        if st.creds.is_none() {
-            st.creds = Some(self.credentials.lookup(req.registry)?);
-        }
         if st.challenge.is_none() {
             st.challenge = Some(self.ping(req)?);
         }
+        let Some(challenge) = st.challenge.clone().flatten() else { return Ok(None) };
+        // Only a registry that asks is given (or costs a helper run for) credentials.
+        if st.creds.is_none() {
+            st.creds = Some(self.credentials.lookup(req.registry)?);
+        }
         let creds = st.creds.clone().flatten();
-        match st.challenge.clone().flatten() {
-            None => Ok(None),
-            Some(Challenge::Basic) => Ok(creds.map(|c| c.basic_header())),
-            Some(Challenge::Bearer { realm, service, .. }) => {
+        match challenge {
+            Challenge::Basic => Ok(creds.map(|c| c.basic_header())),
+            Challenge::Bearer { realm, service, .. } => {
                 if let Some((token, expiry)) = st.tokens.get(&req.scope) {
                     if expiry.is_none_or(|e| Instant::now() < e) {
                         return Ok(Some(format!("Bearer {token}")));
@@ -475,6 +476,9 @@ impl Client {
         let challenge = header(resp, "WWW-Authenticate").and_then(|h| Challenge::parse(&h));
         let mut hosts = self.hosts.lock().expect("auth state poisoned");
         let st = hosts.entry(req.registry.to_owned()).or_default();
+        if st.creds.is_none() {
+            st.creds = Some(self.credentials.lookup(req.registry)?);
+        }
         let creds = st.creds.clone().flatten();
         let refused = |message: &str| Error::Unauthorized {
             registry: req.registry.to_owned(),

@@ -492,6 +492,27 @@ fn bearer_tokens_are_fetched_per_scope_and_cached() {
     assert_eq!(raw.as_bytes(), img.manifest.as_slice());
 }
 
+/// Credentials are looked up only when a registry asks for them: a broken credential store
+/// does not stop pushes to an open registry, and is named when a registry wants a login.
+#[test]
+fn credentials_are_looked_up_only_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"credsStore": "nix-layer-missing"}"#).unwrap();
+    let env = AuthEnvironment {
+        docker_config: Some(dir.path().to_owned()),
+        path: Some("/nonexistent".into()),
+        ..Default::default()
+    };
+    let client = || Client::new(test_options(), CredentialSource { explicit: None, env: env.clone() });
+    let img = TestImage::new(&[layer("a", 1_000)], "amd64");
+    let Some(open) = TestRegistry::start_or_skip() else { return };
+    img.push(&client(), &open.reference("app:v1"), &[], &[]).unwrap();
+    let Some(private) = TestRegistry::start_with_htpasswd_or_skip("u", "p") else { return };
+    let err = img.push(&client(), &private.reference("app:v1"), &[], &[]).unwrap_err();
+    assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
+    assert!(err.to_string().contains("docker-credential-nix-layer-missing"), "{err}");
+}
+
 #[test]
 fn tampered_blobs_and_manifests_are_refused() {
     let Some(reg) = TestRegistry::start_or_skip() else { return };
