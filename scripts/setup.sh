@@ -9,7 +9,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 need=()
-for pkg in nix-bin skopeo umoci docker-registry podman runc busybox-static sqlite3 gcc libc6-dev jq python3-venv; do
+for pkg in nix-bin skopeo umoci docker-registry openssl podman runc busybox-static sqlite3 gcc libc6-dev jq python3-venv; do
   dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,0 +1,128 @@
+//! Referrers (an SBOM attached to an image): an artifact manifest whose `subject` is the
+//! image, found through the registry's referrers API, or, where the registry has none,
+//! through the referrers tag schema (an index tagged `sha256-<hex>`), as the OCI
+//! distribution spec 1.1 prescribes for clients.
+
+use std::collections::BTreeMap;
+
+use nix_layer_blob::Digest;
+
+use crate::client::{pull_scope, BytesBlob, ReqBody};
+use crate::manifest::{
+    artifact_manifest, index_bytes, Descriptor, IndexDoc, EMPTY_JSON, OCI_INDEX, OCI_MANIFEST,
+};
+use crate::{BlobSource, Client, Error, Reference};
+
+/// How the referrer can be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReferrersVia {
+    /// The registry indexes `subject`s itself (`GET /v2/<repo>/referrers/<digest>`).
+    Api,
+    /// The registry lacks the API; the `sha256-<hex>` tag's index lists the referrer.
+    TagSchema,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReferrerPush {
+    /// The artifact manifest's descriptor (with its `artifactType`).
+    pub manifest: Descriptor,
+    pub via: ReferrersVia,
+}
+
+fn tag_schema_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
+impl Client {
+    /// Pushes `payload` (of `payload_media_type`) as an artifact of `artifact_type` that
+    /// refers to the manifest `subject` in `repo`.
+    pub fn push_referrer(
+        &self,
+        repo: &Reference,
+        subject: &Descriptor,
+        artifact_type: &str,
+        payload: &dyn BlobSource,
+        payload_media_type: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<ReferrerPush, Error> {
+        let config = BytesBlob::new(EMPTY_JSON.to_vec());
+        self.push_blobs(repo, &[&config, payload], &[])?;
+        let layer = Descriptor {
+            media_type: payload_media_type.to_owned(),
+            digest: payload.digest(),
+            size: payload.size(),
+            artifact_type: None,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        let subject = Descriptor { annotations: BTreeMap::new(), platform: None, ..subject.clone() };
+        let bytes = artifact_manifest(artifact_type, &[layer], Some(&subject), annotations);
+        let (digest, oci_subject) =
+            self.put_manifest(repo, &Digest::of(&bytes).to_string(), &bytes, OCI_MANIFEST)?;
+        let manifest = Descriptor {
+            media_type: OCI_MANIFEST.to_owned(),
+            digest,
+            size: bytes.len() as u64,
+            artifact_type: Some(artifact_type.to_owned()),
+            platform: None,
+            annotations: annotations.clone(),
+        };
+        if oci_subject.is_some() || self.referrers_api(repo, &subject.digest)?.is_some() {
+            return Ok(ReferrerPush { manifest, via: ReferrersVia::Api });
+        }
+        let mut listed = self.tag_schema_index(repo, &subject.digest)?;
+        if !listed.iter().any(|d| d.digest == digest) {
+            listed.push(manifest.clone());
+            self.push_manifest(repo, &[&tag_schema_tag(&subject.digest)], &index_bytes(&listed), OCI_INDEX)?;
+        }
+        Ok(ReferrerPush { manifest, via: ReferrersVia::TagSchema })
+    }
+
+    /// The referrers of `subject` in `repo` (optionally only of `artifact_type`), from the
+    /// API or the tag schema.
+    pub fn list_referrers(
+        &self,
+        repo: &Reference,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, Error> {
+        let all = match self.referrers_api(repo, subject)? {
+            Some(list) => list,
+            None => self.tag_schema_index(repo, subject)?,
+        };
+        Ok(all
+            .into_iter()
+            .filter(|d| artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t)))
+            .collect())
+    }
+
+    /// `Some(referrers)` if the registry serves the referrers API, `None` if not.
+    fn referrers_api(&self, repo: &Reference, subject: &Digest) -> Result<Option<Vec<Descriptor>>, Error> {
+        let req = self.req("GET", repo, &format!("referrers/{subject}"), pull_scope(&repo.repository));
+        let mut resp = self.send(&req, ReqBody::Empty)?;
+        match resp.status().as_u16() {
+            200 => {}
+            401 | 403 => return Err(self.status_error(&req, "the referrers query", resp)),
+            _ => return Ok(None),
+        }
+        let body = resp.body_mut().with_config().limit(4 << 20).read_to_vec();
+        let doc = body.ok().and_then(|b| serde_json::from_slice::<IndexDoc>(&b).ok());
+        // A 200 that is not an index is not the referrers API (some servers answer any path).
+        Ok(doc.map(|d| d.manifests))
+    }
+
+    fn tag_schema_index(&self, repo: &Reference, subject: &Digest) -> Result<Vec<Descriptor>, Error> {
+        let at = repo.with_tag(&tag_schema_tag(subject))?;
+        match self.get_manifest(&at) {
+            Ok(m) => serde_json::from_slice::<IndexDoc>(&m.bytes).map(|d| d.manifests).map_err(|e| {
+                Error::Protocol {
+                    registry: repo.registry.clone(),
+                    what: format!("the referrers index {at}"),
+                    reason: e.to_string(),
+                }
+            }),
+            Err(Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
