@@ -8,7 +8,7 @@ use std::path::Path;
 use nix_layer_blob::{CacheKey, Compression, Digest, LayerBlob, LayerCache};
 use nix_layer_nixdb::Registration;
 use nix_layer_store::StorePath;
-use nix_layer_tar::{SpecEntry, SpecKind, StoreLayerOptions, TopLayerInput};
+use nix_layer_tar::{GeneratedTree, StoreLayerOptions, TopLayerInput};
 use rayon::prelude::*;
 
 use crate::{io_err, BuildRequest, Error, ImagePlan, Progress};
@@ -228,20 +228,19 @@ pub(crate) fn top_layer(
 ) -> Result<Produced, Error> {
     let db_dir =
         tempfile::tempdir().map_err(io_err("cannot create a temporary directory for the Nix database"))?;
-    let mut spec = req.top_layer.clone();
+    let mut generated = Vec::new();
     if req.nix_db {
         write_nix_db(plan, db_dir.path(), req.mtime.epoch)?;
-        spec.entries.push(SpecEntry {
-            path: "/nix/var/nix/db".into(),
-            kind: SpecKind::Copy { source: db_dir.path().to_path_buf() },
-            mode: None,
-            uid: 0,
-            gid: 0,
-            uname: String::new(),
-            gname: String::new(),
-        });
+        generated.push(GeneratedTree { path: "/nix/var/nix/db".into(), source: db_dir.path().to_path_buf() });
     }
-    let input = TopLayerInput { contents: &req.contents, spec: &spec, mtime: req.mtime.epoch };
+    let input = TopLayerInput {
+        contents: &req.contents,
+        spec: &req.top_layer,
+        generated: &generated,
+        store_dir: &req.store_dir,
+        host_files: req.host_files,
+        mtime: req.mtime.epoch,
+    };
     let blob = nix_layer_blob::write_blob(dir, compression, |w| {
         nix_layer_tar::write_top_layer(&input, w).map(drop).map_err(io::Error::other)
     })?;

@@ -15,7 +15,7 @@ use nix_layer_graph::Graph;
 use nix_layer_image::{BaseImage, ConfigSpec, HistoryEntry, ImageConfigInput, ImageRef};
 use nix_layer_plan::{Family, Plan, Strategy};
 use nix_layer_store::{StoreDir, StorePath};
-use nix_layer_tar::{Ownership, TopLayerSpec};
+use nix_layer_tar::{HostFiles, Ownership, TopLayerSpec};
 
 pub use layers::LayerKind;
 pub use nix_layer_image::Timestamp;
@@ -70,6 +70,8 @@ pub struct BuildRequest {
     pub config: ConfigSpec,
     pub contents: Vec<StorePath>,
     pub top_layer: TopLayerSpec,
+    /// Whether the top-layer spec's `copy` entries may read outside the store.
+    pub host_files: HostFiles,
     pub from_image: Option<PathBuf>,
     pub architecture: String,
     pub created: Timestamp,

@@ -17,11 +17,11 @@
 //! it only turns file trees into tar bytes.
 
 mod error;
+mod fsread;
 mod header;
 mod order;
 mod store_layer;
 mod top_layer;
-mod walk;
 mod writer;
 
 pub use error::Error;
@@ -29,6 +29,7 @@ pub use header::{archive_len, encode_header, header_len, EntryKind, Header};
 pub use order::component_cmp;
 pub use store_layer::{store_layer_len, write_store_layer, Ownership, StoreLayerOptions};
 pub use top_layer::{
-    parse_spec, write_top_layer, OwnerRule, SpecEntry, SpecKind, TopLayerInput, TopLayerSpec,
+    parse_spec, write_top_layer, GeneratedTree, HostFiles, OwnerRule, SpecEntry, SpecKind, TopLayerInput,
+    TopLayerSpec,
 };
 pub use writer::TarWriter;
