@@ -9,6 +9,11 @@
 //! * [`write_store_layer`] / [`store_layer_len`]: a layer holding whole store
 //!   paths, entry for entry what `streamLayeredImage` writes, and its exact
 //!   length computed from `lstat` alone.
+//!
+//! Files are read race-free: opened relative to their directory without
+//! following symlinks, and checked against the `lstat` they were planned
+//! from (type, inode, size) before and after reading ([`Error::Changed`]).
+//! Sparse files are read by extent; holes become zeros without being read.
 //! * [`write_top_layer`]: the "customisation" layer (merged `contents` plus a
 //!   declarative [`TopLayerSpec`] of directories, symlinks, copies and text
 //!   files with owners and modes), built without fakeroot.

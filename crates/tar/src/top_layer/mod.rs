@@ -62,9 +62,9 @@ pub struct TopLayerInput<'a> {
 /// absolute store location; then the spec's entries (and the generated
 /// trees) replace or add paths and its rules set owners and modes. Members
 /// are relative (`etc/passwd`, `etc/`), sorted component-wise, written with
-/// [`TarWriter`]. Copied files are read as [`write_store_layer`]
-/// (crate::write_store_layer) reads store files: never through a symlink,
-/// checked against what was planned.
+/// [`TarWriter`]. Copied files are read as
+/// [`write_store_layer`](crate::write_store_layer) reads store files: never
+/// through a symlink, checked against what was planned.
 pub fn write_top_layer<W: Write>(input: &TopLayerInput, out: W) -> Result<W, Error> {
     input.spec.validate()?;
     let generated: Vec<SpecEntry> = input

@@ -55,8 +55,10 @@ pub enum SpecKind {
     Symlink {
         target: String,
     },
-    /// A host file or directory. The source itself is followed if it is a
-    /// symlink; below a copied directory, symlinks are kept as symlinks.
+    /// A file or directory, in the store unless the layer is written with
+    /// [`HostFiles::Allow`](crate::HostFiles::Allow). The source itself is
+    /// followed if it is a symlink (where it leads is what must be in the
+    /// store); below a copied directory, symlinks are kept as symlinks.
     Copy {
         source: PathBuf,
     },
