@@ -127,3 +127,36 @@ fn failed_oci_build_leaves_no_layout() {
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "staging left behind");
 }
+
+#[test]
+fn host_files_and_wide_ids_need_care() {
+    let work = scratch();
+    let store = work.path().join("store");
+    let p = store.join("dddddddddddddddddddddddddddddddd-pkg");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("f"), "store file").unwrap();
+    std::fs::write(work.path().join("host-secret"), "HOST-SECRET").unwrap();
+    let graph = format!(r#"[{{"path":"{}","narSize":1,"references":[]}}]"#, p.display());
+    let g = graph_file(work.path(), "g.json", &graph);
+    let spec = format!(
+        r#"{{"entries": [{{"path": "/secret", "type": "copy", "source": "{}"}}]}}"#,
+        work.path().join("host-secret").display()
+    );
+    let spec = graph_file(work.path(), "top.json", &spec);
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let store_dir = store.display().to_string();
+    let base = ["build", "--name", "x:y", "--store-dir", &store_dir, "--graph", &g];
+    let with =
+        |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    let spec_args = ["--top-layer", spec.as_str()];
+    let args: Vec<&str> = base.iter().copied().chain(spec_args).collect();
+    fails(&out, &args, "is outside the Nix store; pass --allow-host-files to read host files");
+    fails(&out, &with(&["--uid", "4294967296"]), "32-bit");
+
+    let image = out.join("ok.tar");
+    let allowed: Vec<&str> = args.iter().copied().chain(["--allow-host-files", "-o"]).collect();
+    run(nix_layer().args(allowed).arg(&image));
+    let bytes = std::fs::read(&image).unwrap();
+    assert!(bytes.windows(11).any(|w| w == b"HOST-SECRET"), "the opted-in host file is in the image");
+}

@@ -119,6 +119,9 @@ pub struct BuildArgs {
     /// Top-layer spec JSON: directories, symlinks, copies (setuid allowed), text files, owner rules.
     #[arg(long, value_name = "FILE")]
     pub top_layer: Option<PathBuf>,
+    /// Let the top-layer spec's `copy` entries read files outside the Nix store.
+    #[arg(long)]
+    pub allow_host_files: bool,
     /// Base image (docker-archive or OCI layout); its layers go first.
     #[arg(long, value_name = "PATH")]
     pub from_image: Option<PathBuf>,

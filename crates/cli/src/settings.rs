@@ -12,7 +12,7 @@ use nix_layer_image::{ConfigSpec, ImageRef};
 use nix_layer_pipeline::{BuildRequest, Output, OutputFormat, Timestamp};
 use nix_layer_plan::{Family, Strategy};
 use nix_layer_store::StoreDir;
-use nix_layer_tar::{Ownership, TopLayerSpec};
+use nix_layer_tar::{HostFiles, Ownership, TopLayerSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -52,6 +52,8 @@ pub struct Settings {
     pub include_store_paths: Option<bool>,
     #[serde(rename = "includeNixDB")]
     pub include_nix_db: Option<bool>,
+    /// Top-layer `copy` sources may be host files outside the store.
+    pub allow_host_files: Option<bool>,
     pub store_dir: Option<String>,
     /// Family members: name → the top-level attribute holding its
     /// exportReferencesGraph (resolved into `family_graphs` on load).
@@ -179,6 +181,7 @@ fn request(s: Settings, extra: Extra) -> Result<BuildRequest> {
         compression,
         config,
         top_layer,
+        host_files: if s.allow_host_files == Some(true) { HostFiles::Allow } else { HostFiles::Refuse },
         from_image: s.from_image.map(PathBuf::from),
         architecture: s.architecture.unwrap_or_else(host_arch),
         variant: s.variant,
@@ -220,6 +223,9 @@ pub fn request_from_build_args(a: Box<BuildArgs>) -> Result<BuildRequest> {
     if let Some(name) = a.name {
         s.name = Some(name);
         s.tag = None;
+    }
+    if a.allow_host_files {
+        s.allow_host_files = Some(true);
     }
     s.format = a.format.or(s.format);
     s.compression = a.compression.or(s.compression);

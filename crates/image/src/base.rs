@@ -213,7 +213,10 @@ impl BaseImage {
                 .ok_or_else(|| bad(format!("the {what} descriptor has no digest")))?
                 .parse()?;
             let path = blob_path(&digest);
-            let bytes = fs::read(&path).map_err(Error::io("cannot read the blob", &path))?;
+            let mut bytes = Vec::new();
+            open_no_follow(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(Error::io("cannot read the blob (symlinks are not followed)", &path))?;
             if Digest::of(&bytes) != digest {
                 return Err(Error::DigestMismatch {
                     what: format!("the {what} blob `{}`", path.display()),
@@ -274,7 +277,13 @@ impl BaseImage {
                 .parse()?;
             let size = d["size"].as_u64().ok_or_else(|| bad("a layer descriptor has no size".into()))?;
             let path = blob_path(&digest);
-            let actual = fs::metadata(&path).map_err(Error::io("cannot find the layer blob", &path))?.len();
+            let meta = fs::symlink_metadata(&path).map_err(Error::io("cannot find the layer blob", &path))?;
+            if !meta.is_file() {
+                return Err(bad(format!(
+                    "layer blob {digest} is not a regular file (a symlink is not followed)"
+                )));
+            }
+            let actual = meta.len();
             if actual != size {
                 return Err(bad(format!("layer blob {digest} has {actual} bytes, the manifest says {size}")));
             }

@@ -12,7 +12,7 @@ use nix_layer_blob::{BlobInfo, CacheKey, Compression, Digest, HashingWriter, Lay
 use nix_layer_image::SlotArchive;
 use nix_layer_nixdb::Registration;
 use nix_layer_store::StorePath;
-use nix_layer_tar::{SpecEntry, SpecKind, StoreLayerOptions, TopLayerInput};
+use nix_layer_tar::{GeneratedTree, StoreLayerOptions, TopLayerInput};
 use rayon::prelude::*;
 
 use crate::{io_err, BuildRequest, Error, ImagePlan, Progress};
@@ -308,20 +308,20 @@ impl Layers<'_> {
     pub fn top(&self, compression: Compression) -> Result<Produced, Error> {
         let db_dir = nix_layer_scratch::ScratchDir::new_in(&std::env::temp_dir(), "nix-layer-db-")
             .map_err(io_err("cannot create a temporary directory for the Nix database"))?;
-        let mut spec = self.req.top_layer.clone();
+        let mut generated = Vec::new();
         if self.req.nix_db {
             write_nix_db(self.plan, db_dir.path(), self.req.mtime.epoch)?;
-            spec.entries.push(SpecEntry {
-                path: "/nix/var/nix/db".into(),
-                kind: SpecKind::Copy { source: db_dir.path().to_path_buf() },
-                mode: None,
-                uid: 0,
-                gid: 0,
-                uname: String::new(),
-                gname: String::new(),
-            });
+            generated
+                .push(GeneratedTree { path: "/nix/var/nix/db".into(), source: db_dir.path().to_path_buf() });
         }
-        let input = TopLayerInput { contents: &self.req.contents, spec: &spec, mtime: self.req.mtime.epoch };
+        let input = TopLayerInput {
+            contents: &self.req.contents,
+            spec: &self.req.top_layer,
+            generated: &generated,
+            store_dir: &self.req.store_dir,
+            host_files: self.req.host_files,
+            mtime: self.req.mtime.epoch,
+        };
         let blob = nix_layer_blob::write_blob(self.blob_dir, compression, |w| {
             nix_layer_tar::write_top_layer(&input, w).map(drop).map_err(io::Error::other)
         })?;

@@ -16,7 +16,7 @@ use nix_layer_graph::Graph;
 use nix_layer_image::{BaseImage, ConfigSpec, HistoryEntry, Image, ImageConfigInput, ImageRef};
 use nix_layer_plan::{Family, Plan, Strategy};
 use nix_layer_store::{StoreDir, StorePath};
-use nix_layer_tar::{Ownership, TopLayerSpec};
+use nix_layer_tar::{HostFiles, Ownership, TopLayerSpec};
 
 use layers::{Layers, Produced};
 
@@ -75,6 +75,8 @@ pub struct BuildRequest {
     pub config: ConfigSpec,
     pub contents: Vec<StorePath>,
     pub top_layer: TopLayerSpec,
+    /// Whether the top-layer spec's `copy` entries may read outside the store.
+    pub host_files: HostFiles,
     pub from_image: Option<PathBuf>,
     pub architecture: String,
     /// CPU variant (`v8`, `v7`), for the config and the index's platform.

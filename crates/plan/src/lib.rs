@@ -45,8 +45,6 @@ pub enum Error {
     NoStoreLayers { max_layers: usize, base_layers: usize },
     #[error("the layer budget must be at least 1")]
     ZeroBudget,
-    #[error("the popularity of {0} does not fit in 128 bits (too many distinct reference paths lead to it)")]
-    PopularityOverflow(String),
     #[error("the family's closures disagree about a store path: {0}")]
     InconsistentFamily(String),
     #[error("internal error, the plan is wrong: {0}")]

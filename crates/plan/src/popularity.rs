@@ -5,40 +5,134 @@
 //! with is pop(x) = Σ over every ancestor-or-self a of x of the number of
 //! distinct root→a paths. That is computed here without the expansion: a
 //! topological pass counts root→a paths, an ancestor bitset per node sums them.
+//!
+//! Path counts grow exponentially with depth (a chain of n diamonds has 2^n
+//! paths to its bottom). Python's integers are unbounded, so ours are too:
+//! 128-bit arithmetic first, exact big integers when that overflows.
+
+use std::cmp::Ordering;
 
 use nix_layer_graph::Graph;
 
-use crate::bits::ancestors;
+use crate::bits::{ancestors, BitMatrix};
 use crate::{Error, Plan};
 
 /// Paths by popularity, most popular first; ties by closure-graph.py's
 /// `package_name` (the path with its `/nix/store/<hash>` part moved to the
-/// end) ascending. Fails only if a count overflows 128 bits.
-pub fn popularity_order(graph: &Graph) -> Result<Vec<usize>, Error> {
-    let n = graph.len();
-    let overflow = |i: usize| Error::PopularityOverflow(graph.info(i).path.to_string());
-    // Number of distinct paths from any root to each node, dependents first.
-    let mut paths = vec![0u128; n];
-    for i in graph.topo_order().into_iter().rev() {
-        paths[i] = if graph.referrers(i).is_empty() {
-            1
-        } else {
-            graph
-                .referrers(i)
-                .iter()
-                .try_fold(0u128, |acc, &u| acc.checked_add(paths[u]))
-                .ok_or_else(|| overflow(i))?
-        };
-    }
+/// end) ascending. Exact on any graph: counts that overflow 128 bits are
+/// redone with big integers.
+pub fn popularity_order(graph: &Graph) -> Vec<usize> {
     let anc = ancestors(graph);
-    let mut pop = vec![0u128; n];
-    for (x, p) in pop.iter_mut().enumerate() {
-        *p = anc.ones(x).try_fold(paths[x], |acc, a| acc.checked_add(paths[a])).ok_or_else(|| overflow(x))?;
-    }
     let names: Vec<String> = graph.infos().iter().map(|i| package_name(i.path.as_str())).collect();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| pop[b].cmp(&pop[a]).then_with(|| names[a].cmp(&names[b])));
-    Ok(order)
+    let mut order: Vec<usize> = (0..graph.len()).collect();
+    match popularity::<u128>(graph, &anc) {
+        Some(pop) => order.sort_by(|&a, &b| by_pop(&pop, &names, a, b)),
+        None => {
+            let pop = popularity::<BigUint>(graph, &anc).expect("big integers do not overflow");
+            order.sort_by(|&a, &b| by_pop(&pop, &names, a, b));
+        }
+    }
+    order
+}
+
+/// More popular first, then by name.
+fn by_pop<C: Count>(pop: &[C], names: &[String], a: usize, b: usize) -> Ordering {
+    pop[b].cmp(&pop[a]).then_with(|| names[a].cmp(&names[b]))
+}
+
+/// pop(x) for every node, or `None` if a count does not fit in `C`.
+fn popularity<C: Count>(graph: &Graph, anc: &BitMatrix) -> Option<Vec<C>> {
+    let n = graph.len();
+    // Number of distinct paths from any root to each node, dependents first.
+    let mut paths = vec![C::zero(); n];
+    for i in graph.topo_order().into_iter().rev() {
+        let mut count = if graph.referrers(i).is_empty() { C::one() } else { C::zero() };
+        for &u in graph.referrers(i) {
+            count.add(&paths[u])?;
+        }
+        paths[i] = count;
+    }
+    (0..n)
+        .map(|x| {
+            let mut p = paths[x].clone();
+            for a in anc.ones(x) {
+                p.add(&paths[a])?;
+            }
+            Some(p)
+        })
+        .collect()
+}
+
+/// A non-negative count: what the popularity sums need.
+trait Count: Clone + Ord {
+    fn zero() -> Self;
+    fn one() -> Self;
+    /// `self += other`; `None` on overflow (then `self` is unspecified).
+    fn add(&mut self, other: &Self) -> Option<()>;
+}
+
+impl Count for u128 {
+    fn zero() -> Self {
+        0
+    }
+
+    fn one() -> Self {
+        1
+    }
+
+    fn add(&mut self, other: &Self) -> Option<()> {
+        *self = self.checked_add(*other)?;
+        Some(())
+    }
+}
+
+/// An unbounded unsigned integer: little-endian 64-bit limbs without
+/// trailing zero limbs, so comparing lengths first orders them. Only
+/// addition and comparison are needed, so no big-integer crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BigUint(Vec<u64>);
+
+impl Count for BigUint {
+    fn zero() -> Self {
+        BigUint(Vec::new())
+    }
+
+    fn one() -> Self {
+        BigUint(vec![1])
+    }
+
+    fn add(&mut self, other: &Self) -> Option<()> {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        let mut carry = false;
+        for (i, limb) in self.0.iter_mut().enumerate() {
+            let b = other.0.get(i).copied().unwrap_or(0);
+            if i >= other.0.len() && !carry {
+                break;
+            }
+            let (sum, c1) = limb.overflowing_add(b);
+            let (sum, c2) = sum.overflowing_add(u64::from(carry));
+            *limb = sum;
+            carry = c1 || c2;
+        }
+        if carry {
+            self.0.push(1);
+        }
+        Some(())
+    }
+}
+
+impl Ord for BigUint {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.len().cmp(&other.0.len()).then_with(|| self.0.iter().rev().cmp(other.0.iter().rev()))
+    }
+}
+
+impl PartialOrd for BigUint {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// closure-graph.py's tie-break key: the path split at `-`, its first part
@@ -53,7 +147,7 @@ pub(crate) fn package_name(path: &str) -> String {
 /// The first `budget - 1` paths by popularity get a layer each; the rest
 /// share one last layer, in popularity order.
 pub(crate) fn plan(graph: &Graph, budget: usize) -> Result<Plan, Error> {
-    let order = popularity_order(graph)?;
+    let order = popularity_order(graph);
     let singles = (budget - 1).min(order.len());
     let mut layers: Vec<Vec<usize>> = order[..singles].iter().map(|&i| vec![i]).collect();
     layers.push(order[singles..].to_vec());
@@ -71,7 +165,7 @@ mod tests {
     use crate::{plan as plan_with, Strategy};
 
     fn order_names(g: &Graph) -> Vec<&str> {
-        popularity_order(g).unwrap().into_iter().map(|i| g.info(i).path.name()).collect()
+        popularity_order(g).into_iter().map(|i| g.info(i).path.name()).collect()
     }
 
     /// closure-graph.py's counting, emulated literally on the expanded tree:
@@ -167,7 +261,7 @@ mod tests {
         for seed in 0..20 {
             let g = random_dag(30, seed);
             let pop = brute_pop(&g);
-            let order = popularity_order(&g).unwrap();
+            let order = popularity_order(&g);
             for w in order.windows(2) {
                 let (a, b) = (w[0], w[1]);
                 assert!(pop[a] >= pop[b], "seed {seed}");
@@ -178,10 +272,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn overflow_is_an_error() {
-        // A chain of 130 diamonds: 2^130 distinct paths reach the bottom.
-        let n = 130;
+    /// A chain of `n` diamonds s_k -> {l_k, r_k} -> s_{k+1}: 2^n paths
+    /// reach s_n. Below s_n, leaves `a` and `b`; an extra root `t` refers to
+    /// `b`, so pop(b) = pop(a) + 2 exactly.
+    fn diamond_chain(n: usize) -> Graph {
         let s = |k: usize| sp(&format!("s{k:03}"));
         let mut infos = Vec::new();
         for k in 0..n {
@@ -190,15 +284,82 @@ mod tests {
             infos.push(PathInfo::from_raw_references(l, vec![s(k + 1)], 1));
             infos.push(PathInfo::from_raw_references(r, vec![s(k + 1)], 1));
         }
-        infos.push(PathInfo::from_raw_references(s(n), vec![], 1));
-        let g = Graph::new(infos).unwrap();
-        let e = popularity_order(&g).unwrap_err();
-        assert_eq!(e, Error::PopularityOverflow(s(128).to_string()));
-        assert!(e.to_string().contains("128 bits"), "{e}");
-        assert!(plan_with(&g, Strategy::Popularity, 10).is_err());
-        // 122 diamonds fit: 2^122 paths to the bottom, popularity below 2^125.
-        let g = g.subgraph(&g.closure(&[g.index_of(&s(8)).unwrap()])).unwrap();
-        let order = popularity_order(&g).unwrap();
-        assert_eq!(g.info(order[0]).path, s(n));
+        infos.push(PathInfo::from_raw_references(s(n), vec![sp("a"), sp("b")], 1));
+        infos.push(PathInfo::from_raw_references(sp("a"), vec![], 1));
+        infos.push(PathInfo::from_raw_references(sp("b"), vec![], 1));
+        infos.push(PathInfo::from_raw_references(sp("t"), vec![sp("b")], 1));
+        Graph::new(infos).unwrap()
+    }
+
+    #[test]
+    fn deep_diamond_chain_is_exact_beyond_128_bits() {
+        // pop(s_k) = 2^(k+2) - 3 and pop(l_k) = pop(r_k) = 5·2^k - 3, so the
+        // order is b, a, s_n, l_(n-1), r_(n-1), s_(n-1), …, s_0, then t
+        // (pop 1, like s_0, but "s000" < "t"). b beats a by 2 in ~2^302:
+        // any rounding would tie them and put a first.
+        let n = 300;
+        let g = diamond_chain(n);
+        assert!(popularity::<u128>(&g, &ancestors(&g)).is_none(), "the test must overflow 128 bits");
+        let mut want = vec!["b".to_string(), "a".into(), format!("s{n:03}")];
+        for k in (0..n).rev() {
+            want.extend([format!("l{k:03}"), format!("r{k:03}"), format!("s{k:03}")]);
+        }
+        want.push("t".into());
+        assert_eq!(order_names(&g), want);
+        let p = plan_with(&g, Strategy::Popularity, 4).unwrap();
+        assert_eq!(names(&p)[..3], [vec!["b"], vec!["a"], vec!["s300"]]);
+        assert_eq!(p.layers[3].len(), g.len() - 3);
+    }
+
+    #[test]
+    fn wide_lattice_orders_by_depth_then_name() {
+        // Levels of 4 nodes, each referring to every node of the next level:
+        // 4^70 = 2^140 paths reach the last level. Nodes of one level are
+        // symmetric, so equally popular (ties by name); deeper is more popular.
+        let (width, depth) = (4, 70);
+        let name = |level: usize, i: usize| format!("n{level:02}-{i}");
+        let mut nodes: Vec<(String, Vec<String>)> = Vec::new();
+        for level in 0..depth {
+            for i in 0..width {
+                let refs =
+                    if level + 1 < depth { (0..width).map(|j| name(level + 1, j)).collect() } else { vec![] };
+                nodes.push((name(level, i), refs));
+            }
+        }
+        let spec: Vec<(&str, Vec<&str>, u64)> =
+            nodes.iter().map(|(n, r)| (n.as_str(), r.iter().map(String::as_str).collect(), 1)).collect();
+        let refs: Vec<(&str, &[&str], u64)> = spec.iter().map(|(n, r, s)| (*n, r.as_slice(), *s)).collect();
+        let g = graph(&refs);
+        assert!(popularity::<u128>(&g, &ancestors(&g)).is_none());
+        let want: Vec<String> = (0..depth).rev().flat_map(|l| (0..width).map(move |i| name(l, i))).collect();
+        assert_eq!(order_names(&g), want);
+    }
+
+    #[test]
+    fn big_and_128_bit_counts_agree() {
+        let to_big = |v: u128| {
+            let mut limbs = vec![v as u64, (v >> 64) as u64];
+            while limbs.last() == Some(&0) {
+                limbs.pop();
+            }
+            BigUint(limbs)
+        };
+        for seed in 0..10 {
+            let g = random_dag(60, seed);
+            let anc = ancestors(&g);
+            let small = popularity::<u128>(&g, &anc).unwrap();
+            let big = popularity::<BigUint>(&g, &anc).unwrap();
+            assert_eq!(big, small.iter().map(|&v| to_big(v)).collect::<Vec<_>>(), "seed {seed}");
+        }
+        // Carries across limbs, and order by length first.
+        let mut x = BigUint(vec![u64::MAX, u64::MAX]);
+        x.add(&BigUint::one()).unwrap();
+        assert_eq!(x, BigUint(vec![0, 0, 1]));
+        assert!(x > BigUint(vec![u64::MAX, u64::MAX]));
+        assert!(BigUint(vec![0, 2]) > BigUint(vec![u64::MAX, 1]));
+        let mut y = BigUint::zero();
+        y.add(&BigUint(vec![5])).unwrap();
+        assert_eq!(y, BigUint(vec![5]));
+        assert_eq!(to_big(u128::MAX), BigUint(vec![u64::MAX, u64::MAX]));
     }
 }

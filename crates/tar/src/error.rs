@@ -73,6 +73,19 @@ pub enum Error {
          fix the source path (store paths must be realised first)"
     )]
     CopySourceMissing { path: String, from: PathBuf },
+    #[error("`{path}` changed while it was read: {what}; is something modifying the store?")]
+    Changed { path: PathBuf, what: String },
+    #[error(
+        "top-layer copy source {source_path}{resolved} is outside the Nix store; \
+         pass --allow-host-files to read host files",
+        resolved = resolved.as_ref().map(|r| format!(" (resolving to {})", r.display())).unwrap_or_default(),
+        source_path = source_path.display()
+    )]
+    HostFile { source_path: PathBuf, resolved: Option<PathBuf> },
+    #[error("{what} {value} is out of range: image ids are 32-bit, at most 4294967295")]
+    IdOutOfRange { what: &'static str, value: u64 },
+    #[error("{what} {value:?} contains a NUL character; owner names must not")]
+    NulInName { what: &'static str, value: String },
     #[error(
         "owner rule for `{path}` matches nothing in the top layer; \
          add an entry for it (e.g. {{\"path\": \"{path}\", \"type\": \"dir\"}}) or drop the rule"

@@ -377,6 +377,21 @@ mod tests {
     }
 
     #[test]
+    fn header_len_counts_the_pax_header_of_large_times_and_ids() {
+        // A docker-archive member must be sized with its real mtime: past
+        // 8^11 s (year 4147) the header grows by a PAX header.
+        let mut h = file(b"0123456789abcdef/layer.tar", 10);
+        assert_eq!(header_len(&h), 1024);
+        h.mtime = 253_402_300_799;
+        assert_eq!(header_len(&h), 512 + 512 + 512 + 512);
+        assert_eq!(encoded(&h).len() as u64, header_len(&h) - 512);
+        assert!(encoded(&h)[512..].starts_with(b"22 mtime=253402300799\n"));
+        h.uid = u64::from(u32::MAX);
+        assert!(encoded(&h)[512..].starts_with(b"18 uid=4294967295\n22 mtime=253402300799\n"));
+        assert_eq!(encoded(&h).len() as u64, header_len(&h) - 512);
+    }
+
+    #[test]
     fn lengths() {
         assert_eq!(archive_len(0), 10240);
         assert_eq!(archive_len(9216), 10240);

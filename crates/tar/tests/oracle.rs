@@ -166,9 +166,15 @@ fn writer_cases() -> Vec<Header> {
     cases.push(file(&cat(&[&repeat(b'a', 95), b"\xff\xfe\xfd\xfc\xfb\xfa"]), 0));
     cases.push(link(b"\xff-name", "ok-target-é".as_bytes()));
     // Owners.
-    for (uid, gid) in
-        [(8u64.pow(7) - 1, 0), (8u64.pow(7), 0), (0, 8u64.pow(7)), (1 << 32, 1 << 40), (1000, 100)]
-    {
+    for (uid, gid) in [
+        (8u64.pow(7) - 1, 0),
+        (8u64.pow(7), 0),
+        (0, 8u64.pow(7)),
+        (1 << 32, 1 << 40),
+        (1000, 100),
+        (u32::MAX.into(), u32::MAX.into()),
+        (u32::MAX.into(), 8u64.pow(8)),
+    ] {
         let mut h = file(b"ids", 0);
         (h.uid, h.gid) = (uid, gid);
         cases.push(h);
@@ -184,7 +190,8 @@ fn writer_cases() -> Vec<Header> {
         (h.uname, h.gname) = (uname, gname);
         cases.push(h);
     }
-    for mtime in [0, 1, 1_700_000_000, 8u64.pow(11) - 1, 8u64.pow(11), 1 << 40] {
+    // 253402300799 is 9999-12-31T23:59:59Z, the latest RFC 3339 time.
+    for mtime in [0, 1, 1_700_000_000, 8u64.pow(11) - 1, 8u64.pow(11), 253_402_300_799, 1 << 40] {
         let mut h = file(b"mtime", 0);
         h.mtime = mtime;
         cases.push(h);
@@ -341,6 +348,10 @@ fn fake_store(root: &Path) -> (StoreDir, Vec<StorePath>) {
     // Big enough to cross the writer's internal buffer.
     let big: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
     put(&p.join("big.bin"), &big, 0o444);
+    // Sparse: holes around data, and a hole at the end.
+    let sparse = fs::File::create(p.join("sparse.img")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"in the middle", 3 << 20).unwrap();
+    sparse.set_len(9 << 20).unwrap();
 
     let alias = sd.parse(&format!("{sd}/{H2}-alias")).unwrap();
     symlink(p.join("bin"), alias.as_path()).unwrap();
@@ -373,11 +384,16 @@ fn store_layer_matches_stream_layered_image() {
         owner: Ownership { uid: 8u64.pow(7), gid: 0, uname: "ädmin".into(), gname: "g".repeat(40) },
         mtime: 8u64.pow(11),
     };
+    let far = StoreLayerOptions {
+        owner: Ownership { uid: u32::MAX.into(), gid: u32::MAX.into(), uname: "n".into(), gname: "n".into() },
+        mtime: 253_402_300_799,
+    };
     let reversed: Vec<StorePath> = paths.iter().rev().cloned().collect();
     for (opts, order) in [
         (StoreLayerOptions::default(), &paths),
         (custom, &reversed),
         (odd_owner, &paths),
+        (far, &paths),
         (StoreLayerOptions::default(), &paths[1..].to_vec()),
     ] {
         let ours = write_store_layer(order, &opts, Vec::new()).unwrap();

@@ -6,18 +6,40 @@ mod spec;
 use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
-use std::fs::{self, File, Metadata};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use nix_layer_store::StorePath;
+use nix_layer_store::{StoreDir, StorePath};
 
 pub use spec::{parse_spec, OwnerRule, SpecEntry, SpecKind, TopLayerSpec};
 
-use crate::walk::{sorted_children, special_kind, walk};
+use crate::fsread::{self, Kind, Meta};
 use crate::{component_cmp, EntryKind, Error, Header, TarWriter};
+
+/// Whether the spec's `copy` entries may read files outside the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostFiles {
+    /// A `copy` source that resolves outside the store directory is an
+    /// [`Error::HostFile`].
+    #[default]
+    Refuse,
+    /// Any readable file or directory may be copied.
+    Allow,
+}
+
+/// A directory the caller made itself (a Nix database, say), copied to
+/// `path` like a `copy` entry owned by root, whatever [`HostFiles`] says:
+/// it is the caller's own output, not a host file a spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedTree {
+    /// Absolute path in the image, e.g. `/nix/var/nix/db`.
+    pub path: String,
+    pub source: PathBuf,
+}
 
 /// What [`write_top_layer`] builds the layer from.
 #[derive(Debug, Clone, Copy)]
@@ -26,32 +48,57 @@ pub struct TopLayerInput<'a> {
     /// two provide the same path.
     pub contents: &'a [StorePath],
     pub spec: &'a TopLayerSpec,
+    /// Laid down with the spec's entries; a path may not be both.
+    pub generated: &'a [GeneratedTree],
+    /// Where `copy` sources must resolve to unless `host_files` allows more.
+    pub store_dir: &'a StoreDir,
+    pub host_files: HostFiles,
     /// Seconds since the epoch, on every entry.
     pub mtime: u64,
 }
 
 /// Writes the top layer: every directory of the `contents` paths becomes a
 /// real 0755 directory, every file or symlink in them a symlink to its
-/// absolute store location; then the spec's entries replace or add paths and
-/// its rules set owners and modes. Members are relative (`etc/passwd`,
-/// `etc/`), sorted component-wise, written with [`TarWriter`].
+/// absolute store location; then the spec's entries (and the generated
+/// trees) replace or add paths and its rules set owners and modes. Members
+/// are relative (`etc/passwd`, `etc/`), sorted component-wise, written with
+/// [`TarWriter`]. Copied files are read as
+/// [`write_store_layer`](crate::write_store_layer) reads store files: never
+/// through a symlink, checked against what was planned.
 pub fn write_top_layer<W: Write>(input: &TopLayerInput, out: W) -> Result<W, Error> {
     input.spec.validate()?;
-    let mut tree = Tree::default();
+    let generated: Vec<SpecEntry> = input
+        .generated
+        .iter()
+        .map(|g| SpecEntry {
+            path: g.path.clone(),
+            kind: SpecKind::Copy { source: g.source.clone() },
+            mode: None,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+        })
+        .collect();
+    let mut tree = Tree::new(input.store_dir, input.host_files);
     for path in input.contents {
         tree.merge_contents(path)?;
     }
     // Parents before children, so a directory copy laid down first can have
     // single files replaced below it, whatever order the spec lists them in.
-    let mut entries: Vec<(Key, &SpecEntry)> = input
-        .spec
-        .entries
-        .iter()
-        .map(|e| Ok((Key(spec::check_entry(e).map_err(spec_err(&e.path))?.into_bytes()), e)))
+    let spec_entries = input.spec.entries.iter().map(|e| (e, false));
+    let mut entries: Vec<(Key, &SpecEntry, bool)> = spec_entries
+        .chain(generated.iter().map(|e| (e, true)))
+        .map(|(e, trusted)| {
+            Ok((Key(spec::check_entry(e).map_err(spec_err(&e.path))?.into_bytes()), e, trusted))
+        })
         .collect::<Result<_, Error>>()?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, entry) in entries {
-        tree.apply(key, entry)?;
+    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(spec_err(&w[1].1.path)("appears more than once; keep one entry per path".into()));
+    }
+    for (key, entry, trusted) in entries {
+        tree.apply(key, entry, trusted)?;
     }
     for rule in &input.spec.rules {
         tree.apply_rule(rule)?;
@@ -100,7 +147,19 @@ enum Content<'a> {
     Dir,
     Symlink(Vec<u8>),
     Text(&'a [u8]),
-    File { source: PathBuf, size: u64 },
+    File(Box<CopiedFile>),
+}
+
+/// A file planned for a copy, to be opened later below the copy's parent
+/// directory without following symlinks and checked against `meta`.
+#[derive(Debug)]
+struct CopiedFile {
+    root: Rc<OwnedFd>,
+    /// From `root`: the copy source's name, then the path below it.
+    rel: PathBuf,
+    /// The resolved host path, for messages.
+    path: PathBuf,
+    meta: Meta,
 }
 
 #[derive(Debug)]
@@ -127,52 +186,68 @@ impl<'a> Node<'a> {
     }
 }
 
-#[derive(Default)]
 struct Tree<'a> {
     nodes: BTreeMap<Key, Node<'a>>,
+    /// The store directory with symlinks resolved; `None` if it does not
+    /// exist (then nothing is in it).
+    store: Option<PathBuf>,
+    host_files: HostFiles,
 }
 
 impl<'a> Tree<'a> {
+    fn new(store_dir: &StoreDir, host_files: HostFiles) -> Self {
+        let store = fs::canonicalize(store_dir.as_str()).ok();
+        Tree { nodes: BTreeMap::new(), store, host_files }
+    }
+
     fn merge_contents(&mut self, path: &StorePath) -> Result<(), Error> {
         // Followed: a contents path that is a symlink to a directory merges
         // like the directory (lndir follows its argument too).
-        let meta = fs::metadata(path.as_path()).map_err(|e| match e.kind() {
+        let missing = |e: io::Error| match e.kind() {
             io::ErrorKind::NotFound => Error::MissingStorePath { path: path.to_path_buf() },
             _ => Error::io("inspect", path.as_path())(e),
-        })?;
+        };
+        let meta = fs::metadata(path.as_path()).map_err(missing)?;
         if !meta.is_dir() {
             return Err(Error::ContentsNotDirectory { path: path.to_path_buf() });
         }
-        self.merge_dir(path.as_path(), &Key(Vec::new()))
+        let dir = fs::File::open(path.as_path()).map_err(missing)?;
+        self.merge_dir(dir.as_fd(), path.as_path(), &Key(Vec::new()))
     }
 
-    fn merge_dir(&mut self, dir: &Path, at: &Key) -> Result<(), Error> {
-        for (name, entry) in sorted_children(dir)? {
+    /// Only names and types are read here (no file data): files and
+    /// symlinks become symlinks to their store location.
+    fn merge_dir(&mut self, dir: BorrowedFd<'_>, dir_path: &Path, at: &Key) -> Result<(), Error> {
+        for name in fsread::sorted_names(dir, dir_path)? {
             let key = at.child(name.as_bytes());
-            let path = entry.path();
-            let t = entry.file_type().map_err(Error::io("inspect", &path))?;
-            if let Some(kind) = special_kind(t) {
-                return Err(Error::SpecialInStore { path, kind });
-            }
-            if t.is_dir() {
-                match self.nodes.get(&key) {
-                    None => {
-                        self.nodes.insert(key.clone(), Node::root_owned(Content::Dir, 0o755));
+            let path = dir_path.join(&name);
+            let meta = fsread::lstat_at(dir, &name).map_err(Error::io("inspect", &path))?;
+            match meta.kind {
+                Kind::Special(kind) => return Err(Error::SpecialInStore { path, kind }),
+                Kind::Dir => {
+                    match self.nodes.get(&key) {
+                        None => {
+                            self.nodes.insert(key.clone(), Node::root_owned(Content::Dir, 0o755));
+                        }
+                        Some(node) if node.is_dir() => {}
+                        // An earlier contents path put a link here: it wins.
+                        Some(_) => continue,
                     }
-                    Some(node) if node.is_dir() => {}
-                    // An earlier contents path put a link here: it wins.
-                    Some(_) => continue,
+                    let sub = fsread::open_dir_at(dir, &name, &path, &meta)?;
+                    self.merge_dir(sub.as_fd(), &path, &key)?;
                 }
-                self.merge_dir(&path, &key)?;
-            } else if let Entry::Vacant(slot) = self.nodes.entry(key) {
-                let target = path.into_os_string().into_vec();
-                slot.insert(Node::root_owned(Content::Symlink(target), 0o777));
+                Kind::File | Kind::Symlink => {
+                    if let Entry::Vacant(slot) = self.nodes.entry(key) {
+                        let target = path.into_os_string().into_encoded_bytes();
+                        slot.insert(Node::root_owned(Content::Symlink(target), 0o777));
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    fn apply(&mut self, key: Key, e: &'a SpecEntry) -> Result<(), Error> {
+    fn apply(&mut self, key: Key, e: &'a SpecEntry, trusted: bool) -> Result<(), Error> {
         self.ensure_parents(&key, e)?;
         match &e.kind {
             SpecKind::Dir => {
@@ -197,7 +272,7 @@ impl<'a> Tree<'a> {
             }
             SpecKind::Copy { source } => {
                 self.remove_subtree(&key);
-                self.copy(&key, source, e)?;
+                self.copy(&key, source, e, trusted)?;
             }
         }
         Ok(())
@@ -234,35 +309,46 @@ impl<'a> Tree<'a> {
         }
     }
 
-    fn copy(&mut self, key: &Key, source: &Path, e: &SpecEntry) -> Result<(), Error> {
-        let meta = fs::metadata(source).map_err(|err| match err.kind() {
+    /// Plans a copy of `source` (followed if it is a symlink; below it,
+    /// symlinks are kept). The source is resolved once, checked against the
+    /// host-file policy unless `trusted`, and walked from there without
+    /// following symlinks, so what is read later is what was checked.
+    fn copy(&mut self, key: &Key, source: &Path, e: &SpecEntry, trusted: bool) -> Result<(), Error> {
+        let resolved = fs::canonicalize(source).map_err(|err| match err.kind() {
             io::ErrorKind::NotFound => {
                 Error::CopySourceMissing { path: e.path.clone(), from: source.to_path_buf() }
             }
-            _ => Error::io("inspect", source)(err),
+            _ => Error::io("resolve", source)(err),
         })?;
-        walk(source, meta, &mut |path: &Path, meta: &Metadata| {
-            let t = meta.file_type();
-            if let Some(kind) = special_kind(t) {
-                return Err(Error::SpecialInCopy { path: path.to_path_buf(), kind });
-            }
-            let is_top = path == source;
-            let member = if is_top {
-                key.clone()
-            } else {
-                let rel = path.strip_prefix(source).expect("walk stays below its root");
-                key.child(rel.as_os_str().as_bytes())
+        let in_store = self.store.as_ref().is_some_and(|store| resolved.starts_with(store));
+        if !trusted && self.host_files == HostFiles::Refuse && !in_store {
+            let shown = (resolved != source).then(|| resolved.clone());
+            return Err(Error::HostFile { source_path: source.to_path_buf(), resolved: shown });
+        }
+        let (parent, name) = fsread::open_parent_nofollow(&resolved)?;
+        let meta = fsread::lstat_at(parent.as_fd(), &name).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => fsread::changed(&resolved, "it was removed"),
+            _ => Error::io("inspect", &resolved)(err),
+        })?;
+        let root = Rc::new(parent);
+        fsread::walk(root.as_fd(), &name, &resolved, meta, &mut |entry| {
+            let rel = entry.path.strip_prefix(&resolved).expect("walk stays below its root");
+            let is_top = rel.as_os_str().is_empty();
+            let member = if is_top { key.clone() } else { key.child(rel.as_os_str().as_bytes()) };
+            let content = match entry.meta.kind {
+                Kind::Special(kind) => {
+                    return Err(Error::SpecialInCopy { path: entry.path.to_path_buf(), kind })
+                }
+                Kind::Dir => Content::Dir,
+                Kind::Symlink => Content::Symlink(entry.read_link()?),
+                Kind::File => Content::File(Box::new(CopiedFile {
+                    root: Rc::clone(&root),
+                    rel: if is_top { PathBuf::from(&name) } else { Path::new(&name).join(rel) },
+                    path: entry.path.to_path_buf(),
+                    meta: entry.meta,
+                })),
             };
-            let content = if t.is_dir() {
-                Content::Dir
-            } else if t.is_symlink() {
-                let target = fs::read_link(path).map_err(Error::io("read the symlink", path))?;
-                Content::Symlink(target.into_os_string().into_vec())
-            } else {
-                Content::File { source: path.to_path_buf(), size: meta.len() }
-            };
-            let source_mode = meta.permissions().mode() & 0o7777;
-            let mode = if is_top { e.mode.unwrap_or(source_mode) } else { source_mode };
+            let mode = if is_top { e.mode.unwrap_or(entry.meta.mode) } else { entry.meta.mode };
             self.nodes.insert(member, Node::owned_by(content, mode, e));
             Ok(())
         })
@@ -298,7 +384,7 @@ impl<'a> Tree<'a> {
                 Content::Dir => EntryKind::Directory,
                 Content::Symlink(target) => EntryKind::Symlink { target: target.clone() },
                 Content::Text(text) => EntryKind::Regular { size: text.len() as u64 },
-                Content::File { size, .. } => EntryKind::Regular { size: *size },
+                Content::File(f) => EntryKind::Regular { size: f.meta.size },
             };
             let h = Header {
                 name: key.0.clone(),
@@ -312,15 +398,17 @@ impl<'a> Tree<'a> {
             };
             match &node.content {
                 Content::Text(text) => tar.append_bytes(&h, text)?,
-                Content::File { source, .. } => {
-                    let mut f = File::open(source).map_err(Error::io("open", source))?;
+                Content::File(copied) => {
+                    let c = &**copied;
+                    let mut f = fsread::open_file_below(c.root.as_fd(), &c.rel, &c.path, &c.meta)?;
                     // Name the host file, not the member, when it shrank.
                     tar.append(&h, &mut f).map_err(|e| match e {
                         Error::ShortRead { expected, got, .. } => {
-                            Error::ShortRead { name: source.display().to_string(), expected, got }
+                            Error::ShortRead { name: c.path.display().to_string(), expected, got }
                         }
                         other => other,
                     })?;
+                    f.finish()?;
                 }
                 Content::Dir | Content::Symlink(_) => tar.append(&h, &mut io::empty())?,
             }

@@ -55,8 +55,10 @@ pub enum SpecKind {
     Symlink {
         target: String,
     },
-    /// A host file or directory. The source itself is followed if it is a
-    /// symlink; below a copied directory, symlinks are kept as symlinks.
+    /// A file or directory, in the store unless the layer is written with
+    /// [`HostFiles::Allow`](crate::HostFiles::Allow). The source itself is
+    /// followed if it is a symlink (where it leads is what must be in the
+    /// store); below a copied directory, symlinks are kept as symlinks.
     Copy {
         source: PathBuf,
     },
@@ -157,6 +159,7 @@ pub(crate) fn check_entry(e: &SpecEntry) -> Result<String, String> {
     if let Some(mode) = e.mode {
         check_mode(mode)?;
     }
+    check_owner(Some(e.uid), Some(e.gid), Some(&e.uname), Some(&e.gname))?;
     match &e.kind {
         SpecKind::Symlink { target } if target.is_empty() || target.contains('\0') => {
             Err("a symlink target must be non-empty and free of NUL characters".into())
@@ -176,10 +179,30 @@ fn check_rule(r: &OwnerRule) -> Result<(), String> {
     if let Some(mode) = r.mode {
         check_mode(mode)?;
     }
+    check_owner(r.uid, r.gid, r.uname.as_deref(), r.gname.as_deref())?;
     let sets_nothing =
         r.uid.is_none() && r.gid.is_none() && r.uname.is_none() && r.gname.is_none() && r.mode.is_none();
     if sets_nothing {
         return Err("the rule sets nothing; give uid, gid, uname, gname or mode".into());
+    }
+    Ok(())
+}
+
+/// Ids beyond 32 bits would be wrapped by whoever reads the image; NULs
+/// would cut names short.
+fn check_owner(
+    uid: Option<u64>,
+    gid: Option<u64>,
+    uname: Option<&str>,
+    gname: Option<&str>,
+) -> Result<(), String> {
+    let ids = [("uid", uid), ("gid", gid)];
+    for (what, value) in ids.into_iter().filter_map(|(w, v)| Some((w, v?))) {
+        crate::store_layer::check_id(what, value).map_err(|e| e.to_string())?;
+    }
+    let names = [("uname", uname), ("gname", gname)];
+    for (what, value) in names.into_iter().filter_map(|(w, v)| Some((w, v?))) {
+        crate::store_layer::check_name(what, value).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -395,6 +418,30 @@ mod tests {
         assert!(e.contains("no mode of their own"), "{e}");
         let e = err(r#"{"rules": [{"path": "/a"}]}"#);
         assert!(e.contains("sets nothing"), "{e}");
+    }
+
+    #[test]
+    fn ids_beyond_32_bits_and_nul_names_are_refused() {
+        let ok = parse_spec(
+            br#"{"entries": [{"path": "/a", "type": "dir", "uid": 4294967295, "gid": 4294967295}]}"#,
+        );
+        assert_eq!(ok.unwrap().entries[0].uid, u64::from(u32::MAX));
+        for json in [
+            r#"{"entries": [{"path": "/a", "type": "dir", "uid": 4294967296}]}"#,
+            r#"{"entries": [{"path": "/a", "type": "dir", "gid": 18446744073709551615}]}"#,
+            r#"{"rules": [{"path": "/a", "uid": 4294967296}]}"#,
+        ] {
+            let e = err(json);
+            assert!(
+                e.contains("out of range") && e.contains("4294967295") && e.contains("`/a`"),
+                "{json}: {e}"
+            );
+        }
+        assert!(err(r#"{"entries": [{"path": "/a", "type": "dir", "uid": -1}]}"#).contains("invalid value"));
+        let e = err(r#"{"entries": [{"path": "/a", "type": "dir", "uname": "ro\u0000ot"}]}"#);
+        assert!(e.contains("NUL"), "{e}");
+        let e = err(r#"{"rules": [{"path": "/a", "gname": "\u0000"}]}"#);
+        assert!(e.contains("NUL"), "{e}");
     }
 
     #[test]

@@ -91,8 +91,22 @@ impl Fixture {
     }
 }
 
+static NIX_STORE: std::sync::LazyLock<StoreDir> = std::sync::LazyLock::new(StoreDir::default);
+
+/// Input that may copy host files (the fixtures' sources are in a temp dir).
+fn input<'a>(contents: &'a [StorePath], spec: &'a TopLayerSpec, mtime: u64) -> TopLayerInput<'a> {
+    TopLayerInput {
+        contents,
+        spec,
+        generated: &[],
+        store_dir: &NIX_STORE,
+        host_files: HostFiles::Allow,
+        mtime,
+    }
+}
+
 fn build(contents: &[StorePath], spec: &TopLayerSpec) -> Result<Vec<Member>, Error> {
-    let out = write_top_layer(&TopLayerInput { contents, spec, mtime: 1 }, Vec::new())?;
+    let out = write_top_layer(&input(contents, spec, 1), Vec::new())?;
     Ok(read(&out))
 }
 
@@ -161,7 +175,7 @@ fn spec_entries_with_setuid_sticky_and_implicit_parents() {
         ]}}"#,
         fx.host("sudo").display()
     ));
-    let out = write_top_layer(&TopLayerInput { contents: &[], spec: &s, mtime: 1234 }, Vec::new()).unwrap();
+    let out = write_top_layer(&input(&[], &s, 1234), Vec::new()).unwrap();
     // Raw header bytes: the setuid and sticky bits are in the mode field.
     let tmp_at = out.windows(5).position(|w| w == b"tmp/\0").unwrap();
     assert_eq!(&out[tmp_at + 100..tmp_at + 108], b"0001777\0");
@@ -317,7 +331,7 @@ fn rules_set_owners_below_a_path_last_wins() {
     let link = find(&got, "home/app/bin");
     assert_eq!((link.uid, link.mode), (1000, 0o777));
     assert_eq!(find(&got, "home/other/").uid, 0);
-    let out = write_top_layer(&TopLayerInput { contents: &[], spec: &s, mtime: 1 }, Vec::new()).unwrap();
+    let out = write_top_layer(&input(&[], &s, 1), Vec::new()).unwrap();
     let mut archive = tar::Archive::new(&out[..]);
     for e in archive.entries().unwrap() {
         assert_eq!(e.unwrap().header().groupname_bytes(), Some(&b"users"[..]));
@@ -347,9 +361,93 @@ fn specs_built_in_code_are_validated() {
 
 #[test]
 fn empty_top_layer_is_an_empty_archive() {
-    let out = write_top_layer(
-        &TopLayerInput { contents: &[], spec: &TopLayerSpec::default(), mtime: 1 },
-        Vec::new(),
-    );
+    let out = write_top_layer(&input(&[], &TopLayerSpec::default(), 1), Vec::new());
     assert_eq!(out.unwrap(), vec![0; 10240]);
+}
+
+fn copy_spec(source: &Path) -> TopLayerSpec {
+    spec(&format!(r#"{{"entries": [{{"path": "/x", "type": "copy", "source": "{}"}}]}}"#, source.display()))
+}
+
+fn refusing<'a>(
+    store: &'a StoreDir,
+    spec: &'a TopLayerSpec,
+    generated: &'a [GeneratedTree],
+) -> TopLayerInput<'a> {
+    TopLayerInput {
+        contents: &[],
+        spec,
+        generated,
+        store_dir: store,
+        host_files: HostFiles::Refuse,
+        mtime: 1,
+    }
+}
+
+#[test]
+fn host_files_are_refused_unless_allowed() {
+    let fx = Fixture::new();
+    fs::write(fx.host("shadow"), "SECRET").unwrap();
+    let s = copy_spec(&fx.host("shadow"));
+    let err = write_top_layer(&refusing(&fx.store, &s, &[]), Vec::new()).unwrap_err();
+    let want = format!(
+        "top-layer copy source {} is outside the Nix store; pass --allow-host-files to read host files",
+        fx.host("shadow").display()
+    );
+    assert_eq!(err.to_string(), want);
+    assert_eq!(find(&build(&[], &s).unwrap(), "x").data, "SECRET");
+
+    // A store file is fine; a symlink in the store leading out is not.
+    let p = fx.path(A, "sudo", &[("bin/sudo", "binary")]);
+    symlink(fx.host("shadow"), p.as_path().join("bin/out")).unwrap();
+    let s = copy_spec(&p.as_path().join("bin/sudo"));
+    let got = read(&write_top_layer(&refusing(&fx.store, &s, &[]), Vec::new()).unwrap());
+    assert_eq!(find(&got, "x").data, "binary");
+    let s = copy_spec(&p.as_path().join("bin/out"));
+    let err = write_top_layer(&refusing(&fx.store, &s, &[]), Vec::new()).unwrap_err().to_string();
+    assert!(err.contains("resolving to") && err.contains("outside the Nix store"), "{err}");
+    // A symlink outside leading into the store reads only the store.
+    symlink(p.as_path().join("bin"), fx.host("bin-link")).unwrap();
+    let s = copy_spec(&fx.host("bin-link"));
+    let got = read(&write_top_layer(&refusing(&fx.store, &s, &[]), Vec::new()).unwrap());
+    assert_eq!(find(&got, "x/sudo").data, "binary");
+    assert_eq!(find(&got, "x/out").link, fx.host("shadow").to_str().unwrap());
+}
+
+#[test]
+fn generated_trees_need_no_opt_in_and_do_not_collide() {
+    let fx = Fixture::new();
+    let db = fx.host("db");
+    fs::create_dir(&db).unwrap();
+    fs::write(db.join("db.sqlite"), "sqlite").unwrap();
+    let generated = [GeneratedTree { path: "/nix/var/nix/db".into(), source: db.clone() }];
+    let empty = TopLayerSpec::default();
+    let got = read(&write_top_layer(&refusing(&fx.store, &empty, &generated), Vec::new()).unwrap());
+    let file = find(&got, "nix/var/nix/db/db.sqlite");
+    assert_eq!((file.data.as_str(), file.uid), ("sqlite", 0));
+    let clash = spec(r#"{"entries": [{"path": "/nix/var/nix/db", "type": "dir"}]}"#);
+    let err = write_top_layer(&refusing(&fx.store, &clash, &generated), Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("more than once"), "{err}");
+}
+
+#[test]
+fn copied_file_swapped_for_a_symlink_is_never_followed() {
+    let fx = Fixture::new();
+    fs::write(fx.host("secret"), "TOP-SECRET").unwrap();
+    let src = fx.host("app");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("conf"), "plain text").unwrap();
+    let s = copy_spec(&src);
+    let (victim, secret) = (src.canonicalize().unwrap().join("conf"), fx.host("secret"));
+    let swapped = victim.clone();
+    crate::store_layer::tests::swap_before_open(victim.clone(), move || {
+        fs::remove_file(&swapped).unwrap();
+        symlink(&secret, &swapped).unwrap();
+    });
+    let mut out = Vec::new();
+    let err = write_top_layer(&input(&[], &s, 1), &mut out).unwrap_err();
+    crate::fsread::BEFORE_OPEN.with(|h| h.borrow_mut().take());
+    assert!(matches!(err, Error::Changed { .. }), "{err}");
+    assert!(err.to_string().contains(victim.to_str().unwrap()), "{err}");
+    assert!(!out.windows(10).any(|w| w == b"TOP-SECRET"));
 }
