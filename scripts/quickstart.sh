@@ -15,6 +15,6 @@ printf '{"Cmd": ["%s/bin/app"]}\n' "$app" > "$out/config.json"
 target/release/nix-layer build --closure $(nix-store -qR "$app") \
   --name nix-layer-quickstart:latest --config "$out/config.json" -o "$out/image.tar"
 if docker info >/dev/null 2>&1; then engine=docker; else
-  engine=podman; export CONTAINERS_CONF="$PWD/../shared/env/containers.conf"; fi
+  engine=podman; export CONTAINERS_CONF="$PWD/scripts/containers.conf"; fi
 $engine load -i "$out/image.tar"
 $engine run --rm --network none nix-layer-quickstart:latest
