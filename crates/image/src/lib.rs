@@ -28,6 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use base::{BaseImage, BaseLayer, BlobSource};
+pub use config::KNOWN_KEYS as CONFIG_KEYS;
 pub use config::{
     go_arch, image_config_json, inherit_env, ConfigSpec, Healthcheck, HistoryEntry, ImageConfigInput,
 };
