@@ -107,6 +107,35 @@ let
 
   pick = stream: if stream then image.streamLayeredImage else image.buildLayeredImage;
 
+  pamModule = m: "${deps.pam}/lib/security/${m}.so";
+  # A PAM service that lets root through (pam_rootok) and checks everyone
+  # else against /etc/shadow.
+  rootOkService = lines [
+    "auth     sufficient ${pamModule "pam_rootok"}"
+    "auth     required   ${pamModule "pam_unix"}"
+    "account  required   ${pamModule "pam_unix"}"
+    "password required   ${pamModule "pam_unix"}"
+    "session  required   ${pamModule "pam_unix"}"
+  ];
+  # The PAM services of shadow's tools (Dev Containers' updateRemoteUserUID
+  # runs usermod and groupmod; users run useradd, chsh, … under sudo).
+  accountTools = [
+    "chage"
+    "chfn"
+    "chgpasswd"
+    "chpasswd"
+    "chsh"
+    "groupadd"
+    "groupdel"
+    "groupmems"
+    "groupmod"
+    "newusers"
+    "passwd"
+    "useradd"
+    "userdel"
+    "usermod"
+  ];
+
   # Drops from `packages` every derivation equal to one of `drop`.
   without = drop: filter (p: !(builtins.elem p drop));
 in
@@ -128,6 +157,14 @@ rec {
     }:
     let
       inWheel = builtins.elem "wheel" groups;
+      # Extra groups other than wheel get gids from 101 up, one each, in
+      # the order given (skipping the user's own gid).
+      others = filter (g: g != "wheel" && g != group) groups;
+      candidates = filter (n: n != gid) (builtins.genList (i: 101 + i) (builtins.length others + 1));
+      extraGroups = builtins.genList (i: {
+        name = builtins.elemAt others i;
+        gid = builtins.elemAt candidates i;
+      }) (builtins.length others);
     in
     if uid == 0 || gid == 0 then
       throw "nix-layer: mkUser: '${name}' would be root (uid/gid 0); images already have root"
@@ -147,9 +184,7 @@ rec {
               "wheel:x:10:${if inWheel then name else ""}"
               "${group}:x:${toString gid}:"
             ]
-            ++ map (g: "${g}:x:${toString (100 + builtins.length groups)}:${name}") (
-              filter (g: g != "wheel") groups
-            )
+            ++ map (g: "${g.name}:x:${toString g.gid}:${name}") extraGroups
             ++ [ "nogroup:x:65534:" ]
           )))
           # "!" locks the password; 1 (not 0) as last change, so that PAM
@@ -252,20 +287,21 @@ rec {
           ]))
           (dir "/etc/sudoers.d" { mode = "0750"; })
           (text "/etc/sudoers.d/${user}" "0440" "${user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
-          (text "/etc/pam.d/sudo" "0644" (lines [
-            "auth     sufficient ${deps.pam}/lib/security/pam_rootok.so"
-            "auth     required   ${deps.pam}/lib/security/pam_unix.so"
-            "account  required   ${deps.pam}/lib/security/pam_unix.so"
-            "session  required   ${deps.pam}/lib/security/pam_unix.so"
-          ]))
+          (text "/etc/pam.d/sudo" "0644" rootOkService)
           (text "/etc/pam.d/sudo-i" "0644" "@include sudo\n")
           # Anything else that asks PAM is refused.
           (text "/etc/pam.d/other" "0644" (lines [
-            "auth     required ${deps.pam}/lib/security/pam_deny.so"
-            "account  required ${deps.pam}/lib/security/pam_deny.so"
-            "password required ${deps.pam}/lib/security/pam_deny.so"
-            "session  required ${deps.pam}/lib/security/pam_deny.so"
+            "auth     required ${pamModule "pam_deny"}"
+            "account  required ${pamModule "pam_deny"}"
+            "password required ${pamModule "pam_deny"}"
+            "session  required ${pamModule "pam_deny"}"
           ]))
+        ]
+        # shadow's account tools (nixpkgs builds shadow with PAM): root, as
+        # through sudo, passes; without their services they would fall
+        # through to `other` and be denied.
+        ++ map (tool: text "/etc/pam.d/${tool}" "0644" rootOkService) accountTools
+        ++ [
           (dir "/var/db/sudo" { mode = "0711"; })
         ];
       };

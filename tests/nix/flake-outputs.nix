@@ -41,6 +41,9 @@ in
   "base set as in the plan" = expect (map drvName self.packageSets.x86_64-linux.base) [
     "bashInteractive" "coreutils" "findutils" "gnugrep" "gnused" "gawk" "cacert" "tzdata"
   ];
+  "python is one interpreter environment with pip and virtualenv" = expect (
+    let p = builtins.head self.packageSets.x86_64-linux.python; in [ (builtins.length self.packageSets.x86_64-linux.python) (map drvName p.packages) ]
+  ) [ 1 [ "python3.12-pip" "python3.12-virtualenv" ] ];
   "devTools has what VS Code's server needs" = expect (
     builtins.all (n: builtins.elem n (map drvName self.packageSets.x86_64-linux.devTools)) [ "gnutar" "gzip" "procps" "sudo" "git" ]
   ) true;
