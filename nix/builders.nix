@@ -229,7 +229,7 @@ rec {
       includeNixDB ? true,
       maxLayers ? 100,
       strategy ? "shared",
-      # Package sets to plan layers against (e.g. all of `packageSets`): every
+      # Package sets to plan layers against (e.g. all of `legacyPackages.<system>.packageSets`): every
       # image built with the same family shares identical layers for them, at
       # the price of realising the whole family when building.
       family ? { },
