@@ -82,6 +82,11 @@ in
   ) true;
   "nix-ld loader path per architecture" = expect (map (s: builtins.any (e: e.type == "symlink" && builtins.match "/lib(64)?/ld-linux.so" e.path != null) self.packages.${s}.example-python-devcontainer.drvAttrs.nixLayer.topLayer.entries) linux) [ true true ];
 
+  # Before the first update run commits nix/family/<system>.json, images plan
+  # with plain `shared` (no family file), not against a missing file.
+  "without a committed catalogue, images plan without familyFile" = expect (
+    map (i: self.packages.x86_64-linux.${i}.drvAttrs.nixLayer.familyFile != null) images
+  ) (map (_: builtins.pathExists (repo + "/nix/family/x86_64-linux.json")) images);
   "apps on Linux" = forLinux (s: expect (sorted (names self.apps.${s})) [ "default" "nix-layer" ]);
   "apps run nix-layer" = expect (builtins.match ".*/bin/nix-layer" self.apps.x86_64-linux.default.program != null) true;
 
