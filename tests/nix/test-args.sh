@@ -17,7 +17,7 @@ while IFS=$'\t' read -r name msg; do
 done < <(nix-instantiate --eval --strict --json -E "builtins.mapAttrs (n: v: builtins.elemAt v 1) $CASES.bad" | python3 -c 'import json,sys
 for k,v in json.load(sys.stdin).items(): print(k, v, sep="\t")')
 
-# Builders: their own arguments are checked by Nix (no `...`).
+# Builders: unknown arguments are errors, as for a function's formals.
 FX='(import ./fixtures/packages.nix { })'
 B="(import ../../nix/builders.nix { image = $LIB; deps = $FX.deps; })"
 eval_fails "mkRuntime rejects an unknown argument" "($B.mkRuntime { packages = [ ]; colour = 1; }).drvPath" "unexpected argument 'colour'"
