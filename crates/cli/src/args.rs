@@ -68,7 +68,7 @@ pub struct GraphArgs {
     /// The nix-store binary used with --closure.
     #[arg(long, value_name = "BIN", default_value = "nix-store")]
     pub nix_store: PathBuf,
-    /// Most layers in the image, counting the base image's and the top layer.
+    /// Most layers in the image (2 to 125), counting the base image's and the top layer.
     #[arg(long, value_name = "N", default_value_t = contract::DEFAULT_MAX_LAYERS)]
     pub max_layers: usize,
     /// Layering strategy: popularity (nixpkgs' default until 2024), auto (nixpkgs' auto-layer) or shared (nix-layer's, for cross-image sharing).
@@ -90,7 +90,7 @@ pub struct BuildArgs {
     /// Output format.
     #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci", "oci-archive"])]
     pub format: Option<String>,
-    /// Layer compression for oci and oci-archive (docker-archive layers are always uncompressed).
+    /// Layer compression for oci and oci-archive (default gzip; docker-archive layers are always uncompressed).
     #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
     pub compression: Option<String>,
     /// Image config JSON (Cmd, Entrypoint, Env, User, WorkingDir, ExposedPorts, Volumes, Labels, StopSignal).
