@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The quick start's closure comes from tests/e2e/fixtures.nix, whose builder
+# is the host's /bin/sh: it builds with the sandbox off. (Images built
+# through the flake's library work with the sandbox on: tests/nix.)
 export NIX_CONFIG="substituters =
 sandbox = false"
 cargo build --release --locked -p nix-layer
