@@ -9,15 +9,14 @@
   outputs =
     { self, nixpkgs }:
     let
-      # Images are Linux; darwin gets the devShells and the formatter only.
+      # Images are Linux; darwin gets the devShells and the formatter only,
+      # on Apple silicon (nixpkgs 26.05 deprecates x86_64-darwin and warns
+      # on every evaluation for it).
       linuxSystems = [
         "x86_64-linux"
         "aarch64-linux"
       ];
-      allSystems = linuxSystems ++ [
-        "x86_64-darwin"
-        "aarch64-darwin"
-      ];
+      allSystems = linuxSystems ++ [ "aarch64-darwin" ];
       forSystems =
         systems: f:
         builtins.listToAttrs (
@@ -163,7 +162,12 @@
 
       lib = forSystems linuxSystems (system: infra.${system}.lib);
 
-      packageSets = forSystems linuxSystems (system: infra.${system}.sets);
+      # The package sets, under legacyPackages (an output `nix flake check`
+      # knows and does not require to be derivations):
+      # infra.legacyPackages.${system}.packageSets.python
+      legacyPackages = forSystems linuxSystems (system: {
+        packageSets = infra.${system}.sets;
+      });
 
       packages = forSystems linuxSystems (
         system:

@@ -107,6 +107,93 @@ let
 
   pick = stream: if stream then image.streamLayeredImage else image.buildLayeredImage;
 
+  pamModule = m: "${deps.pam}/lib/security/${m}.so";
+  # A PAM service that lets root through (pam_rootok) and checks everyone
+  # else against /etc/shadow.
+  rootOkService = lines [
+    "auth     sufficient ${pamModule "pam_rootok"}"
+    "auth     required   ${pamModule "pam_unix"}"
+    "account  required   ${pamModule "pam_unix"}"
+    "password required   ${pamModule "pam_unix"}"
+    "session  required   ${pamModule "pam_unix"}"
+  ];
+  # The PAM services of shadow's tools (Dev Containers' updateRemoteUserUID
+  # runs usermod and groupmod; users run useradd, chsh, … under sudo).
+  accountTools = [
+    "chage"
+    "chfn"
+    "chgpasswd"
+    "chpasswd"
+    "chsh"
+    "groupadd"
+    "groupdel"
+    "groupmems"
+    "groupmod"
+    "newusers"
+    "passwd"
+    "useradd"
+    "userdel"
+    "usermod"
+  ];
+
+  # The arguments mkDevContainer and mkRuntime share, with their defaults.
+  sharedArgs = {
+    tag = "latest";
+    strategy = "shared";
+    # Package sets to plan layers against (e.g. all of
+    # `legacyPackages.<system>.packageSets`): every image built with the same
+    # family shares identical layers for them, at the price of realising the
+    # whole family when building.
+    family = { };
+    # A family catalogue file instead: planning reads only the members'
+    # graphs, so nothing of the family is realised.
+    familyFile = defaultFamilyFile;
+    format = "docker-archive";
+    compression = null;
+    created = "1970-01-01T00:00:01Z";
+    architecture = null;
+    stream = false;
+    passthru = { };
+    meta = { };
+  };
+
+  # A builder's arguments: `packages`, its own (`own`, with defaults) and the
+  # shared ones; anything else is an error, as for a function's formals.
+  builderArgs =
+    fn: own: args:
+    let
+      known = [ "packages" ] ++ builtins.attrNames (sharedArgs // own);
+      unknown = filter (n: !(builtins.elem n known)) (builtins.attrNames args);
+    in
+    if !(builtins.isAttrs args) then
+      throw "nix-layer: ${fn}: takes one attribute set of arguments"
+    else if unknown != [ ] then
+      throw "nix-layer: ${fn}: unexpected argument '${builtins.head unknown}'; it takes ${util.quoteList known}"
+    else if !(args ? packages) then
+      throw "nix-layer: ${fn}: `packages` (a list of packages) is required"
+    else
+      sharedArgs // own // args;
+
+  # The image library call for a builder's arguments `a`: the shared
+  # arguments go through as they are (architecture only when set).
+  toImage =
+    a: image':
+    (pick a.stream) (
+      builtins.intersectAttrs (
+        builtins.removeAttrs sharedArgs [
+          "architecture"
+          "stream"
+        ]
+        // {
+          name = null;
+          maxLayers = null;
+          includeNixDB = null;
+        }
+      ) a
+      // util.optionalAttrs (a.architecture != null) { inherit (a) architecture; }
+      // image'
+    );
+
   # Drops from `packages` every derivation equal to one of `drop`.
   without = drop: filter (p: !(builtins.elem p drop));
 in
@@ -128,6 +215,14 @@ rec {
     }:
     let
       inWheel = builtins.elem "wheel" groups;
+      # Extra groups other than wheel get gids from 101 up, one each, in
+      # the order given (skipping the user's own gid).
+      others = filter (g: g != "wheel" && g != group) groups;
+      candidates = filter (n: n != gid) (builtins.genList (i: 101 + i) (builtins.length others + 1));
+      extraGroups = builtins.genList (i: {
+        name = builtins.elemAt others i;
+        gid = builtins.elemAt candidates i;
+      }) (builtins.length others);
     in
     if uid == 0 || gid == 0 then
       throw "nix-layer: mkUser: '${name}' would be root (uid/gid 0); images already have root"
@@ -147,9 +242,7 @@ rec {
               "wheel:x:10:${if inWheel then name else ""}"
               "${group}:x:${toString gid}:"
             ]
-            ++ map (g: "${g}:x:${toString (100 + builtins.length groups)}:${name}") (
-              filter (g: g != "wheel") groups
-            )
+            ++ map (g: "${g.name}:x:${toString g.gid}:${name}") extraGroups
             ++ [ "nogroup:x:65534:" ]
           )))
           # "!" locks the password; 1 (not 0) as last change, so that PAM
@@ -172,44 +265,173 @@ rec {
         ];
       };
 
+  # Password-less sudo for `user`: a setuid-root copy of sudo, sudoers, and
+  # PAM services for sudo and shadow's account tools.
+  sudoFragment =
+    { user, path }:
+  {
+    entries = [
+      # The store cannot hold setuid bits: the top layer carries a
+      # setuid-root copy of the real binary.
+      {
+        path = "/usr/bin/sudo";
+        type = "copy";
+        source = "${deps.sudo}/bin/sudo";
+        mode = "4755";
+        uid = 0;
+        gid = 0;
+      }
+      (text "/etc/sudoers" "0440" (lines [
+        "Defaults env_reset"
+        "Defaults secure_path=\"${path}\""
+        "Defaults lecture=never"
+        "root ALL=(ALL:ALL) ALL"
+        "@includedir /etc/sudoers.d"
+      ]))
+      (dir "/etc/sudoers.d" { mode = "0750"; })
+      (text "/etc/sudoers.d/${user}" "0440" "${user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+      (text "/etc/pam.d/sudo" "0644" rootOkService)
+      (text "/etc/pam.d/sudo-i" "0644" "@include sudo\n")
+      # Anything else that asks PAM is refused.
+      (text "/etc/pam.d/other" "0644" (lines [
+        "auth     required ${pamModule "pam_deny"}"
+        "account  required ${pamModule "pam_deny"}"
+        "password required ${pamModule "pam_deny"}"
+        "session  required ${pamModule "pam_deny"}"
+      ]))
+    ]
+    # shadow's account tools (nixpkgs builds shadow with PAM): root, as
+    # through sudo, passes; without their services they would fall
+    # through to `other` and be denied.
+    ++ map (tool: text "/etc/pam.d/${tool}" "0644" rootOkService) accountTools
+    ++ [
+      (dir "/var/db/sudo" { mode = "0711"; })
+    ];
+  };
+
+  # Single-user Nix for `user` (uid, gid): the user owns /nix, /nix/store and
+  # /nix/var (an upper layer's directory metadata wins in overlayfs); the
+  # database nix-layer writes registers every store path of the image.
+  nixFragment =
+    {
+      user,
+      uid,
+      gid,
+      nixConfig,
+    }:
+    let
+      owned = { inherit uid gid; };
+    in
+  {
+    entries = [
+      (dir "/nix" (owned // { mode = "0755"; }))
+      (dir "/nix/store" (owned // { mode = "0755"; }))
+      (dir "/nix/var" (owned // { mode = "0755"; }))
+      (dir "/nix/var/nix" (owned // { mode = "0755"; }))
+      (dir "/nix/var/nix/gcroots" (owned // { mode = "0755"; }))
+      (dir "/nix/var/nix/gcroots/per-user/${user}" (owned // { mode = "0755"; }))
+      (dir "/nix/var/nix/profiles" (owned // { mode = "0755"; }))
+      (dir "/nix/var/nix/profiles/per-user/${user}" (owned // { mode = "0755"; }))
+      (dir "/nix/var/nix/temproots" (owned // { mode = "0755"; }))
+      (dir "/nix/var/log/nix" (owned // { mode = "0755"; }))
+      (text "/etc/nix/nix.conf" "0644" (
+        lines [
+          "experimental-features = nix-command flakes"
+          "build-users-group ="
+          "sandbox = false"
+        ]
+        + nixConfig
+      ))
+    ]
+    ++ optional (nixRegistry != null) (
+      text "/etc/nix/registry.json" "0644" (toJSON {
+        version = 2;
+        flakes = [
+          {
+            from = {
+              type = "indirect";
+              id = "nixpkgs";
+            };
+            to = nixRegistry;
+          }
+        ];
+      })
+    );
+    rules = [
+      {
+        path = "/nix/var";
+        inherit uid gid;
+      }
+    ];
+  };
+
+  # The user's bash: Nix profile, the direnv hook, the working directory.
+  shellFragment =
+    {
+      home,
+      workdir,
+      owned,
+      withDirenv,
+    }:
+    let
+      nixDirenv = deps.nix-direnv or null;
+    in
+  {
+    entries = [
+      (text "${home}/.bashrc" "0644" (
+        lines [
+          "# Written by nix-layer's mkDevContainer."
+          "[ -r /etc/bashrc ] && . /etc/bashrc"
+          "if [ -e \"$HOME/.nix-profile/etc/profile.d/nix.sh\" ]; then . \"$HOME/.nix-profile/etc/profile.d/nix.sh\"; fi"
+        ]
+        + util.optionalString withDirenv ''
+          if command -v direnv >/dev/null 2>&1; then eval "$(direnv hook bash)"; fi
+        ''
+      ))
+      (text "${home}/.bash_profile" "0644" "[ -r \"$HOME/.bashrc\" ] && . \"$HOME/.bashrc\"\n")
+      (dir workdir (owned // { mode = "0755"; }))
+    ]
+    ++ optional (withDirenv && nixDirenv != null) (
+      text "${home}/.config/direnv/direnvrc" "0644" "source ${nixDirenv}/share/nix-direnv/direnvrc\n"
+    );
+  };
+
   # A development container: the user (default vscode, uid 1000) with
   # password-less sudo, Nix working in single-user mode on a database that
   # registers the whole image, direnv hooked into bash, and what VS Code's
   # Dev Containers need.
   mkDevContainer =
-    {
-      packages,
-      name ? "devcontainer",
-      tag ? "latest",
-      user ? "vscode",
-      uid ? 1000,
-      gid ? 1000,
-      workdir ? "/workspace",
-      extraConfig ? { },
-      topLayer ? { },
-      nixConfig ? "",
-      sudo ? true,
-      direnv ? true,
-      nixLd ? true,
-      includeNixDB ? true,
-      maxLayers ? 100,
-      strategy ? "shared",
-      # Package sets to plan layers against (e.g. all of `packageSets`): every
-      # image built with the same family shares identical layers for them, at
-      # the price of realising the whole family when building.
-      family ? { },
-      # A family catalogue file instead: planning reads only the members'
-      # graphs, so nothing of the family is realised.
-      familyFile ? defaultFamilyFile,
-      format ? "docker-archive",
-      compression ? null,
-      created ? "1970-01-01T00:00:01Z",
-      architecture ? null,
-      stream ? false,
-      passthru ? { },
-      meta ? { },
-    }:
+    args:
     let
+      a = builderArgs "mkDevContainer" {
+        name = "devcontainer";
+        user = "vscode";
+        uid = 1000;
+        gid = 1000;
+        workdir = "/workspace";
+        extraConfig = { };
+        topLayer = { };
+        nixConfig = "";
+        sudo = true;
+        direnv = true;
+        nixLd = true;
+        includeNixDB = true;
+        maxLayers = 100;
+      } args;
+      inherit (a)
+        packages
+        user
+        uid
+        gid
+        workdir
+        extraConfig
+        topLayer
+        nixConfig
+        sudo
+        direnv
+        nixLd
+        includeNixDB
+        ;
       home = "/home/${user}";
       owned = { inherit uid gid; };
       shellPath = "${deps.shell}/bin/bash";
@@ -222,7 +444,6 @@ rec {
       ];
       withNixLd = nixLd && deps.nixLd or null != null;
       withDirenv = direnv && deps.direnv or null != null;
-      nixDirenv = deps.nix-direnv or null;
 
       userFiles = mkUser {
         name = user;
@@ -231,111 +452,9 @@ rec {
         groups = [ "wheel" ];
       };
 
-      sudoFiles = {
-        entries = [
-          # The store cannot hold setuid bits: the top layer carries a
-          # setuid-root copy of the real binary.
-          {
-            path = "/usr/bin/sudo";
-            type = "copy";
-            source = "${deps.sudo}/bin/sudo";
-            mode = "4755";
-            uid = 0;
-            gid = 0;
-          }
-          (text "/etc/sudoers" "0440" (lines [
-            "Defaults env_reset"
-            "Defaults secure_path=\"${path}\""
-            "Defaults lecture=never"
-            "root ALL=(ALL:ALL) ALL"
-            "@includedir /etc/sudoers.d"
-          ]))
-          (dir "/etc/sudoers.d" { mode = "0750"; })
-          (text "/etc/sudoers.d/${user}" "0440" "${user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
-          (text "/etc/pam.d/sudo" "0644" (lines [
-            "auth     sufficient ${deps.pam}/lib/security/pam_rootok.so"
-            "auth     required   ${deps.pam}/lib/security/pam_unix.so"
-            "account  required   ${deps.pam}/lib/security/pam_unix.so"
-            "session  required   ${deps.pam}/lib/security/pam_unix.so"
-          ]))
-          (text "/etc/pam.d/sudo-i" "0644" "@include sudo\n")
-          # Anything else that asks PAM is refused.
-          (text "/etc/pam.d/other" "0644" (lines [
-            "auth     required ${deps.pam}/lib/security/pam_deny.so"
-            "account  required ${deps.pam}/lib/security/pam_deny.so"
-            "password required ${deps.pam}/lib/security/pam_deny.so"
-            "session  required ${deps.pam}/lib/security/pam_deny.so"
-          ]))
-          (dir "/var/db/sudo" { mode = "0711"; })
-        ];
-      };
-
-      # Single-user Nix: the user owns /nix, /nix/store and /nix/var (an
-      # upper layer's directory metadata wins in overlayfs), and the
-      # database nix-layer writes registers every store path of the image.
-      nixFiles = {
-        entries = [
-          (dir "/nix" (owned // { mode = "0755"; }))
-          (dir "/nix/store" (owned // { mode = "0755"; }))
-          (dir "/nix/var" (owned // { mode = "0755"; }))
-          (dir "/nix/var/nix" (owned // { mode = "0755"; }))
-          (dir "/nix/var/nix/gcroots" (owned // { mode = "0755"; }))
-          (dir "/nix/var/nix/gcroots/per-user/${user}" (owned // { mode = "0755"; }))
-          (dir "/nix/var/nix/profiles" (owned // { mode = "0755"; }))
-          (dir "/nix/var/nix/profiles/per-user/${user}" (owned // { mode = "0755"; }))
-          (dir "/nix/var/nix/temproots" (owned // { mode = "0755"; }))
-          (dir "/nix/var/log/nix" (owned // { mode = "0755"; }))
-          (text "/etc/nix/nix.conf" "0644" (
-            lines [
-              "experimental-features = nix-command flakes"
-              "build-users-group ="
-              "sandbox = false"
-            ]
-            + nixConfig
-          ))
-        ]
-        ++ optional (nixRegistry != null) (
-          text "/etc/nix/registry.json" "0644" (toJSON {
-            version = 2;
-            flakes = [
-              {
-                from = {
-                  type = "indirect";
-                  id = "nixpkgs";
-                };
-                to = nixRegistry;
-              }
-            ];
-          })
-        );
-        rules = [
-          {
-            path = "/nix/var";
-            inherit uid gid;
-          }
-        ];
-      };
-
-      shellFiles = {
-        entries = [
-          (text "${home}/.bashrc" "0644" (
-            lines [
-              "# Written by nix-layer's mkDevContainer."
-              "[ -r /etc/bashrc ] && . /etc/bashrc"
-              "if [ -e \"$HOME/.nix-profile/etc/profile.d/nix.sh\" ]; then . \"$HOME/.nix-profile/etc/profile.d/nix.sh\"; fi"
-            ]
-            + util.optionalString withDirenv ''
-              if command -v direnv >/dev/null 2>&1; then eval "$(direnv hook bash)"; fi
-            ''
-          ))
-          (text "${home}/.bash_profile" "0644" "[ -r \"$HOME/.bashrc\" ] && . \"$HOME/.bashrc\"\n")
-          (dir workdir (owned // { mode = "0755"; }))
-        ]
-        ++ optional (withDirenv && nixDirenv != null) (
-          text "${home}/.config/direnv/direnvrc" "0644" "source ${nixDirenv}/share/nix-direnv/direnvrc\n"
-        );
-      };
-
+      sudoFiles = sudoFragment { inherit user path; };
+      nixFiles = nixFragment { inherit user uid gid nixConfig; };
+      shellFiles = shellFragment { inherit home workdir owned withDirenv; };
       nixLdFiles = util.optionalAttrs withNixLd {
         entries = [ (symlink deps.nixLd.loader "${deps.nixLd.package}/libexec/nix-ld") ];
       };
@@ -369,22 +488,8 @@ rec {
         };
       };
     in
-    (pick stream) (
+    toImage a (
       {
-        inherit
-          name
-          tag
-          maxLayers
-          strategy
-          family
-          familyFile
-          format
-          compression
-          created
-          includeNixDB
-          passthru
-          meta
-          ;
         # sudo comes as the setuid copy; the package itself would put a
         # useless non-setuid sudo and its own /etc/sudoers in the image.
         contents = without (optional sudo deps.sudo) packages ++ [ deps.cacert ];
@@ -401,37 +506,33 @@ rec {
           ++ [ topLayer ]
         );
       }
-      // util.optionalAttrs (architecture != null) { inherit architecture; }
     );
 
   # A production container: a non-root user (default app, uid 1000) whose
   # home is the working directory, the packages, CA certificates, and nothing
   # else: no setuid file, no Nix, no shell unless `packages` brings one.
   mkRuntime =
-    {
-      packages,
-      name ? "runtime",
-      tag ? "latest",
-      user ? "app",
-      uid ? 1000,
-      gid ? 1000,
-      workdir ? "/app",
-      extraConfig ? { },
-      topLayer ? { },
-      maxLayers ? 50,
-      strategy ? "shared",
-      # family, familyFile: as in mkDevContainer
-      family ? { },
-      familyFile ? defaultFamilyFile,
-      format ? "docker-archive",
-      compression ? null,
-      created ? "1970-01-01T00:00:01Z",
-      architecture ? null,
-      stream ? false,
-      passthru ? { },
-      meta ? { },
-    }:
+    args:
     let
+      a = builderArgs "mkRuntime" {
+        name = "runtime";
+        user = "app";
+        uid = 1000;
+        gid = 1000;
+        workdir = "/app";
+        extraConfig = { };
+        topLayer = { };
+        maxLayers = 50;
+      } args;
+      inherit (a)
+        packages
+        user
+        uid
+        gid
+        workdir
+        extraConfig
+        topLayer
+        ;
       baseConfig = {
         # Numeric, so that Kubernetes' runAsNonRoot can check it.
         User = "${toString uid}:${toString gid}";
@@ -447,21 +548,8 @@ rec {
         ];
       };
     in
-    (pick stream) (
+    toImage a (
       {
-        inherit
-          name
-          tag
-          maxLayers
-          strategy
-          family
-          familyFile
-          format
-          compression
-          created
-          passthru
-          meta
-          ;
         contents = packages ++ [ deps.cacert ];
         config = mergeConfig baseConfig extraConfig;
         topLayer = mergeTopLayers [
@@ -474,6 +562,5 @@ rec {
           topLayer
         ];
       }
-      // util.optionalAttrs (architecture != null) { inherit architecture; }
     );
 }

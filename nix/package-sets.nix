@@ -6,7 +6,14 @@
 # typescript, typescript-language-server, prettier and eslint are top-level).
 pkgs:
 let
-  py = pkgs.python312Packages;
+  # One interpreter with pip and virtualenv in its environment, so that
+  # `python3 -m pip` and `python3 -m venv` / `virtualenv` work (separate
+  # pip and virtualenv packages next to a bare python312 find no modules).
+  # Runtime and dev images share it, so it is one set of layers.
+  python = pkgs.python312.withPackages (ps: [
+    ps.pip
+    ps.virtualenv
+  ]);
 in
 {
   # Foundation, in every image.
@@ -48,10 +55,8 @@ in
     nix-direnv
   ];
 
-  python = with pkgs; [ python312 ];
+  python = [ python ];
   pythonDev = [
-    py.pip
-    py.virtualenv
     pkgs.uv
     pkgs.ruff
     pkgs.pyright

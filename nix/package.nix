@@ -19,6 +19,9 @@ rustPlatform.buildRustPackage {
       ../Cargo.toml
       ../Cargo.lock
       ../crates
+      # A unit test checks that the Nix library's copy of the contract is
+      # current.
+      ./contract.json
     ];
   };
   cargoLock.lockFile = ../Cargo.lock;

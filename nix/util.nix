@@ -47,6 +47,8 @@ rec {
 
   subtractLists = remove: filter (x: !(elem x remove));
 
+  genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+
   # "a", "b", "c" -> "'a', 'b', 'c'" for error messages.
   quoteList = xs: concatStringsSep ", " (map (x: "'${x}'") xs);
 

@@ -19,8 +19,10 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Nix 2.8 from Debian, single-user as root: no sandbox (builtins.derivation
-# fixtures copy host files), no substituters (no network), no build users.
+# Nix 2.8 from Debian, single-user as root: no substituters (no network), no
+# build users. The sandbox is off by default here because the Rust
+# end-to-end fixtures (tests/e2e/fixtures.nix) use the host's /bin/sh as
+# builder; tests/nix turns it on for every image build (tests/nix/lib.sh).
 conf=/etc/nix/nix.conf
 want='sandbox = false
 substituters =

@@ -22,7 +22,7 @@
         system:
         let
           pkgs = nixpkgs.legacyPackages.${system};
-          sets = infra.packageSets.${system};
+          sets = infra.legacyPackages.${system}.packageSets;
           lib = infra.lib.${system};
           python = builtins.head sets.python;
 

@@ -24,7 +24,7 @@
       packages = forSystems linux (
         system:
         let
-          sets = infra.packageSets.${system};
+          sets = infra.legacyPackages.${system}.packageSets;
           lib = infra.lib.${system};
         in
         {

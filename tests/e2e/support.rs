@@ -115,7 +115,7 @@ pub fn engine() -> Engine {
 }
 
 pub fn containers_conf() -> PathBuf {
-    repo_root().join("../shared/env/containers.conf")
+    repo_root().join("scripts/containers.conf")
 }
 
 impl Engine {

@@ -8,7 +8,7 @@ let
   self = flake.outputs { inherit self; nixpkgs = fake; } // { outPath = repo; };
 
   linux = [ "x86_64-linux" "aarch64-linux" ];
-  all = linux ++ [ "x86_64-darwin" "aarch64-darwin" ];
+  all = linux ++ [ "aarch64-darwin" ]; # x86_64-darwin: deprecated in nixpkgs 26.05
   names = builtins.attrNames;
   sorted = builtins.sort builtins.lessThan;
   expect = got: want: if got == want then true else "expected ${builtins.toJSON want}, got ${builtins.toJSON got}";
@@ -29,20 +29,25 @@ in
   "nixpkgs input is nixos-26.05-small" = expect flake.inputs.nixpkgs.url "github:NixOS/nixpkgs/nixos-26.05-small";
   "no flake-utils input" = expect (names flake.inputs) [ "nixpkgs" ];
 
-  "packageSets on the Linux systems only" = expect (names self.packageSets) (sorted linux);
-  "packageSets has the 11 sets" = forLinux (s: expect (sorted (names self.packageSets.${s})) sets);
+  "packageSets under legacyPackages, on the Linux systems only" = expect (names self.legacyPackages) (sorted linux);
+  "no top-level packageSets (nix flake check warns on unknown outputs)" = expect (self ? packageSets) false;
+  "only outputs nix flake check knows" = expect (builtins.filter (n: !(builtins.elem n [ "apps" "checks" "devShells" "formatter" "legacyPackages" "lib" "overlays" "packages" "templates" ])) (names (removeAttrs self [ "outPath" ]))) [ ];
+  "packageSets has the 11 sets" = forLinux (s: expect (sorted (names self.legacyPackages.${s}.packageSets)) sets);
   "every set is a non-empty list of derivations" = forLinux (
     s:
-    expect (builtins.all (n: let l = self.packageSets.${s}.${n}; in builtins.isList l && l != [ ] && builtins.all (p: p.type or null == "derivation") l) sets) true
+    expect (builtins.all (n: let l = self.legacyPackages.${s}.packageSets.${n}; in builtins.isList l && l != [ ] && builtins.all (p: p.type or null == "derivation") l) sets) true
   );
-  "nodeDev uses top-level node tools (no nodePackages)" = expect (map drvName self.packageSets.x86_64-linux.nodeDev) [
+  "nodeDev uses top-level node tools (no nodePackages)" = expect (map drvName self.legacyPackages.x86_64-linux.packageSets.nodeDev) [
     "bun" "typescript" "typescript-language-server" "prettier" "eslint"
   ];
-  "base set as in the plan" = expect (map drvName self.packageSets.x86_64-linux.base) [
+  "base set as in the plan" = expect (map drvName self.legacyPackages.x86_64-linux.packageSets.base) [
     "bashInteractive" "coreutils" "findutils" "gnugrep" "gnused" "gawk" "cacert" "tzdata"
   ];
+  "python is one interpreter environment with pip and virtualenv" = expect (
+    let p = builtins.head self.legacyPackages.x86_64-linux.packageSets.python; in [ (builtins.length self.legacyPackages.x86_64-linux.packageSets.python) (map drvName p.packages) ]
+  ) [ 1 [ "python3.12-pip" "python3.12-virtualenv" ] ];
   "devTools has what VS Code's server needs" = expect (
-    builtins.all (n: builtins.elem n (map drvName self.packageSets.x86_64-linux.devTools)) [ "gnutar" "gzip" "procps" "sudo" "git" ]
+    builtins.all (n: builtins.elem n (map drvName self.legacyPackages.x86_64-linux.packageSets.devTools)) [ "gnutar" "gzip" "procps" "sudo" "git" ]
   ) true;
 
   "lib has the builders" = forLinux (
@@ -77,6 +82,11 @@ in
   ) true;
   "nix-ld loader path per architecture" = expect (map (s: builtins.any (e: e.type == "symlink" && builtins.match "/lib(64)?/ld-linux.so" e.path != null) self.packages.${s}.example-python-devcontainer.drvAttrs.nixLayer.topLayer.entries) linux) [ true true ];
 
+  # Before the first update run commits nix/family/<system>.json, images plan
+  # with plain `shared` (no family file), not against a missing file.
+  "without a committed catalogue, images plan without familyFile" = expect (
+    map (i: self.packages.x86_64-linux.${i}.drvAttrs.nixLayer.familyFile != null) images
+  ) (map (_: builtins.pathExists (repo + "/nix/family/x86_64-linux.json")) images);
   "apps on Linux" = forLinux (s: expect (sorted (names self.apps.${s})) [ "default" "nix-layer" ]);
   "apps run nix-layer" = expect (builtins.match ".*/bin/nix-layer" self.apps.x86_64-linux.default.program != null) true;
 

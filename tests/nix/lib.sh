@@ -5,7 +5,13 @@ set -u
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$TESTS_DIR/../.." && pwd)
 RESULTS=${RESULTS:-$(mktemp)}
-export NIX_PATH= NIX_CONFIG="experimental-features = nix-command flakes"
+# Builds run in Nix's sandbox (its default on Linux) unless
+# NIX_LAYER_TEST_SANDBOX=false; sandbox-fallback = false makes a machine that
+# cannot sandbox fail loudly instead of building unsandboxed.
+export NIX_PATH= NIX_CONFIG="experimental-features = nix-command flakes
+substituters =
+sandbox = ${NIX_LAYER_TEST_SANDBOX:-true}
+sandbox-fallback = false"
 
 pass() { echo "ok - $1"; echo "pass $1" >> "$RESULTS"; }
 fail() { echo "not ok - $1"; [ $# -gt 1 ] && printf '    %s\n' "${@:2}"; echo "fail $1" >> "$RESULTS"; }

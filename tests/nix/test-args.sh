@@ -17,7 +17,7 @@ while IFS=$'\t' read -r name msg; do
 done < <(nix-instantiate --eval --strict --json -E "builtins.mapAttrs (n: v: builtins.elemAt v 1) $CASES.bad" | python3 -c 'import json,sys
 for k,v in json.load(sys.stdin).items(): print(k, v, sep="\t")')
 
-# Builders: their own arguments are checked by Nix (no `...`).
+# Builders: unknown arguments are errors, as for a function's formals.
 FX='(import ./fixtures/packages.nix { })'
 B="(import ../../nix/builders.nix { image = $LIB; deps = $FX.deps; })"
 eval_fails "mkRuntime rejects an unknown argument" "($B.mkRuntime { packages = [ ]; colour = 1; }).drvPath" "unexpected argument 'colour'"
@@ -40,3 +40,12 @@ eval_is "mkRuntime: no setuid entry, no sudo, no nix" \
 eval_is "topLayer arguments override builder files by path" \
   "let a = ($B.mkRuntime { packages = [ ]; topLayer.entries = [ { path = \"/etc/os-release\"; type = \"text\"; text = \"ID=mine\n\"; mode = \"0644\"; } ]; }).drvAttrs.nixLayer; in builtins.filter (t: t != null) (map (e: if e.path == \"/etc/os-release\" then e.text else null) a.topLayer.entries)" \
   '["ID=mine\n"]'
+eval_is "mkUser: each extra group gets its own gid (wheel is 10)" \
+  "let g = builtins.head (builtins.filter (e: e.path == \"/etc/group\") ($B.mkUser { name = \"u\"; groups = [ \"wheel\" \"docker\" \"audio\" ]; }).entries); in g.text" \
+  '"root:x:0:\nwheel:x:10:u\nu:x:1000:\ndocker:x:101:u\naudio:x:102:u\nnogroup:x:65534:\n"'
+eval_is "mkUser: extra gids skip the user's own gid" \
+  "let g = builtins.head (builtins.filter (e: e.path == \"/etc/group\") ($B.mkUser { name = \"u\"; gid = 101; groups = [ \"a\" \"b\" ]; }).entries); in g.text" \
+  '"root:x:0:\nwheel:x:10:\nu:x:101:\na:x:102:u\nb:x:103:u\nnogroup:x:65534:\n"'
+eval_is "mkDevContainer: a PAM service for each of shadow's account tools" \
+  "let a = ($B.mkDevContainer { packages = [ ]; }).drvAttrs.nixLayer; in builtins.length (builtins.filter (e: builtins.match \"/etc/pam.d/(useradd|usermod|userdel|groupadd|groupmod|groupdel|chsh|chfn|chpasswd|newusers|passwd|chage|chgpasswd|groupmems)\" e.path != null) a.topLayer.entries)" \
+  '14'

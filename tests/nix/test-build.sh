@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Real builds through the Nix wrapper: the nix-layer binary from cargo is put
-# into the store, fixture packages are made with builtins.derivation and a
-# static busybox, images are built by `nix-build`, loaded into Docker and
-# checked by running them. Needs Nix (sandbox off) and a Docker engine.
+# Real builds through the Nix wrapper, in Nix's sandbox: a statically linked
+# nix-layer from cargo is put into the store, fixture packages are made with
+# builtins.derivation and a static busybox, images are built by `nix-build`,
+# loaded into Docker and checked by running them. Needs Nix and a Docker
+# engine. Where a build differs without the sandbox (the structured-attrs
+# path, a dynamically linked binary), a second pass builds without it.
 source "$(dirname "$0")/lib.sh"
 cd "$TESTS_DIR"
 
 command -v docker >/dev/null && docker info >/dev/null 2>&1 || { skip "image builds" "no Docker engine"; exit 0; }
-[ -x /bin/busybox ] || { skip "image builds" "no /bin/busybox (apt-get install busybox-static)"; exit 0; }
+command -v busybox >/dev/null || [ -x /bin/busybox ] || { skip "image builds" "no busybox (apt-get install busybox-static)"; exit 0; }
 
 work=$(mktemp -d)
 # Images this script loaded (a file: `load` runs in command substitutions).
@@ -18,25 +20,60 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- nix-layer into the store ------------------------------------------
-bin="$REPO/target/release/nix-layer"
-if [ ! -x "$bin" ]; then
-  echo "# building nix-layer (cargo build --release -p nix-layer)"
-  (cd "$REPO" && cargo build --release -p nix-layer >"$work/cargo.log" 2>&1) ||
-    { fail "nix-layer builds" "$(tail -20 "$work/cargo.log")"; exit 0; }
+# --- the sandbox is really on ----------------------------------------------
+# A sandboxed build sees /build as its build directory and no /usr.
+if probe=$(nix-build --no-out-link -E 'let fx = import ./fixtures/packages.nix { }; in derivation {
+    name = "sandbox-probe"; system = builtins.currentSystem; builder = fx.busybox + "/bin/busybox";
+    args = [ "sh" "-c" "echo $NIX_BUILD_TOP $(test -e /usr && echo usr || echo no-usr) > $out" ];
+    nonce = builtins.toString builtins.currentTime; }' 2>"$work/probe.log"); then
+  if [ "${NIX_LAYER_TEST_SANDBOX:-true}" != true ] || [ "$(cat "$probe")" = "/build no-usr" ]; then
+    pass "builds run with sandbox = ${NIX_LAYER_TEST_SANDBOX:-true} (the probe saw: $(cat "$probe"))"
+  else
+    fail "builds run in the sandbox" "the probe saw: $(cat "$probe")"
+  fi
+else
+  fail "a fixture builds (sandbox probe)" "$(tail -5 "$work/probe.log")"
 fi
-mkdir -p "$work/pkg/nix-layer/bin"
-cp "$bin" "$work/pkg/nix-layer/bin/nix-layer"
-NIX_LAYER=$(nix-store --add "$work/pkg/nix-layer")
+
+# --- nix-layer into the store ------------------------------------------
+# Statically linked: inside the sandbox there is no /lib for a dynamic one.
+static="$REPO/target/static/x86_64-unknown-linux-gnu/release/nix-layer"
+echo "# building a static nix-layer (target/static)"
+if ! (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked -p nix-layer \
+  --target x86_64-unknown-linux-gnu --target-dir target/static >"$work/cargo.log" 2>&1); then
+  fail "a static nix-layer builds" "$(tail -20 "$work/cargo.log")"; exit 0
+fi
+if ldd "$static" 2>&1 | grep -qE "not a dynamic executable|statically linked"; then pass "nix-layer is statically linked (ldd)"
+else fail "nix-layer is statically linked (ldd)" "$(ldd "$static" 2>&1 | head -3)"; fi
+to_store() { # to_store BINARY: a store path holding bin/nix-layer
+  rm -rf "$work/pkg" && mkdir -p "$work/pkg/nix-layer/bin" && cp "$1" "$work/pkg/nix-layer/bin/nix-layer"
+  nix-store --add "$work/pkg/nix-layer"
+}
+NIX_LAYER=$(to_store "$static")
 pass "nix-layer in the store: $NIX_LAYER"
+
+# The sudo stand-in, compiled here (the sandbox has no compiler).
+printf '%s\n' '#include <stdio.h>' '#include <unistd.h>' \
+  'int main(void) { printf("euid=%d uid=%d\n", (int) geteuid(), (int) getuid()); return 0; }' >"$work/euid.c"
+gcc -static -O1 -o "$work/euid" "$work/euid.c" || { fail "the sudo stand-in compiles (gcc -static)"; exit 0; }
+
+# A foreign binary, as VS Code's server is: Debian's own /usr/bin/id
+# (dynamically linked against Debian's glibc, libselinux and libpcre2), its
+# libraries, and the nix-ld stand-in the devcontainer wires in.
+mkdir -p "$work/foreign/bin" "$work/foreign/lib" "$work/foreign/libexec"
+cp /usr/bin/id "$work/foreign/bin/id"
+for lib in $(ldd /usr/bin/id | grep -oE '/[^ ]+\.so[^ ]*'); do cp -L "$lib" "$work/foreign/lib/"; done
+gcc -static -nostdlib -fno-stack-protector -O1 -o "$work/foreign/libexec/nix-ld" "$TESTS_DIR/fixtures/nix-ld-standin.c" ||
+  { fail "the nix-ld stand-in compiles"; exit 0; }
+NIXARGS=(--argstr nixLayer "$NIX_LAYER" --arg euidBin "$work/euid" --arg foreign "$work/foreign")
 
 IMAGES="$TESTS_DIR/fixtures/images.nix"
 build() { # build ATTR [nix-build options…] -> prints the out path
   local attr=$1; shift
-  nix-build "$IMAGES" --argstr nixLayer "$NIX_LAYER" -A "$attr" -o "$work/result-$attr" "$@" >/dev/null 2>"$work/build-$attr.log" &&
+  nix-build "$IMAGES" "${NIXARGS[@]}" -A "$attr" -o "$work/result-$attr" "$@" >/dev/null 2>"$work/build-$attr.log" &&
     readlink -f "$work/result-$attr"
 }
-attr_of() { nix-instantiate --eval --strict --json "$IMAGES" --argstr nixLayer "$NIX_LAYER" -A "$1" | tr -d '"'; }
+attr_of() { nix-instantiate --eval --strict --json "$IMAGES" "${NIXARGS[@]}" -A "$1" | tr -d '"'; }
 ref_of() { echo "$(attr_of "$1.imageName"):$(attr_of "$1.imageTag")"; }
 load() { # load ATTR: docker load the built archive, remember the ref
   local ref
@@ -75,7 +112,7 @@ fi
 
   expect_eq "runtime: the user cannot read /etc/shadow" "$(run_as "$RT" sh -c 'cat /etc/shadow >/dev/null 2>&1 && echo readable || echo denied')" "denied"
 # --- same inputs, same bytes -----------------------------------------------
-if nix-build "$IMAGES" --argstr nixLayer "$NIX_LAYER" -A runtime --check >"$work/check.log" 2>&1; then
+if nix-build "$IMAGES" "${NIXARGS[@]}" -A runtime --check >"$work/check.log" 2>&1; then
   pass "runtime: a second build is bit-identical (nix-build --check)"
 else
   fail "runtime: a second build is bit-identical (nix-build --check)" "$(tail -5 "$work/check.log")"
@@ -104,7 +141,24 @@ if [ -n "$DC" ]; then
   expect_eq "devcontainer: /etc/sudoers is 0440 root and includes sudoers.d" \
     "$(run_as -u 0 "$DC" sh -c 'stat -c "%a %u" /etc/sudoers; grep -c "^@includedir /etc/sudoers.d" /etc/sudoers; cat /etc/sudoers.d/vscode')" \
     $'440 0\n1\nvscode ALL=(ALL:ALL) NOPASSWD: ALL'
-  expect_eq "devcontainer: PAM configuration for sudo" "$(run_as "$DC" sh -c 'grep -c pam_unix.so /etc/pam.d/sudo')" "3"
+  expect_eq "devcontainer: PAM configuration for sudo" "$(run_as "$DC" sh -c 'grep -c pam_unix.so /etc/pam.d/sudo')" "4"
+  # shadow's tools under sudo: each has a service letting root through
+  # (else PAM falls through to `other`, which denies).
+  expect_eq "devcontainer: PAM services for shadow's account tools, root first" \
+    "$(run_as "$DC" sh -c 'for t in useradd usermod userdel groupadd groupmod groupdel chsh chfn chpasswd newusers passwd chage; do head -1 /etc/pam.d/$t | sed "s|/nix/store/[^/]*/|STORE/|"; done | sort | uniq -c | sed "s/^ *//"')" \
+    "12 auth     sufficient STORE/lib/security/pam_rootok.so"
+  expect_eq "devcontainer: every PAM module named exists in the image" \
+    "$(run_as "$DC" sh -c 'for m in $(grep -ho "/nix/store/[^ ]*\.so" /etc/pam.d/*| sort -u); do test -e $m || echo missing $m; done; echo checked')" "checked"
+  # What VS Code's Dev Containers read: the user, its home and shell.
+  expect_eq "devcontainer: vscode's home and login shell (passwd), the shell is executable" \
+    "$(run_as "$DC" sh -c 'e=$(grep ^vscode: /etc/passwd); home=$(echo $e | cut -d: -f6); sh=$(echo $e | cut -d: -f7); echo $home $(basename $sh); test -x $sh && echo shell-ok')" \
+    $'/home/vscode bash\nshell-ok'
+  # A foreign, dynamically linked binary (Debian's id, as VS Code's server
+  # downloads its node) runs through nix-ld; without NIX_LD it cannot.
+  expect_eq "devcontainer: a Debian binary runs through nix-ld" \
+    "$(docker run --rm --entrypoint "" -v "$work/foreign/bin/id:/home/vscode/.vscode-server/bin/id:ro" "$DC" /home/vscode/.vscode-server/bin/id -un 2>&1)" "vscode"
+  expect_eq "devcontainer: …and not without NIX_LD (control)" \
+    "$(docker run --rm --entrypoint "" -e NIX_LD= -v "$work/foreign/bin/id:/x:ro" "$DC" /x -un >/dev/null 2>&1; echo $?)" "127"
   expect_eq "devcontainer: /nix, /nix/store, /nix/var/nix owned by the user" \
     "$(run_as "$DC" stat -c '%n %u' /nix /nix/store /nix/var/nix /nix/var/nix/db /nix/var/nix/profiles)" \
     $'/nix 1000\n/nix/store 1000\n/nix/var/nix 1000\n/nix/var/nix/db 1000\n/nix/var/nix/profiles 1000'
@@ -246,4 +300,28 @@ if build shellless >/dev/null && SL=$(load shellless); then
   fi
 else
   fail "shell-less runtime builds and loads" "$(tail -20 "$work/build-shellless.log")"
+fi
+
+# --- without the sandbox ---------------------------------------------------------
+# What differs: NIX_ATTRS_JSON_FILE names a file that exists, and the binary
+# may be dynamically linked (the host's libraries are visible).
+if [ "${NIX_LAYER_TEST_SANDBOX:-true}" = true ] && [ -x "$REPO/target/release/nix-layer" ]; then
+  DYN=$(to_store "$REPO/target/release/nix-layer")
+  nosandbox() { NIX_CONFIG="${NIX_CONFIG/sandbox = true/sandbox = false}" "$@"; }
+  if out=$(nosandbox nix-build "$IMAGES" --argstr nixLayer "$DYN" "${NIXARGS[@]:3}" -A runtime \
+    -o "$work/result-nosandbox" 2>"$work/nosandbox.log"); then
+    ref="$(nosandbox nix-instantiate --eval --json "$IMAGES" --argstr nixLayer "$DYN" "${NIXARGS[@]:3}" -A runtime.imageName | tr -d '"'):$(nosandbox nix-instantiate --eval --json "$IMAGES" --argstr nixLayer "$DYN" "${NIXARGS[@]:3}" -A runtime.imageTag | tr -d '"')"
+    echo "$ref" >>"$work/loaded"
+    docker load -i "$out" >/dev/null
+    expect_eq "sandbox off, dynamic nix-layer: the runtime builds and runs" "$(docker run --rm "$ref")" "hello from the fixture"
+    # The same store layers as the sandboxed build (the binary's path only
+    # changes the computed tag, which is in the config, not the layers).
+    if [ -n "$RT" ]; then
+      expect_eq "sandbox off and on: the same layer diff_ids" \
+        "$(docker inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$ref" | sed '/^$/d' | tr '\n' ' ')" \
+        "$(docker inspect -f '{{range .RootFS.Layers}}{{println .}}{{end}}' "$RT" | sed '/^$/d' | tr '\n' ' ')"
+    fi
+  else
+    fail "sandbox off, dynamic nix-layer: the runtime builds" "$(tail -10 "$work/nosandbox.log")"
+  fi
 fi

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use nix_layer_contract::contract;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -42,6 +43,8 @@ pub enum Command {
     NixBuild(NixBuildArgs),
     /// Check every blob of a layer cache and drop corrupt entries.
     CacheVerify(CacheArgs),
+    /// The Nix library ↔ binary contract (image arguments, defaults, limits, version).
+    Contract(ContractArgs),
     /// Write an SBOM (CycloneDX or SPDX JSON) of a closure: every store path and its references.
     Sbom(Box<crate::sbom::SbomArgs>),
     /// Combine per-platform images of an OCI layout into one multi-platform index.
@@ -71,7 +74,7 @@ pub struct GraphArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "closure")]
     pub graph: Option<PathBuf>,
     /// Key of the graph inside a structured-attrs file.
-    #[arg(long, value_name = "KEY", default_value = "graph")]
+    #[arg(long, value_name = "KEY", default_value = contract::GRAPH_KEY)]
     pub graph_key: String,
     /// Store paths of a closed set, e.g. `$(nix-store -qR ROOT)`; references are read from Nix in one call.
     #[arg(long, value_name = "PATH", num_args = 1..)]
@@ -80,16 +83,16 @@ pub struct GraphArgs {
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub root: Vec<String>,
     /// The store directory.
-    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    #[arg(long, value_name = "DIR", default_value = contract::DEFAULT_STORE_DIR)]
     pub store_dir: String,
     /// The nix-store binary used with --closure.
     #[arg(long, value_name = "BIN", default_value = "nix-store")]
     pub nix_store: PathBuf,
-    /// Most layers in the image, counting the base image's and the top layer.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    /// Most layers in the image (2 to 125), counting the base image's and the top layer.
+    #[arg(long, value_name = "N", default_value_t = contract::DEFAULT_MAX_LAYERS)]
     pub max_layers: usize,
     /// Layering strategy: popularity (nixpkgs' default until 2024), auto (nixpkgs' auto-layer) or shared (nix-layer's, for cross-image sharing).
-    #[arg(long, value_name = "NAME", default_value = "popularity")]
+    #[arg(long, value_name = "NAME", default_value = contract::DEFAULT_STRATEGY_NAME)]
     pub strategy: String,
     /// Graphs of sibling closures (package sets or other images) that `shared` plans against, so
     /// every image built with the same family gets identical layers for what it shares.
@@ -107,7 +110,7 @@ pub struct BuildArgs {
     /// Output format.
     #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci", "oci-archive"])]
     pub format: Option<String>,
-    /// Layer compression for oci and oci-archive (docker-archive layers are always uncompressed).
+    /// Layer compression for oci and oci-archive (default gzip; docker-archive layers are always uncompressed).
     #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
     pub compression: Option<String>,
     /// Image config JSON (Cmd, Entrypoint, Env, User, WorkingDir, ExposedPorts, Volumes, Labels, StopSignal).
@@ -135,19 +138,19 @@ pub struct BuildArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     pub annotation: Vec<String>,
     /// Creation time: RFC 3339, seconds since the epoch, or `now`.
-    #[arg(long, value_name = "TIME", default_value = "1970-01-01T00:00:01Z")]
+    #[arg(long, value_name = "TIME", default_value = contract::DEFAULT_TIME)]
     pub created: String,
     /// Modification time of store-layer entries.
-    #[arg(long, value_name = "TIME", default_value = "1970-01-01T00:00:01Z")]
+    #[arg(long, value_name = "TIME", default_value = contract::DEFAULT_TIME)]
     pub mtime: String,
     /// Owner of store-layer entries.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub uid: u64,
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub gid: u64,
-    #[arg(long, value_name = "NAME", default_value = "root")]
+    #[arg(long, value_name = "NAME", default_value = contract::DEFAULT_USER)]
     pub uname: String,
-    #[arg(long, value_name = "NAME", default_value = "root")]
+    #[arg(long, value_name = "NAME", default_value = contract::DEFAULT_USER)]
     pub gname: String,
     /// Register the whole closure in a Nix database at /nix/var/nix/db in the top layer.
     #[arg(long)]
@@ -197,13 +200,13 @@ pub struct SharingArgs {
     #[arg(long)]
     pub plan: bool,
     /// Strategy for --plan.
-    #[arg(long, value_name = "NAME", default_value = "popularity")]
+    #[arg(long, value_name = "NAME", default_value = contract::DEFAULT_STRATEGY_NAME)]
     pub strategy: String,
     /// --max-layers for --plan.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = contract::DEFAULT_MAX_LAYERS)]
     pub max_layers: usize,
     /// Store directory for --plan.
-    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    #[arg(long, value_name = "DIR", default_value = contract::DEFAULT_STORE_DIR)]
     pub store_dir: String,
     /// Family graphs for --plan with --strategy shared (see `build --family`).
     #[arg(long, value_name = "GRAPH", num_args = 1..)]
@@ -217,6 +220,13 @@ pub struct SharingArgs {
 pub struct NixBuildArgs {
     /// The structured-attrs file (default: $NIX_ATTRS_JSON_FILE or ./.attrs.json).
     pub attrs: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ContractArgs {
+    /// Print the contract as JSON (what nix/contract.json holds).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -2,9 +2,9 @@
 //! hands a `BuildRequest` to `nix-layer-pipeline`; no image logic lives here.
 
 mod args;
+mod flags;
 mod progress;
 mod sbom;
-mod settings;
 mod sharing;
 
 use std::io::IsTerminal;
@@ -76,21 +76,34 @@ fn run(cli: Cli) -> Result<()> {
             // unless asked for.
             let terminal = std::io::stderr().is_terminal();
             let (bar, summary) = (terminal && !a.quiet, (terminal || a.verbose) && !a.quiet);
-            let req = settings::request_from_build_args(a)?;
+            let req = flags::build_request(*a)?;
             build(req, bar, summary)
         }
         Command::NixBuild(a) => {
-            let attrs = settings::read_nix_attrs(a.attrs.as_deref())?;
-            match settings::nix_build(attrs)? {
-                settings::NixBuild::Image(req) => build(*req, false, true),
-                settings::NixBuild::File { path, text, executable } => {
-                    settings::write_output_file(&path, &text, executable)
-                        .with_context(|| format!("cannot write {}", path.display()))
+            use nix_layer_contract::nix_build::{self, NixBuild};
+            let attrs = nix_build::read_nix_attrs(a.attrs.as_deref())?;
+            match nix_build::nix_build(attrs)? {
+                NixBuild::Image(req) => build(*req, false, true),
+                NixBuild::File { path, text, executable } => {
+                    Ok(nix_build::write_output_file(&path, &text, executable)?)
                 }
             }
         }
+        Command::Contract(a) => {
+            let text = nix_layer_contract::contract::to_json_text();
+            if a.json {
+                print!("{text}");
+            } else {
+                println!(
+                    "nix-layer contract version {}; `nix-layer contract --json` prints it (nix/contract.json)",
+                    nix_layer_contract::contract::VERSION
+                );
+            }
+            Ok(())
+        }
         Command::Plan(a) => {
-            let (graph, strategy, budget, family) = settings::plan_inputs(&a)?;
+            let nix_layer_contract::settings::PlanInputs { graph, strategy, budget, family } =
+                flags::plan_inputs(&a)?;
             let plan = match &family {
                 Some(f) => nix_layer_plan::plan_with_family(&graph, strategy, budget, f)?,
                 None => nix_layer_plan::plan(&graph, strategy, budget)?,

@@ -43,7 +43,7 @@ pub fn run(a: SbomArgs) -> Result<()> {
     let format: Format = a.format.parse()?;
     // `plan`'s loading: the graph from --graph or --closure, cut to --root.
     let plan_args = PlanArgs { graph: a.graph.clone(), base_layers: 0, json: false };
-    let (graph, ..) = crate::settings::plan_inputs(&plan_args)?;
+    let graph = crate::flags::plan_inputs(&plan_args)?.graph;
     let store_dir = StoreDir::new(&a.graph.store_dir)?;
     let roots = a.graph.root.iter().map(|r| store_dir.parse(r)).collect::<Result<Vec<_>, _>>()?;
     let (name, tag) = match &a.name {

@@ -52,7 +52,8 @@ pub struct Healthcheck {
     pub Retries: Option<i64>,
 }
 
-const KNOWN_KEYS: [&str; 12] = [
+/// The config keys nix-layer accepts (Docker's casing); the Nix library's list comes from here.
+pub const KNOWN_KEYS: [&str; 12] = [
     "Cmd",
     "Entrypoint",
     "Env",

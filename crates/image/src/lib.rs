@@ -29,6 +29,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use base::{BaseImage, BaseLayer, BlobSource, LayerDescriptor};
+pub use config::KNOWN_KEYS as CONFIG_KEYS;
 pub use config::{go_arch, inherit_env, ConfigSpec, Healthcheck, HistoryEntry, ImageConfigInput};
 pub use docker_archive::{DockerArchiveWriter, SlotArchive};
 pub use model::{Document, Image, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};

@@ -1,0 +1,81 @@
+//! Command-line arguments → the contract's inputs. Only field mapping:
+//! defaults, limits and validation live in `nix-layer-contract`.
+
+use nix_layer_contract::settings::{self, BuildFlags, GraphSource, PlanFlags, PlanInputs, Settings};
+use nix_layer_contract::{Error, Result};
+use nix_layer_pipeline::BuildRequest;
+
+use crate::args::{BuildArgs, GraphArgs, PlanArgs};
+
+fn graph_source(g: &GraphArgs) -> Result<GraphSource> {
+    GraphSource::from_flags(g.graph.clone(), g.graph_key.clone(), g.closure.clone(), g.nix_store.clone())
+}
+
+/// `nix-layer build`.
+pub fn build_request(a: BuildArgs) -> Result<BuildRequest> {
+    let (graph, settings) = if a.settings.is_some() {
+        // A stream script's settings: only the flags given override them.
+        (None, Settings { name: a.name, format: a.format, compression: a.compression, ..Settings::default() })
+    } else {
+        let config = a.config.as_deref().map(|p| settings::read_json_file(p, "config")).transpose()?;
+        let top_layer =
+            a.top_layer.as_deref().map(|p| settings::read_json_file(p, "top-layer spec")).transpose()?;
+        let s = Settings {
+            name: a.name,
+            format: a.format,
+            compression: a.compression,
+            max_layers: Some(a.graph.max_layers),
+            strategy: Some(a.graph.strategy.clone()),
+            store_dir: Some(a.graph.store_dir.clone()),
+            config,
+            top_layer,
+            contents: a.contents,
+            from_image: a.from_image.map(|p| p.display().to_string()),
+            architecture: a.arch,
+            variant: a.variant,
+            allow_host_files: Some(a.allow_host_files),
+            created: Some(a.created),
+            mtime: Some(a.mtime),
+            uid: Some(a.uid),
+            gid: Some(a.gid),
+            uname: Some(a.uname),
+            gname: Some(a.gname),
+            include_nix_db: Some(a.nix_db),
+            include_store_paths: Some(!a.no_store_paths),
+            ..Settings::default()
+        };
+        (Some(graph_source(&a.graph)?), s)
+    };
+    let mut settings = settings;
+    for kv in &a.annotation {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                settings.annotations.insert(k.to_owned(), v.to_owned());
+            }
+            _ => return Err(Error::Invalid(format!("--annotation `{kv}`: expected KEY=VALUE"))),
+        }
+    }
+    settings::request_from_flags(BuildFlags {
+        settings,
+        settings_file: a.settings,
+        graph,
+        family: a.graph.family,
+        roots: a.graph.root,
+        jobs: a.jobs,
+        cache: a.cache,
+        output: a.output,
+    })
+}
+
+/// `nix-layer plan`.
+pub fn plan_inputs(a: &PlanArgs) -> Result<PlanInputs> {
+    settings::plan_inputs(PlanFlags {
+        graph: graph_source(&a.graph)?,
+        store_dir: a.graph.store_dir.clone(),
+        roots: a.graph.root.clone(),
+        strategy: a.graph.strategy.clone(),
+        max_layers: a.graph.max_layers,
+        base_layers: a.base_layers,
+        family: a.graph.family.clone(),
+    })
+}
