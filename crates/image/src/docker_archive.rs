@@ -121,6 +121,13 @@ impl<W: Write> DockerArchiveWriter<W> {
         Ok(())
     }
 
+    /// Lists a layer in the manifest without its bytes, for a reader that already holds it
+    /// (`docker load` takes a layer whose chain it has from its own store).
+    pub fn omit_layer(&mut self, diff_id: Digest) -> Result<(), Error> {
+        self.layers.push(diff_id);
+        Ok(())
+    }
+
     /// Appends a verified uncompressed layer blob.
     pub fn add_blob(&mut self, blob: &LayerBlob) -> Result<(), Error> {
         check_uncompressed(blob)?;

@@ -214,7 +214,8 @@ impl Layers<'_> {
     /// Memory stays under jobs × [`STREAM_BUFFERS`] × [`STREAM_CHUNK`].
     pub fn stream_store(
         &self,
-        consume: &mut dyn FnMut(usize, &mut dyn io::Read) -> Result<(), Error>,
+        wanted: &[bool],
+        consume: &mut dyn FnMut(usize, Option<&mut dyn io::Read>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let n = self.store_paths().len();
         let slots: Mutex<Vec<Option<Chunks>>> = Mutex::new((0..n).map(|_| None).collect());
@@ -226,6 +227,9 @@ impl Layers<'_> {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     if i >= n {
                         break;
+                    }
+                    if !wanted[i] {
+                        continue;
                     }
                     let (tx, rx) = sync_channel(STREAM_BUFFERS);
                     slots.lock().expect("not poisoned")[i] = Some(rx);
@@ -240,6 +244,9 @@ impl Layers<'_> {
                 });
             }
             let outcome = (0..n).try_for_each(|i| {
+                if !wanted[i] {
+                    return consume(i, None);
+                }
                 let rx = {
                     let mut guard = slots.lock().expect("not poisoned");
                     loop {
@@ -250,7 +257,7 @@ impl Layers<'_> {
                     }
                 };
                 let mut reader = ChannelReader { rx, buf: Vec::new(), pos: 0 };
-                consume(i, &mut reader).map_err(|e| self.changed(i, e))?;
+                consume(i, Some(&mut reader)).map_err(|e| self.changed(i, e))?;
                 let paths = &self.store_paths()[i];
                 self.progress.layer_done(&LayerKind::Store(i), self.nar_bytes(paths), false);
                 Ok(())

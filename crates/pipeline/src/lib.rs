@@ -174,49 +174,81 @@ fn image_graph(req: &BuildRequest) -> Result<Graph, Error> {
     Ok(g.subgraph(&keep)?)
 }
 
+/// Builds the image as a docker-archive stream into `out`, as `-o -` does, leaving out the
+/// bytes of every layer for which `present(chain)` is true: `chain` is the layer's diff_id
+/// with those below it, and `present` says the engine reading the stream already holds
+/// that chain (as `docker load` then takes it from its store). `req.format` and
+/// `req.output` are ignored.
+pub fn stream(
+    req: &BuildRequest,
+    progress: &dyn Progress,
+    out: &mut dyn std::io::Write,
+    present: &dyn Fn(&[Digest]) -> bool,
+) -> Result<BuildSummary, Error> {
+    run(req, progress, &Output::Stdout, |layers, _, assemble| {
+        output::docker_archive_stream(layers, assemble, out, present)
+    })
+    .map(|(_, summary)| summary)
+}
+
 /// Runs the whole build.
 pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary, Error> {
     output::check(req.format, &req.output)?;
+    let (_, summary) =
+        run(req, progress, &req.output, |layers, staging, assemble| match (req.format, &req.output) {
+            (OutputFormat::DockerArchive, Output::Stdout) => {
+                let stdout = std::io::stdout();
+                output::docker_archive_stream(layers, assemble, &mut stdout.lock(), &|_| false)
+            }
+            (OutputFormat::DockerArchive, Output::Path(dest)) => {
+                output::docker_archive_file(layers, staging, dest, assemble)
+            }
+            (OutputFormat::Oci, Output::Path(dir)) => {
+                output::oci_layout(layers, staging, dir, req.compression, assemble)
+            }
+            (OutputFormat::Oci, Output::Stdout) => unreachable!("refused by output::check"),
+            (OutputFormat::OciArchive, out) => {
+                output::oci_archive(layers, staging, out, req.compression, assemble)
+            }
+        })?;
+    Ok(summary)
+}
+
+/// Plans the image, then lets `write` produce its layers and write it. Every writer names
+/// its layers to one assembler, which makes the image value (config, manifest) they all
+/// write; the summary is taken from it too.
+fn run<T>(
+    req: &BuildRequest,
+    progress: &dyn Progress,
+    output: &Output,
+    write: impl FnOnce(&Layers, &output::Staging, &output::Assemble) -> Result<T, Error>,
+) -> Result<(T, BuildSummary), Error> {
     let plan = plan_image(req)?;
-    let staging = output::Staging::new(&req.output)?;
+    let staging = output::Staging::new(output)?;
     let store_bytes: u64 = (0..plan.graph.len()).map(|i| plan.graph.info(i).nar_size).sum();
     let base_count = plan.base.as_ref().map_or(0, |b| b.layers.len());
     progress.start(base_count + plan.store_layers.layers.len() + 1, store_bytes);
-
     let layers = Layers { req, plan: &plan, blob_dir: staging.blob_dir(), progress };
-    // Every writer names its layers to this one function, which makes the image value
-    // (config, manifest) they all write: the summary is taken from it too.
-    let summary = std::cell::RefCell::new(None);
+    let made = std::cell::RefCell::new(None);
     let assemble = |produced: &[&Produced]| -> Result<Image, Error> {
         let image = assemble_image(req, &plan, produced)?;
-        *summary.borrow_mut() = Some(summarize(&image, produced));
+        *made.borrow_mut() = Some((image.clone(), summarize(produced)));
         Ok(image)
     };
-    let image = match (req.format, &req.output) {
-        (OutputFormat::DockerArchive, Output::Stdout) => output::docker_archive_stream(&layers, &assemble)?,
-        (OutputFormat::DockerArchive, Output::Path(dest)) => {
-            output::docker_archive_file(&layers, &staging, dest, &assemble)?
-        }
-        (OutputFormat::Oci, Output::Path(dir)) => {
-            output::oci_layout(&layers, &staging, dir, req.compression, &assemble)?
-        }
-        (OutputFormat::Oci, Output::Stdout) => unreachable!("refused by output::check"),
-        (OutputFormat::OciArchive, out) => {
-            output::oci_archive(&layers, &staging, out, req.compression, &assemble)?
-        }
-    };
+    let written = write(&layers, &staging, &assemble)?;
     progress.finish();
-    let (layers, cache_hits) = summary.into_inner().expect("assembled");
-    Ok(BuildSummary {
+    let (image, (layers, cache_hits)) = made.into_inner().expect("every writer assembles the image");
+    let summary = BuildSummary {
         image: image.reference().to_string(),
         layers,
         config_digest: image.config().digest(),
         manifest_digest: image.manifest().digest(),
         cache_hits,
-    })
+    };
+    Ok((written, summary))
 }
 
-fn summarize(_image: &Image, produced: &[&Produced]) -> (Vec<LayerSummary>, usize) {
+fn summarize(produced: &[&Produced]) -> (Vec<LayerSummary>, usize) {
     let layers = produced
         .iter()
         .map(|l| LayerSummary {

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use nix_layer_blob::{Compression, LayerBlob};
+use nix_layer_blob::{Compression, Digest, LayerBlob};
 use nix_layer_image::{DockerArchiveWriter, Image, OciLayout, SlotArchive};
 use nix_layer_scratch::ScratchDir;
 
@@ -157,41 +157,63 @@ pub(crate) fn docker_archive_file(
     Ok(image)
 }
 
-/// A docker-archive on stdout, as streamLayeredImage writes it: store layers are hashed
+/// A docker-archive as a stream, as streamLayeredImage writes it: store layers are hashed
 /// first (each member is named by its diff_id), then produced again in order by the worker
 /// threads into bounded buffers while the writer sends them out. Without a cache nothing
 /// but the base and top layers touches the disk.
-pub(crate) fn docker_archive_stream(layers: &Layers, assemble: &Assemble) -> Result<Image, Error> {
+///
+/// A layer for which `present(chain)` is true (`chain`: the diff_ids from the bottom up to
+/// it; the engine reading the stream already holds that layer chain) is listed in the
+/// manifest but its bytes are left out, and a store layer is then not produced at all.
+pub(crate) fn docker_archive_stream(
+    layers: &Layers,
+    assemble: &Assemble,
+    out: &mut dyn Write,
+    present: &dyn Fn(&[Digest]) -> bool,
+) -> Result<Image, Error> {
     let base = layers.base(true)?;
     let top = layers.top(Compression::None)?;
-    let stdout = io::stdout();
-    let out = BufWriter::with_capacity(1 << 20, stdout.lock());
-    let mut w = DockerArchiveWriter::new(out, layers.req.mtime.epoch);
-    let add = |w: &mut DockerArchiveWriter<_>, l: &Produced| w.add_blob(l.blob.as_ref().expect("a blob"));
-    let (store, image) = if layers.req.cache.is_some() {
-        let store = layers.store_blobs(Compression::None)?;
-        let image = assemble(&chain(&base, &store, &top))?;
-        for l in base.iter().chain(&store) {
-            add(&mut w, l)?;
-        }
-        (store, image)
-    } else {
-        let digests = layers.store_digests()?;
-        let store = layers.store_unstored(&digests);
-        let image = assemble(&chain(&base, &store, &top))?;
-        for l in &base {
-            add(&mut w, l)?;
-        }
-        layers.stream_store(&mut |i, reader| {
-            let (diff_id, size) = digests[i];
-            w.add_layer(diff_id, size, reader).map_err(Error::from)
-        })?;
-        (store, image)
+    let mut w = DockerArchiveWriter::new(BufWriter::with_capacity(1 << 20, out), layers.req.mtime.epoch);
+    let cached = match layers.req.cache {
+        Some(_) => Some(layers.store_blobs(Compression::None)?),
+        None => None,
     };
-    drop(store);
-    add(&mut w, &top)?;
+    let digests: Vec<(Digest, u64)> = match &cached {
+        Some(store) => store.iter().map(|l| (l.info.diff_id, l.info.size)).collect(),
+        None => layers.store_digests()?,
+    };
+    let store = match cached {
+        Some(store) => store,
+        None => layers.store_unstored(&digests),
+    };
+    let image = assemble(&chain(&base, &store, &top))?;
+    let ids = image.diff_ids();
+    let wanted: Vec<bool> = (0..ids.len()).map(|i| !present(&ids[..=i])).collect();
+    let add = |w: &mut DockerArchiveWriter<_>, i: usize, l: &Produced| match wanted[i] {
+        true => w.add_blob(l.blob.as_ref().expect("a blob")),
+        false => w.omit_layer(l.info.diff_id),
+    };
+    for (i, l) in base.iter().enumerate() {
+        add(&mut w, i, l)?;
+    }
+    let first = base.len();
+    let store_wanted = &wanted[first..first + store.len()];
+    if store.iter().all(|l| l.blob.is_some()) {
+        for (i, l) in store.iter().enumerate() {
+            add(&mut w, first + i, l)?;
+        }
+    } else {
+        layers.stream_store(store_wanted, &mut |i, reader| {
+            let (diff_id, size) = digests[i];
+            match reader {
+                Some(r) => w.add_layer(diff_id, size, r).map_err(Error::from),
+                None => w.omit_layer(diff_id).map_err(Error::from),
+            }
+        })?;
+    }
+    add(&mut w, ids.len() - 1, &top)?;
     let mut out = w.finish(&image)?;
-    out.flush().map_err(io_err("cannot write to stdout"))?;
+    out.flush().map_err(io_err("cannot write the stream"))?;
     Ok(image)
 }
 
