@@ -167,5 +167,7 @@ fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_owned();
     assert_eq!(std::fs::read(copy.join("blobs/sha256").join(layer)).unwrap(), doc, "the SBOM is the layer");
     // The image itself is still there and intact next to its SBOM.
-    run(Command::new("skopeo").args(["inspect"]).arg(format!("oci:{}:t1", layout.display())));
+    run(Command::new("skopeo")
+        .args(["inspect"])
+        .arg(format!("oci:{}:nix-layer-e2e/sbom:t1", layout.display())));
 }

@@ -254,16 +254,21 @@ pub fn verify_layout(layout: &Path) -> usize {
         assert_eq!(Some(size), d["size"].as_u64(), "size of {digest}");
         path
     };
-    let index = json(&layout.join("index.json"));
-    let manifests = index["manifests"].as_array().unwrap();
-    for m in manifests {
-        let manifest = json(&blob(m));
-        blob(&manifest["config"]);
-        for l in manifest["layers"].as_array().unwrap() {
-            blob(l);
+    fn check(doc: &serde_json::Value, blob: &dyn Fn(&serde_json::Value) -> PathBuf) {
+        let json =
+            |p: &Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+        match doc.get("manifests") {
+            // An index: each entry is a manifest (or an index) present in full.
+            Some(list) => list.as_array().unwrap().iter().for_each(|m| check(&json(&blob(m)), blob)),
+            None => {
+                blob(&doc["config"]);
+                doc["layers"].as_array().unwrap().iter().for_each(|l| drop(blob(l)));
+            }
         }
     }
-    manifests.len()
+    let index = json(&layout.join("index.json"));
+    check(&index, &blob);
+    index["manifests"].as_array().unwrap().len()
 }
 
 /// `umoci unpack` of one image of a layout (it checks every blob it reads).

@@ -212,11 +212,7 @@ impl Layers<'_> {
     /// Store layers in plan order, produced by `req.jobs` threads ahead of the reader
     /// into bounded buffers: `consume(i, reader)` is called once per layer, in order.
     /// Memory stays under jobs × [`STREAM_BUFFERS`] × [`STREAM_CHUNK`].
-    pub fn stream_store(
-        &self,
-        wanted: &[bool],
-        consume: &mut dyn FnMut(usize, Option<&mut dyn io::Read>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    pub fn stream_store(&self, wanted: &[bool], consume: &mut ConsumeLayer) -> Result<(), Error> {
         let n = self.store_paths().len();
         let slots: Mutex<Vec<Option<Chunks>>> = Mutex::new((0..n).map(|_| None).collect());
         let ready = Condvar::new();
@@ -344,6 +340,9 @@ fn unstored_info(diff_id: Digest, size: u64) -> BlobInfo {
 /// Bytes in one buffer of a streamed layer, and buffers a producer may run ahead.
 pub(crate) const STREAM_CHUNK: usize = 1 << 20;
 pub(crate) const STREAM_BUFFERS: usize = 4;
+
+/// What a stream does with store layer `i`: its bytes, or `None` for a layer not produced.
+pub(crate) type ConsumeLayer<'a> = dyn FnMut(usize, Option<&mut dyn io::Read>) -> Result<(), Error> + 'a;
 
 /// The receiving end of one streamed layer: its bytes in chunks, or the error that ended it.
 type Chunks = Receiver<io::Result<Vec<u8>>>;
