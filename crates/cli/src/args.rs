@@ -49,6 +49,9 @@ pub enum Command {
     Sbom(Box<crate::sbom::SbomArgs>),
     /// Combine per-platform images of an OCI layout into one multi-platform index.
     Index(IndexArgs),
+    /// Push an image (built from a closure, or from an OCI layout) to a registry, sending
+    /// only what it lacks.
+    Push(Box<crate::push::PushArgs>),
 }
 
 #[derive(Args)]
@@ -105,7 +108,7 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub graph: GraphArgs,
     /// Image name with optional tag (default tag: a hash of the image).
-    #[arg(long, value_name = "NAME[:TAG]", required_unless_present = "settings")]
+    #[arg(long, value_name = "NAME[:TAG]")]
     pub name: Option<String>,
     /// Output format.
     #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci", "oci-archive"])]

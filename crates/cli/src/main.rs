@@ -4,6 +4,7 @@
 mod args;
 mod flags;
 mod progress;
+mod push;
 mod sbom;
 mod sharing;
 
@@ -127,6 +128,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sharing(a) => sharing::run(a),
         Command::Sbom(a) => sbom::run(*a),
+        Command::Push(a) => {
+            let verbose = a.build.verbose;
+            push::run(*a, verbose)
+        }
         Command::Index(a) => {
             let kind = if a.docker { IndexKind::DockerManifestList } else { IndexKind::Oci };
             nix_layer_image::ImageRef::split(&a.name)?
