@@ -175,3 +175,76 @@ fn push_of_a_multi_platform_layout_and_an_sbom() {
         .unwrap();
     assert_eq!(referrers.len(), 1, "one SBOM refers to the image");
 }
+
+/// A base image from a registry, pinned by digest: fetched with every blob verified, kept
+/// for the next build, and refused when the registry serves other bytes.
+#[test]
+fn base_images_come_from_a_registry_by_digest() {
+    let f = fixtures();
+    let r = registry();
+    let (digest, _) = push(&[&f.app], &format!("{}/e2e/base:1", r.host()), &[]);
+    let base = format!("{}/e2e/base@{digest}", r.host());
+    let dir = scratch();
+    let build = |cache: &str, out: &str| {
+        let mut c = nix_layer();
+        c.arg("build")
+            .arg("--closure")
+            .args(f.closure(&[&f.other]))
+            .args([
+                "--name",
+                "derived:1",
+                "--format",
+                "oci",
+                "--plain-http",
+                "--quiet",
+                "--from-image",
+                &base,
+                "--cache",
+            ])
+            .arg(dir.path().join(cache))
+            .arg("-o")
+            .arg(dir.path().join(out));
+        c
+    };
+    run(&mut build("cache", "derived"));
+    assert_eq!(verify_layout(&dir.path().join("derived")), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:derived:1", dir.path().join("derived").display())),
+    ))
+    .unwrap();
+    // app's four layers, then other's store layers and its top layer.
+    assert!(v["Layers"].as_array().unwrap().len() > 4, "{v}");
+    // Not pinned: refused.
+    let o = nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.other]))
+        .args(["--name", "x:1", "--plain-http", "--from-image", &format!("{}/e2e/base:1", r.host()), "-o"])
+        .arg(dir.path().join("unpinned.tar"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && !dir.path().join("unpinned.tar").exists());
+    // The registry's bytes tampered with: a fresh fetch fails on the digest.
+    let raw: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{base}"),
+    ])))
+    .unwrap();
+    let layer: nix_layer_blob::Digest = raw["layers"][0]["digest"].as_str().unwrap().parse().unwrap();
+    let data = r.blob_data_path(&layer);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let o = build("fresh-cache", "refused").output().unwrap();
+    assert!(!o.status.success(), "a tampered base must fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&layer.hex()) || err.contains("digest"), "{err}");
+    assert!(!dir.path().join("refused").exists());
+    // What was fetched before is kept and still builds.
+    run(&mut build("cache", "again"));
+}

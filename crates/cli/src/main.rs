@@ -4,6 +4,7 @@
 mod args;
 mod flags;
 mod progress;
+mod pull;
 mod push;
 mod sbom;
 mod sharing;

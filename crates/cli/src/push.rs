@@ -11,8 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use nix_layer_blob::{BlobInfo, Compression, LayerBlob};
 use nix_layer_registry::{
-    BlobSource, BytesBlob, CachedLayer, Client, ClientOptions, CredentialSource, Credentials, Descriptor,
-    FileBlob, ImageUpload, PushReport, Reference,
+    BlobSource, BytesBlob, CachedLayer, Client, Descriptor, FileBlob, ImageUpload, PushReport, Reference,
 };
 
 use crate::args::BuildArgs;
@@ -28,13 +27,6 @@ pub struct PushArgs {
     /// More tags for the same manifest.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
-    /// `user:password` (default: Docker/Podman auth files, credential helpers, and
-    /// GITHUB_TOKEN for ghcr.io).
-    #[arg(long, value_name = "USER:PASSWORD")]
-    pub creds: Option<String>,
-    /// Speak plain HTTP to the registry instead of TLS (never implied, not even for localhost).
-    #[arg(long)]
-    pub plain_http: bool,
     /// Repository of the same registry that holds the shared layer index (default: the
     /// destination's); its layers are mounted rather than sent.
     #[arg(long, value_name = "REPO")]
@@ -88,11 +80,7 @@ impl BlobSource for Remote {
 
 pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
     let destination = Reference::parse(&a.destination)?;
-    let creds = a.creds.as_deref().map(Credentials::parse).transpose()?;
-    let client = Client::new(
-        ClientOptions { plain_http: a.plain_http, ..ClientOptions::default() },
-        CredentialSource::from_process(creds),
-    );
+    let client = crate::pull::client(a.build.plain_http, a.build.creds.as_deref())?;
     let tags: Vec<&str> = a.tags.iter().map(String::as_str).collect();
     if let Some(dir) = &a.layout {
         let report = push_layout(&client, dir, a.layout_image.as_deref(), &destination, &tags)?;
