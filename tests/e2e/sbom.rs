@@ -171,3 +171,50 @@ fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
         .args(["inspect"])
         .arg(format!("oci:{}:nix-layer-e2e/sbom:t1", layout.display())));
 }
+
+/// `build --sbom`: the SBOM beside an archive, and as a referrer in an OCI layout.
+#[test]
+fn build_writes_the_sbom_beside_the_image() {
+    let f = fixtures();
+    let dir = scratch();
+    let closure = f.closure(&[&f.app]);
+    let archive = dir.path().join("app.tar");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(&closure)
+        .args(["--name", "sbom/app:1", "--sbom", "--quiet", "-o"])
+        .arg(&archive));
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("app.tar.cdx.json")).unwrap()).unwrap();
+    assert_eq!(doc["bomFormat"], "CycloneDX");
+    assert_eq!(doc["components"].as_array().unwrap().len(), closure.len());
+    let layout = dir.path().join("L");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(&closure)
+        .args(["--name", "sbom/app:1", "--sbom", "--format", "oci", "--quiet", "-o"])
+        .arg(&layout));
+    assert_eq!(verify_layout(&layout), 2, "the image and its SBOM");
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:sbom/app:1-sbom", layout.display())))
+    .stdout;
+    let manifest: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(manifest["artifactType"], "application/vnd.cyclonedx+json");
+    let image = run(Command::new("skopeo")
+        .args(["inspect", "--format", "{{.Digest}}"])
+        .arg(format!("oci:{}:sbom/app:1", layout.display())))
+    .stdout;
+    assert_eq!(manifest["subject"]["digest"], String::from_utf8(image).unwrap().trim());
+    // Streams have nowhere to put it.
+    let o = nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(&closure)
+        .args(["--name", "x:1", "--sbom", "-o", "-"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("-o PATH"));
+}

@@ -159,6 +159,10 @@ pub struct BuildArgs {
     /// Register the whole closure in a Nix database at /nix/var/nix/db in the top layer.
     #[arg(long)]
     pub nix_db: bool,
+    /// Also write a CycloneDX SBOM of the closure: IMAGE.cdx.json beside an archive, a
+    /// referrer of the image in an OCI layout (push: a referrer in the registry).
+    #[arg(long)]
+    pub sbom: bool,
     /// Leave store paths out: the image holds only the top layer.
     #[arg(long)]
     pub no_store_paths: bool,

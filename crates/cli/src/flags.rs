@@ -49,6 +49,7 @@ pub fn build_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
             architecture: a.arch,
             variant: a.variant,
             allow_host_files: Some(a.allow_host_files),
+            sbom: Some(a.sbom),
             created: Some(a.created),
             mtime: Some(a.mtime),
             uid: Some(a.uid),

@@ -37,9 +37,6 @@ pub struct PushArgs {
     /// The image's name in --layout (default: its only image).
     #[arg(long = "image", value_name = "NAME", requires = "layout")]
     pub layout_image: Option<String>,
-    /// Also push a CycloneDX SBOM of the closure as a referrer of the image.
-    #[arg(long)]
-    pub sbom: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -115,8 +112,9 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
     }
     a.build.format = Some("oci".into());
     a.build.output = Some("-".into());
-    let want_sbom = a.sbom;
-    let req = crate::flags::build_request(a.build)?;
+    let mut req = crate::flags::build_request(a.build)?;
+    // For a push the SBOM goes to the registry, not beside an output.
+    let want_sbom = std::mem::take(&mut req.sbom);
     let (built, summary) =
         nix_layer_pipeline::build_for_registry(&req, &nix_layer_pipeline::Silent, &remote)?;
     let image = &built.image;

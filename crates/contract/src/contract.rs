@@ -180,6 +180,7 @@ pub fn arguments() -> Vec<Argument> {
         arg("variant", Type::String, null()).nullable(),
         arg("annotations", Type::Attrs, v(json!({}))),
         arg("allowHostFiles", Type::Bool, v(json!(false))),
+        arg("sbom", Type::Bool, v(json!(false))),
         arg("created", Type::String, time()),
         arg("mtime", Type::String, time()),
         id("uid"),

@@ -47,6 +47,8 @@ pub struct Settings {
     pub annotations: BTreeMap<String, String>,
     /// Top-layer `copy` sources may be host files outside the store.
     pub allow_host_files: Option<bool>,
+    /// A CycloneDX SBOM beside the image.
+    pub sbom: Option<bool>,
     pub created: Option<String>,
     pub mtime: Option<String>,
     pub uid: Option<u64>,
@@ -238,6 +240,7 @@ pub fn request(s: Settings, inputs: Inputs) -> Result<BuildRequest> {
             gname: s.gname.unwrap_or_else(user),
         },
         nix_db: s.include_nix_db.unwrap_or(false),
+        sbom: s.sbom.unwrap_or(false),
         include_store_paths: s.include_store_paths.unwrap_or(true),
         jobs: inputs.jobs,
         cache: inputs.cache,
@@ -440,6 +443,7 @@ mod tests {
                 "variant" => serde_json::json!(r.variant),
                 "annotations" => serde_json::json!(r.annotations),
                 "allowHostFiles" => serde_json::json!(r.host_files == nix_layer_tar::HostFiles::Allow),
+                "sbom" => serde_json::json!(r.sbom),
                 other => panic!("default of `{other}` is not checked"),
             };
             let want = if a.name == "family" { serde_json::json!("{}") } else { want.clone() };

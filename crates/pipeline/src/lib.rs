@@ -7,6 +7,7 @@
 
 mod layers;
 mod output;
+pub mod sbom;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -88,6 +89,9 @@ pub struct BuildRequest {
     pub owner: Ownership,
     pub nix_db: bool,
     pub include_store_paths: bool,
+    /// A CycloneDX SBOM of the closure beside the image (`IMAGE.cdx.json`), or in an OCI
+    /// layout as a referrer of the image.
+    pub sbom: bool,
     pub jobs: usize,
     pub cache: Option<PathBuf>,
     pub output: Output,
@@ -228,9 +232,12 @@ pub fn build_for_registry(
 /// Runs the whole build.
 pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary, Error> {
     output::check(req.format, &req.output)?;
+    if req.sbom && req.output == Output::Stdout {
+        return Err(Error::Invalid("--sbom writes the SBOM beside the image: give -o PATH, not -o -".into()));
+    }
     let staging = output::Staging::new(&req.output)?;
-    let (_, summary) =
-        run(req, progress, &staging, None, |layers, staging, assemble| match (req.format, &req.output) {
+    let (_, summary) = run(req, progress, &staging, None, |layers, staging, assemble| {
+        let image = match (req.format, &req.output) {
             (OutputFormat::DockerArchive, Output::Stdout) => {
                 let stdout = std::io::stdout();
                 output::docker_archive_stream(layers, assemble, &mut stdout.lock(), &|_| false)
@@ -245,7 +252,12 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary
             (OutputFormat::OciArchive, out) => {
                 output::oci_archive(layers, staging, out, req.compression, assemble)
             }
-        })?;
+        }?;
+        if let (true, Output::Path(p)) = (req.sbom, &req.output) {
+            sbom::attach(req, layers.plan, &image, p, req.format == OutputFormat::Oci)?;
+        }
+        Ok(image)
+    })?;
     Ok(summary)
 }
 
