@@ -196,7 +196,7 @@ impl Layers<'_> {
         self.each_store_layer(|i| {
             let result = archive
                 .write_layer(first + i, &mut |w| self.write_store(i, w))
-                .map_err(|e| self.changed(i, e));
+                .map_err(|e| self.changed(i, e.into()));
             self.store_done(i, result.map(|diff_id| (unstored_info(diff_id, lengths[i]), None, false)))
         })
     }
@@ -293,11 +293,17 @@ impl Layers<'_> {
     }
 
     /// A size or digest that moved between planning and writing means the store changed
-    /// under the build: say so rather than report a generic mismatch.
-    fn changed(&self, i: usize, e: impl Into<Error>) -> Error {
-        let e = e.into();
-        let first = self.store_paths()[i].first().map(|p| p.to_string()).unwrap_or_default();
-        Error::Changed { layer: i + 1, first, cause: Box::new(e) }
+    /// under the build: say so rather than report a generic mismatch. Other errors (the
+    /// output cannot be written, its reader went away) are passed on as they are.
+    fn changed(&self, i: usize, e: Error) -> Error {
+        use nix_layer_image::Error as E;
+        match e {
+            Error::Image(E::LayerSize { .. } | E::DigestMismatch { .. }) => {
+                let first = self.store_paths()[i].first().map(|p| p.to_string()).unwrap_or_default();
+                Error::Changed { layer: i + 1, first, cause: Box::new(e) }
+            }
+            other => other,
+        }
     }
 
     /// A store layer's bytes are fixed by its ordered paths (store paths are immutable;

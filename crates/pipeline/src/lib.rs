@@ -45,8 +45,15 @@ pub enum Error {
     NoNarHash(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
-    #[error("store layer {layer} (from {first}) changed while it was read; is something modifying the store? ({cause})")]
-    Changed { layer: usize, first: String, cause: Box<Error> },
+    #[error(
+        "store layer {layer} (from {first}) changed while it was read; is something modifying the store?"
+    )]
+    Changed {
+        layer: usize,
+        first: String,
+        #[source]
+        cause: Box<Error>,
+    },
     #[error("{0}")]
     Invalid(String),
 }
