@@ -49,6 +49,9 @@ pub enum Command {
     Sbom(Box<crate::sbom::SbomArgs>),
     /// Combine per-platform images of an OCI layout into one multi-platform index.
     Index(IndexArgs),
+    /// Build an image straight into Docker, Podman or containerd, with no archive on disk.
+    #[command(mut_arg("output", |a| a.hide(true)))]
+    Load(Box<crate::load::LoadArgs>),
 }
 
 #[derive(Args)]
