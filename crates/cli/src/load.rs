@@ -130,6 +130,14 @@ impl Client {
             // Podman's load reads every layer's bytes; nothing can be left out.
             Engine::Podman => Ok(HashSet::new()),
             Engine::Containerd => {
+                // ctr waits 10 s for a socket that is not there; say so at once.
+                let socket = self.address.clone().or_else(|| std::env::var("CONTAINERD_ADDRESS").ok());
+                let socket = socket.unwrap_or_else(|| "/run/containerd/containerd.sock".to_owned());
+                if !std::path::Path::new(&socket).exists() {
+                    bail!(
+                        "no containerd socket at {socket}: is containerd running? (--address names another)"
+                    );
+                }
                 self.query(&["version"]).context("containerd does not answer")?;
                 Ok(HashSet::new())
             }
@@ -223,11 +231,16 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
+/// Whether the stream failed because its reader closed the pipe.
 fn broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
         if c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) {
             return true;
+        }
+        // A layer read while the pipe broke reports its cause in a field, not as `source`.
+        if let Some(nix_layer_pipeline::Error::Changed { cause, .. }) = c.downcast_ref() {
+            return broken_pipe(cause.as_ref());
         }
         cause = c.source();
     }
@@ -286,7 +299,7 @@ pub fn run(a: LoadArgs, show_bar: bool, show_summary: bool) -> Result<()> {
     };
     let summary = match built {
         // The loader went away: its own words say why.
-        Err(e) if broken_pipe(&e) => {
+        Err(e) if broken_pipe(&e) || matches!(child.try_wait(), Ok(Some(_))) => {
             loader_failed(&mut child)?;
             return Err(anyhow::Error::new(e).context(format!("`{}` stopped reading", shown(&loader))));
         }
