@@ -5,5 +5,6 @@ mod behaviour;
 mod errors;
 mod formats;
 mod integrity;
+mod load;
 mod sbom;
 mod support;

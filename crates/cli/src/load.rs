@@ -115,6 +115,8 @@ impl Client {
     /// Checks the engine answers before anything is built, and returns the layer chains
     /// whose bytes need not be sent.
     fn layers_present(&self) -> Result<HashSet<Digest>> {
+        let installed = Command::new(self.engine.binary()).arg("--version").output();
+        installed.map_err(|e| self.spawn_error(e))?;
         match self.engine {
             Engine::Docker => {
                 let status = self
@@ -354,9 +356,14 @@ mod tests {
 
     #[test]
     fn a_closed_pipe_is_found_among_causes() {
-        let io = io::Error::from(io::ErrorKind::BrokenPipe);
-        let e = anyhow::Error::new(io).context("writing layer 3");
+        use nix_layer_pipeline::Error as E;
+        let io = |kind| E::Io { context: "cannot write the stream".into(), source: io::Error::from(kind) };
+        assert!(broken_pipe(&io(io::ErrorKind::BrokenPipe)));
+        assert!(!broken_pipe(&io(io::ErrorKind::StorageFull)));
+        let inside =
+            E::Changed { layer: 1, first: "x".into(), cause: Box::new(io(io::ErrorKind::BrokenPipe)) };
+        assert!(broken_pipe(&inside));
+        let e = anyhow::Error::new(io(io::ErrorKind::BrokenPipe)).context("loading");
         assert!(broken_pipe(e.as_ref()));
-        assert!(!broken_pipe(io::Error::other("disk full").as_ref() as &(dyn std::error::Error + 'static)));
     }
 }
