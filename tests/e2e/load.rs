@@ -171,6 +171,13 @@ fn containerd_import_lists_and_runs() {
     let ran = stdout(containerd.ctr().args(["run", "--rm", &reference, "nix-layer-e2e-id1", &app]));
     assert!(ran.contains("hello from nix-layer"), "ctr run printed: {ran}");
 
+    // An image for another platform is imported too, as built.
+    let arm = "nix-layer-e2e-load:arm64";
+    run(&mut load("containerd", arm, unique_mtime(), &["--address", &containerd.socket, "--arch", "arm64"]));
+    let listed = stdout(containerd.ctr().args(["images", "ls"]));
+    let line = listed.lines().find(|l| l.contains(arm)).unwrap_or_else(|| panic!("ctr images ls: {listed}"));
+    assert!(line.contains("linux/arm64"), "{line}");
+
     // A loader that stops at once (here: ctr refuses the namespace) stops the build, and
     // the error quotes it.
     let out = load("containerd", name, 1, &["--address", &containerd.socket, "--namespace", "bad/ns"])

@@ -50,7 +50,11 @@ pub enum Command {
     /// Combine per-platform images of an OCI layout into one multi-platform index.
     Index(IndexArgs),
     /// Build an image straight into Docker, Podman or containerd, with no archive on disk.
-    #[command(mut_arg("output", |a| a.hide(true)))]
+    #[command(
+        mut_arg("output", |a| a.hide(true)),
+        mut_arg("format", |a| a.hide(true)),
+        mut_arg("compression", |a| a.hide(true))
+    )]
     Load(Box<crate::load::LoadArgs>),
 }
 

@@ -149,7 +149,9 @@ impl Client {
     fn loader(&self) -> Command {
         match self.engine {
             Engine::Docker | Engine::Podman => self.command(&["load"]),
-            Engine::Containerd => self.command(&["images", "import", "-"]),
+            // The stream holds one image, of the platform asked for: without
+            // --all-platforms, ctr drops one not of this machine's.
+            Engine::Containerd => self.command(&["images", "import", "--all-platforms", "-"]),
         }
     }
 }
