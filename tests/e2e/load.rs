@@ -212,3 +212,25 @@ fn missing_engines_fail_clearly() {
         assert!(!out.status.success() && err.contains(words), "{engine}: {err}");
     }
 }
+
+#[test]
+fn a_failing_build_loads_nothing() {
+    let dir = scratch();
+    let spec = dir.path().join("top.json");
+    let missing = dir.path().join("missing");
+    let entry = format!(
+        r#"{{"entries":[{{"path":"/x","type":"copy","source":"{}","mode":"0644"}}]}}"#,
+        missing.display()
+    );
+    std::fs::write(&spec, entry).unwrap();
+    let name = format!("nix-layer-e2e-load-fail:{}", std::process::id());
+    let engine_name = if engine() == Engine::Docker { "docker" } else { "podman" };
+    let out = load(engine_name, &name, 1, &["--allow-host-files", "--top-layer", spec.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(missing.to_str().unwrap()), "{err}");
+    // The loader was stopped before it saw the end of the stream: no image.
+    let inspect = engine().cmd().args(["image", "inspect", &name]).output().unwrap();
+    assert!(!inspect.status.success(), "{name} was loaded from a failed build");
+}

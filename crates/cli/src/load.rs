@@ -291,9 +291,7 @@ pub fn run(a: LoadArgs, show_bar: bool, show_summary: bool) -> Result<()> {
     };
     let bar = crate::progress::Bar::new(show_bar);
     let built = nix_layer_pipeline::stream(&req, &bar, &mut sink, &is_present);
-    let sent = sink.bytes;
-    drop(sink); // end of stream: the loader sees EOF
-    let loader_failed = |child: &mut Child| -> Result<()> {
+    let wait_loader = |child: &mut Child| -> Result<()> {
         let status = child.wait().context("cannot wait for the loader")?;
         let stderr = err_reader.join().unwrap_or_default();
         if !status.success() {
@@ -301,21 +299,24 @@ pub fn run(a: LoadArgs, show_bar: bool, show_summary: bool) -> Result<()> {
         }
         Ok(())
     };
+    let sent = sink.bytes;
     let summary = match built {
-        // The loader went away: its own words say why.
-        Err(e) if broken_pipe(&e) || matches!(child.try_wait(), Ok(Some(_))) => {
-            loader_failed(&mut child)?;
-            return Err(anyhow::Error::new(e).context(format!("`{}` stopped reading", shown(&loader))));
-        }
-        // A half stream must not be loaded.
+        Ok(summary) => summary,
         Err(e) => {
+            // The loader went away: its own words say why.
+            if broken_pipe(&e) || matches!(child.try_wait(), Ok(Some(_))) {
+                drop(sink);
+                wait_loader(&mut child)?;
+                return Err(anyhow::Error::new(e).context(format!("`{}` stopped reading", shown(&loader))));
+            }
+            // The build failed: the loader is stopped before it sees the end of a half stream.
             let _ = child.kill();
             let _ = child.wait();
             return Err(e.into());
         }
-        Ok(s) => s,
     };
-    loader_failed(&mut child)?;
+    drop(sink); // the end of the stream: the loader sees EOF
+    wait_loader(&mut child)?;
     if show_summary {
         eprintln!(
             "loaded {}: sent {sent} bytes to {} ({} layers already there), {} layers in {:.2} s",
