@@ -6,5 +6,6 @@ mod errors;
 mod formats;
 mod integrity;
 mod load;
+mod push;
 mod sbom;
 mod support;

@@ -56,6 +56,9 @@ pub enum Command {
         mut_arg("compression", |a| a.hide(true))
     )]
     Load(Box<crate::load::LoadArgs>),
+    /// Push an image (built from a closure, or from an OCI layout) to a registry, sending
+    /// only what it lacks.
+    Push(Box<crate::push::PushArgs>),
 }
 
 #[derive(Args)]
@@ -112,7 +115,7 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub graph: GraphArgs,
     /// Image name with optional tag (default tag: a hash of the image).
-    #[arg(long, value_name = "NAME[:TAG]", required_unless_present = "settings")]
+    #[arg(long, value_name = "NAME[:TAG]")]
     pub name: Option<String>,
     /// Output format.
     #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci", "oci-archive"])]
@@ -132,7 +135,8 @@ pub struct BuildArgs {
     /// Let the top-layer spec's `copy` entries read files outside the Nix store.
     #[arg(long)]
     pub allow_host_files: bool,
-    /// Base image (docker-archive or OCI layout); its layers go first.
+    /// Base image: a docker-archive, an OCI layout, or a registry image pinned by digest
+    /// (`registry.example/base@sha256:…`, fetched once and kept); its layers go first.
     #[arg(long, value_name = "PATH")]
     pub from_image: Option<PathBuf>,
     /// Architecture in Go's spelling (default: this machine's).
@@ -171,6 +175,13 @@ pub struct BuildArgs {
     /// Layer cache directory: a rebuild writes only layers it has not seen.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Speak plain HTTP to registries (--from-image REF@sha256:…, push); never implied.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Registry credentials `user:password` (default: Docker/Podman auth files, credential
+    /// helpers, and GITHUB_TOKEN for ghcr.io).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
     /// Build settings written by the Nix wrapper (a stream script or JSON); -o, --name, --format,
     /// --compression, --jobs and --cache given here override them.
     #[arg(long, value_name = "FILE", hide = true)]

@@ -2,7 +2,7 @@
 //! defaults, limits and validation live in `nix-layer-contract`.
 
 use nix_layer_contract::settings::{self, BuildFlags, GraphSource, PlanFlags, PlanInputs, Settings};
-use nix_layer_contract::{Error, Result};
+use nix_layer_contract::Result;
 use nix_layer_pipeline::BuildRequest;
 
 use crate::args::{BuildArgs, GraphArgs, PlanArgs};
@@ -11,8 +11,23 @@ fn graph_source(g: &GraphArgs) -> Result<GraphSource> {
     GraphSource::from_flags(g.graph.clone(), g.graph_key.clone(), g.closure.clone(), g.nix_store.clone())
 }
 
+/// `--from-image`: a path as given, or a registry image fetched (once) into a local layout.
+fn base_image(a: &BuildArgs) -> anyhow::Result<Option<String>> {
+    let Some(arg) = a.from_image.as_ref().map(|p| p.display().to_string()) else { return Ok(None) };
+    if !crate::pull::is_registry_reference(&arg) {
+        return Ok(Some(arg));
+    }
+    let client = crate::pull::client(a.plain_http, a.creds.as_deref())?;
+    let arch = a.arch.clone().unwrap_or_else(|| nix_layer_image::go_arch(std::env::consts::ARCH).to_owned());
+    let platform =
+        nix_layer_registry::Platform { architecture: arch, os: "linux".into(), variant: a.variant.clone() };
+    let layout = crate::pull::fetch_base(&client, &arg, &platform, a.cache.as_deref())?;
+    Ok(Some(layout.display().to_string()))
+}
+
 /// `nix-layer build`.
-pub fn build_request(a: BuildArgs) -> Result<BuildRequest> {
+pub fn build_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
+    let from_image = base_image(&a)?;
     let (graph, settings) = if a.settings.is_some() {
         // A stream script's settings: only the flags given override them.
         (None, Settings { name: a.name, format: a.format, compression: a.compression, ..Settings::default() })
@@ -30,7 +45,7 @@ pub fn build_request(a: BuildArgs) -> Result<BuildRequest> {
             config,
             top_layer,
             contents: a.contents,
-            from_image: a.from_image.map(|p| p.display().to_string()),
+            from_image,
             architecture: a.arch,
             variant: a.variant,
             allow_host_files: Some(a.allow_host_files),
@@ -52,10 +67,10 @@ pub fn build_request(a: BuildArgs) -> Result<BuildRequest> {
             Some((k, v)) if !k.is_empty() => {
                 settings.annotations.insert(k.to_owned(), v.to_owned());
             }
-            _ => return Err(Error::Invalid(format!("--annotation `{kv}`: expected KEY=VALUE"))),
+            _ => anyhow::bail!("--annotation `{kv}`: expected KEY=VALUE"),
         }
     }
-    settings::request_from_flags(BuildFlags {
+    Ok(settings::request_from_flags(BuildFlags {
         settings,
         settings_file: a.settings,
         graph,
@@ -64,7 +79,7 @@ pub fn build_request(a: BuildArgs) -> Result<BuildRequest> {
         jobs: a.jobs,
         cache: a.cache,
         output: a.output,
-    })
+    })?)
 }
 
 /// `nix-layer plan`.

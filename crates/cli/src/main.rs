@@ -5,6 +5,8 @@ mod args;
 mod flags;
 mod load;
 mod progress;
+mod pull;
+mod push;
 mod sbom;
 mod sharing;
 
@@ -129,6 +131,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sharing(a) => sharing::run(a),
         Command::Sbom(a) => sbom::run(*a),
+        Command::Push(a) => {
+            let verbose = a.build.verbose;
+            push::run(*a, verbose)
+        }
         Command::Index(a) => {
             let kind = if a.docker { IndexKind::DockerManifestList } else { IndexKind::Oci };
             nix_layer_image::ImageRef::split(&a.name)?

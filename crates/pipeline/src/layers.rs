@@ -77,14 +77,21 @@ pub(crate) struct Layers<'a> {
     /// Where blobs that are not cached are written (the build's staging directory).
     pub blob_dir: &'a Path,
     pub progress: &'a dyn Progress,
+    /// A registry's record of layers it already holds, by cache key (see [`crate::push`]):
+    /// such a layer is not produced at all.
+    pub remote: Option<&'a Remote<'a>>,
 }
+
+/// Looks a store layer's cache key up in a registry's layer index: the layer's description
+/// if the registry holds its blob.
+pub type Remote<'a> = dyn Fn(&str) -> Option<BlobInfo> + Sync + 'a;
 
 impl Layers<'_> {
     fn store_opts(&self) -> StoreLayerOptions {
         StoreLayerOptions { owner: self.req.owner.clone(), mtime: self.req.mtime.epoch }
     }
 
-    fn store_paths(&self) -> &[Vec<StorePath>] {
+    pub fn store_paths(&self) -> &[Vec<StorePath>] {
         &self.plan.store_layers.layers
     }
 
@@ -159,10 +166,15 @@ impl Layers<'_> {
     pub fn store_blobs(&self, compression: Compression) -> Result<Vec<Produced>, Error> {
         let cache = self.req.cache.as_deref().map(LayerCache::open).transpose()?;
         self.each_store_layer(|i| {
+            let key = self.cache_key(&self.store_paths()[i], compression);
+            if let Some(info) =
+                self.remote.and_then(|r| r(key.as_str())).filter(|b| b.compression == compression)
+            {
+                return self.store_done(i, Ok((info, None, true)));
+            }
             let produce = |w: &mut dyn Write| self.write_store(i, w);
             let result = match &cache {
                 Some(cache) => {
-                    let key = self.cache_key(&self.store_paths()[i], compression);
                     cache.get_or_insert(&key, compression, self.blob_dir, produce).map_err(Error::from)
                 }
                 None => nix_layer_blob::write_blob(self.blob_dir, compression, produce)
@@ -291,7 +303,7 @@ impl Layers<'_> {
     /// A store layer's bytes are fixed by its ordered paths (store paths are immutable;
     /// the NAR hash guards against a path rebuilt with other bytes), the tar settings and
     /// the compressor.
-    fn cache_key(&self, paths: &[StorePath], c: Compression) -> CacheKey {
+    pub fn cache_key(&self, paths: &[StorePath], c: Compression) -> CacheKey {
         let o = &self.req.owner;
         let settings =
             format!("{} {} {} {} {} {}", o.uid, o.gid, o.uname, o.gname, self.req.mtime.epoch, c.as_str());

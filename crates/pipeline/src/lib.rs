@@ -11,7 +11,7 @@ mod output;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use nix_layer_blob::{Compression, Digest};
+use nix_layer_blob::{BlobInfo, Compression, Digest, LayerBlob};
 use nix_layer_graph::Graph;
 use nix_layer_image::{BaseImage, ConfigSpec, HistoryEntry, Image, ImageConfigInput, ImageRef};
 use nix_layer_plan::{Family, Plan, Strategy};
@@ -20,7 +20,7 @@ use nix_layer_tar::{HostFiles, Ownership, TopLayerSpec};
 
 use layers::{Layers, Produced};
 
-pub use layers::LayerKind;
+pub use layers::{LayerKind, Remote};
 pub use nix_layer_image::Timestamp;
 pub use output::{Output, OutputFormat};
 
@@ -185,17 +185,52 @@ pub fn stream(
     out: &mut dyn std::io::Write,
     present: &dyn Fn(&[Digest]) -> bool,
 ) -> Result<BuildSummary, Error> {
-    run(req, progress, &Output::Stdout, |layers, _, assemble| {
+    run(req, progress, &output::Staging::new(&Output::Stdout)?, None, |layers, _, assemble| {
         output::docker_archive_stream(layers, assemble, out, present)
     })
     .map(|(_, summary)| summary)
 }
 
+/// An image made for a registry: its value, and for each layer its verified blob, or
+/// `None` where the registry already holds it. Blobs live until this is dropped.
+pub struct Built {
+    pub image: Image,
+    pub blobs: Vec<Option<LayerBlob>>,
+    /// Every store layer's cache key with its description, for the registry's layer index.
+    pub store_keys: Vec<(String, BlobInfo)>,
+    _staging: output::Staging,
+}
+
+/// Produces the image's layers as compressed blobs (`req.compression`) without writing an
+/// output: what `nix-layer push` sends. A store layer for which `remote(cache key)` gives a
+/// description is not produced at all (the registry holds it).
+pub fn build_for_registry(
+    req: &BuildRequest,
+    progress: &dyn Progress,
+    remote: &layers::Remote,
+) -> Result<(Built, BuildSummary), Error> {
+    let staging = output::Staging::new(&Output::Stdout)?;
+    let (built, summary) = run(req, progress, &staging, Some(remote), |layers, _, assemble| {
+        let produced = output::all_blobs(layers, req.compression)?;
+        let image = assemble(&produced.iter().collect::<Vec<_>>())?;
+        let keys = layers
+            .store_paths()
+            .iter()
+            .zip(produced.iter().filter(|l| matches!(l.kind, LayerKind::Store(_))))
+            .map(|(paths, l)| (layers.cache_key(paths, req.compression).as_str().to_owned(), l.info.clone()))
+            .collect();
+        Ok((image, produced.into_iter().map(|l| l.blob).collect::<Vec<_>>(), keys))
+    })?;
+    let (image, blobs, store_keys) = built;
+    Ok((Built { image, blobs, store_keys, _staging: staging }, summary))
+}
+
 /// Runs the whole build.
 pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary, Error> {
     output::check(req.format, &req.output)?;
+    let staging = output::Staging::new(&req.output)?;
     let (_, summary) =
-        run(req, progress, &req.output, |layers, staging, assemble| match (req.format, &req.output) {
+        run(req, progress, &staging, None, |layers, staging, assemble| match (req.format, &req.output) {
             (OutputFormat::DockerArchive, Output::Stdout) => {
                 let stdout = std::io::stdout();
                 output::docker_archive_stream(layers, assemble, &mut stdout.lock(), &|_| false)
@@ -220,22 +255,22 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary
 fn run<T>(
     req: &BuildRequest,
     progress: &dyn Progress,
-    output: &Output,
+    staging: &output::Staging,
+    remote: Option<&layers::Remote>,
     write: impl FnOnce(&Layers, &output::Staging, &output::Assemble) -> Result<T, Error>,
 ) -> Result<(T, BuildSummary), Error> {
     let plan = plan_image(req)?;
-    let staging = output::Staging::new(output)?;
     let store_bytes: u64 = (0..plan.graph.len()).map(|i| plan.graph.info(i).nar_size).sum();
     let base_count = plan.base.as_ref().map_or(0, |b| b.layers.len());
     progress.start(base_count + plan.store_layers.layers.len() + 1, store_bytes);
-    let layers = Layers { req, plan: &plan, blob_dir: staging.blob_dir(), progress };
+    let layers = Layers { req, plan: &plan, blob_dir: staging.blob_dir(), progress, remote };
     let made = std::cell::RefCell::new(None);
     let assemble = |produced: &[&Produced]| -> Result<Image, Error> {
         let image = assemble_image(req, &plan, produced)?;
         *made.borrow_mut() = Some((image.clone(), summarize(produced)));
         Ok(image)
     };
-    let written = write(&layers, &staging, &assemble)?;
+    let written = write(&layers, staging, &assemble)?;
     progress.finish();
     let (image, (layers, cache_hits)) = made.into_inner().expect("every writer assembles the image");
     let summary = BuildSummary {

@@ -223,7 +223,7 @@ fn chain<'a>(base: &'a [Produced], store: &'a [Produced], top: &'a Produced) -> 
 
 /// Every layer as a verified blob, in image order, compressed as asked (base layers are
 /// kept as they were stored).
-fn all_blobs(layers: &Layers, compression: Compression) -> Result<Vec<Produced>, Error> {
+pub(crate) fn all_blobs(layers: &Layers, compression: Compression) -> Result<Vec<Produced>, Error> {
     let base = layers.base(compression == Compression::None)?;
     let store = layers.store_blobs(compression)?;
     let top = layers.top(compression)?;
