@@ -12,6 +12,9 @@ need=()
 for pkg in nix-bin skopeo umoci docker-registry openssl podman runc busybox-static sqlite3 gcc libc6-dev jq python3-venv; do
   dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || need+=("$pkg")
 done
+# containerd and ctr for `load --engine containerd`: Debian's package (docker.io's
+# dependency) only when none is there, as Docker CE's containerd.io conflicts with it.
+{ command -v containerd && command -v ctr; } >/dev/null || need+=(containerd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

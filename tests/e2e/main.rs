@@ -5,6 +5,7 @@ mod behaviour;
 mod errors;
 mod formats;
 mod integrity;
+mod load;
 mod push;
 mod sbom;
 mod support;

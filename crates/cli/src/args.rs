@@ -49,6 +49,13 @@ pub enum Command {
     Sbom(Box<crate::sbom::SbomArgs>),
     /// Combine per-platform images of an OCI layout into one multi-platform index.
     Index(IndexArgs),
+    /// Build an image straight into Docker, Podman or containerd, with no archive on disk.
+    #[command(
+        mut_arg("output", |a| a.hide(true)),
+        mut_arg("format", |a| a.hide(true)),
+        mut_arg("compression", |a| a.hide(true))
+    )]
+    Load(Box<crate::load::LoadArgs>),
     /// Push an image (built from a closure, or from an OCI layout) to a registry, sending
     /// only what it lacks.
     Push(Box<crate::push::PushArgs>),

@@ -3,6 +3,7 @@
 
 mod args;
 mod flags;
+mod load;
 mod progress;
 mod pull;
 mod push;
@@ -74,12 +75,13 @@ fn render(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => {
-            // Progress and summary on a terminal; silent in pipes and logs
-            // unless asked for.
-            let terminal = std::io::stderr().is_terminal();
-            let (bar, summary) = (terminal && !a.quiet, (terminal || a.verbose) && !a.quiet);
+            let (bar, summary) = display(a.quiet, a.verbose);
             let req = flags::build_request(*a)?;
             build(req, bar, summary)
+        }
+        Command::Load(a) => {
+            let (bar, summary) = display(a.build.quiet, a.build.verbose);
+            load::run(*a, bar, summary)
         }
         Command::NixBuild(a) => {
             use nix_layer_contract::nix_build::{self, NixBuild};
@@ -148,6 +150,13 @@ fn run(cli: Cli) -> Result<()> {
             print_report(&format!("{report}\n"))
         }
     }
+}
+
+/// Whether to show the progress bar and the summary line: both on a terminal; in pipes
+/// and logs silent unless asked for.
+fn display(quiet: bool, verbose: bool) -> (bool, bool) {
+    let terminal = std::io::stderr().is_terminal();
+    (terminal && !quiet, (terminal || verbose) && !quiet)
 }
 
 fn build(req: nix_layer_pipeline::BuildRequest, show_bar: bool, show_summary: bool) -> Result<()> {
