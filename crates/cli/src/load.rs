@@ -242,10 +242,6 @@ fn broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
         if c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) {
             return true;
         }
-        // A layer read while the pipe broke reports its cause in a field, not as `source`.
-        if let Some(nix_layer_pipeline::Error::Changed { cause, .. }) = c.downcast_ref() {
-            return broken_pipe(cause.as_ref());
-        }
         cause = c.source();
     }
     false
