@@ -369,10 +369,13 @@ struct ChannelWriter(SyncSender<io::Result<Vec<u8>>>);
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // At most one chunk per message, so the buffers bound the memory whatever the
+        // writer's own buffer sizes.
+        let n = buf.len().min(STREAM_CHUNK);
         self.0
-            .send(Ok(buf.to_vec()))
+            .send(Ok(buf[..n].to_vec()))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the stream's reader stopped"))?;
-        Ok(buf.len())
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
