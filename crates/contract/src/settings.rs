@@ -283,6 +283,10 @@ pub fn request_from_flags(f: BuildFlags) -> Result<BuildRequest> {
             }
             s.format = flags.format.or(s.format);
             s.compression = flags.compression.or(s.compression);
+            // Annotations known only when publishing (a revision, a source URL) add to the
+            // image's own.
+            s.annotations.extend(flags.annotations);
+            s.sbom = flags.sbom.filter(|&b| b).or(s.sbom);
             (s, GraphSource::Inline(graph))
         }
         (None, Some(graph)) => (f.settings, graph),
@@ -474,5 +478,34 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(r.config.Healthcheck.unwrap().Test.unwrap(), ["CMD", "true"]);
+    }
+
+    /// Flags given with a settings file (a stream script) add annotations and the SBOM.
+    #[test]
+    fn publishing_flags_add_to_a_settings_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.json");
+        let settings = serde_json::json!({ "graph": [], "nixLayer": {
+            "name": "x", "contractVersion": contract::VERSION, "annotations": { "a": "1" } } });
+        std::fs::write(&file, serde_json::to_vec(&settings).unwrap()).unwrap();
+        let flags = Settings {
+            annotations: BTreeMap::from([("org.opencontainers.image.revision".to_owned(), "abc".to_owned())]),
+            sbom: Some(true),
+            ..Settings::default()
+        };
+        let r = request_from_flags(BuildFlags {
+            settings: flags,
+            settings_file: Some(file),
+            graph: None,
+            family: vec![],
+            roots: vec![],
+            jobs: Some(1),
+            cache: None,
+            output: Some("out.tar".into()),
+        })
+        .unwrap();
+        assert_eq!(r.annotations.len(), 2);
+        assert_eq!(r.annotations["org.opencontainers.image.revision"], "abc");
+        assert!(r.sbom);
     }
 }
