@@ -451,10 +451,15 @@ in
   # file, for images' `familyFile`. Building it realises the sets once (e.g.
   # in the weekly nixpkgs update); images that use the file realise nothing
   # of the family.  sets: { name = [ packages ]; }
+  # previous: the catalogue this one replaces (e.g. the committed file), or
+  # null; the new one continues its update history (which package names
+  # changed between regenerations, and how often), which the "shared"
+  # strategy uses to keep often-updated libraries' dependents apart.
   familyCatalogue =
     {
       sets,
       name ? "family-catalogue.json",
+      previous ? null,
     }:
     if !(isAttrs sets && builtins.all isList (builtins.attrValues sets)) then
       fail "familyCatalogue" "`sets` must be an attribute set of lists of packages"
@@ -473,7 +478,8 @@ in
         nixLayer = {
           mode = "family-catalogue";
           family = builtins.mapAttrs (n: _: "family-${n}") sets;
-        };
+        }
+        // (if previous == null then { } else { previous = "${previous}"; });
       };
 
   # For tests and tools: the argument names and their defaults.

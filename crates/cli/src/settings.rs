@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use nix_layer_build::{BuildRequest, Output, OutputFormat, Timestamp};
 use nix_layer_graph::Graph;
 use nix_layer_image::{ConfigSpec, ImageRef};
-use nix_layer_plan::{Family, Strategy};
+use nix_layer_plan::{Catalogue, Family, Strategy};
 use nix_layer_store::StoreDir;
 use nix_layer_tar::{Ownership, TopLayerSpec};
 use serde::Deserialize;
@@ -54,7 +54,7 @@ pub struct Settings {
     pub family: BTreeMap<String, String>,
     #[serde(skip)]
     pub family_graphs: Vec<(String, Value)>,
-    /// A family catalogue file (see [`load_family`]).
+    /// A family catalogue file (see [`nix_layer_plan::catalogue`]).
     pub family_file: Option<String>,
 }
 
@@ -148,11 +148,11 @@ fn request(s: Settings, extra: Extra) -> Result<BuildRequest> {
             .with_context(|| format!("family member `{name}`"))?;
         members.push((name.clone(), graph));
     }
-    members.extend(load_family(&extra.family, &store_dir)?);
-    if let Some(file) = &s.family_file {
-        members.extend(load_family(&[PathBuf::from(file)], &store_dir)?);
-    }
-    let family = (!members.is_empty()).then(|| Family::new(members));
+    let mut files = extra.family.clone();
+    files.extend(s.family_file.iter().map(PathBuf::from));
+    let catalogue = Catalogue::load(&files, &store_dir)?;
+    members.extend(catalogue.members);
+    let family = (!members.is_empty()).then(|| Family::new(members).with_history(catalogue.history));
     let format: OutputFormat =
         s.format.as_deref().unwrap_or("docker-archive").parse().map_err(anyhow::Error::msg)?;
     let compression = s.compression.as_deref().unwrap_or("none").parse()?;
@@ -312,17 +312,8 @@ pub fn nix_build(mut attrs: Value) -> Result<NixBuild> {
         }
     }
     if attrs.pointer("/nixLayer/mode").and_then(Value::as_str) == Some("family-catalogue") {
-        let members: BTreeMap<String, String> = attrs
-            .pointer("/nixLayer/family")
-            .map(|f| serde_json::from_value(f.clone()))
-            .transpose()
-            .context("nixLayer.family must map member names to exportReferencesGraph keys")?
-            .unwrap_or_default();
-        return Ok(NixBuild::File {
-            path: out,
-            text: family_catalogue(&attrs, &members)?,
-            executable: false,
-        });
+        let text = nix_layer_plan::Catalogue::from_structured_attrs(&attrs)?;
+        return Ok(NixBuild::File { path: out, text, executable: false });
     }
     let (s, graph) = split_attrs(attrs.take())?;
     match s.mode.as_deref().unwrap_or("image") {
@@ -370,62 +361,6 @@ pub fn write_output_file(path: &Path, text: &str, executable: bool) -> std::io::
     fs::rename(&tmp, path)
 }
 
-/// Family members from graph files, named by file name.
-///
-/// A file is either one graph (any form `--graph` takes; the member is named
-/// after the file) or a catalogue of several, `{"nixLayerFamily": {"NAME":
-/// GRAPH, …}}`, as the flake's `family-catalogue` writes it.
-pub fn load_family(files: &[PathBuf], store_dir: &StoreDir) -> Result<Vec<(String, Graph)>> {
-    let mut members = Vec::new();
-    for f in files {
-        let bytes = fs::read(f).with_context(|| format!("cannot read family file {}", f.display()))?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("family file {} is not valid JSON", f.display()))?;
-        match v.get(CATALOGUE_KEY).and_then(Value::as_object) {
-            Some(catalogue) => {
-                for (name, graph) in catalogue {
-                    let g = Graph::from_json_slice(&serde_json::to_vec(graph)?, store_dir, "graph")
-                        .with_context(|| format!("member `{name}` of family file {}", f.display()))?;
-                    members.push((name.clone(), g));
-                }
-            }
-            None => {
-                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                members.push((name, Graph::from_json_file(f, store_dir, "graph")?));
-            }
-        }
-    }
-    Ok(members)
-}
-
-/// The key of a family catalogue file.
-const CATALOGUE_KEY: &str = "nixLayerFamily";
-
-/// A family catalogue from structured attrs: every member's
-/// exportReferencesGraph, reduced to what planning reads, sorted by path.
-fn family_catalogue(attrs: &Value, members: &BTreeMap<String, String>) -> Result<String> {
-    let mut catalogue = serde_json::Map::new();
-    for (name, key) in members {
-        let graph = attrs
-            .get(key)
-            .and_then(Value::as_array)
-            .with_context(|| format!("family member `{name}`: no exportReferencesGraph under `{key}`"))?;
-        let mut nodes: Vec<Value> = graph
-            .iter()
-            .map(|n| {
-                serde_json::json!({
-                    "path": n.get("path"),
-                    "narSize": n.get("narSize"),
-                    "references": n.get("references"),
-                })
-            })
-            .collect();
-        nodes.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
-        catalogue.insert(name.clone(), Value::Array(nodes));
-    }
-    Ok(serde_json::to_string(&serde_json::json!({ CATALOGUE_KEY: catalogue }))? + "\n")
-}
-
 /// The graph, strategy and store-layer budget for `nix-layer plan`.
 pub fn plan_inputs(a: &PlanArgs) -> Result<(Graph, Strategy, usize, Option<Family>)> {
     let store_dir = StoreDir::new(&a.graph.store_dir)?;
@@ -447,6 +382,11 @@ pub fn plan_inputs(a: &PlanArgs) -> Result<(Graph, Strategy, usize, Option<Famil
         );
     }
     let budget = nix_layer_plan::store_layer_budget(a.graph.max_layers, a.base_layers)?;
-    let family = load_family(&a.graph.family, &store_dir)?;
-    Ok((graph, strategy, budget, (!family.is_empty()).then(|| Family::new(family))))
+    Ok((graph, strategy, budget, family(&a.graph.family, &store_dir)?))
+}
+
+/// The family in graph or catalogue files, with the catalogues' history.
+pub fn family(files: &[PathBuf], store_dir: &StoreDir) -> Result<Option<Family>> {
+    let c = Catalogue::load(files, store_dir)?;
+    Ok((!c.members.is_empty()).then(|| Family::new(c.members).with_history(c.history)))
 }

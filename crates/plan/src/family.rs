@@ -42,6 +42,7 @@ use nix_layer_graph::{Graph, PathInfo};
 use nix_layer_store::StorePath;
 
 use crate::bits::BitMatrix;
+use crate::catalogue::History;
 use crate::shared::{plan_shared, Context, SharedOptions};
 use crate::{order_by_closure_size, Error, Plan, Strategy};
 
@@ -53,6 +54,7 @@ pub struct Family {
     /// Every member path's info (references and NAR size), by path.
     infos: BTreeMap<StorePath, PathInfo>,
     top_layers: usize,
+    history: History,
 }
 
 impl Family {
@@ -76,13 +78,25 @@ impl Family {
                 infos.entry(info.path.clone()).or_insert_with(|| info.clone());
             }
         }
-        Family { members: sets, infos, top_layers: 1 }
+        Family { members: sets, infos, top_layers: 1, history: History::default() }
     }
 
     /// Keeps at least `n >= 1` layers for the paths of no member (default 1).
     pub fn with_top_layers(mut self, n: usize) -> Family {
         self.top_layers = n.max(1);
         self
+    }
+
+    /// The update history of the family's catalogue: which packages'
+    /// dependents to keep apart (see [`crate::catalogue`]). Without one,
+    /// the [`crate::catalogue::PRIOR`] decides.
+    pub fn with_history(mut self, history: History) -> Family {
+        self.history = history;
+        self
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     pub fn top_layers(&self) -> usize {
@@ -127,8 +141,110 @@ pub fn plan_with_family(
 struct Class {
     /// Member indices holding its paths; `None` for merged classes.
     signature: Option<Vec<usize>>,
+    /// The volatile paths its paths depend on (merged classes: the union).
+    volatile: Vec<usize>,
     paths: Vec<usize>,
     bytes: u128,
+}
+
+type ClassOrder<'a> = (std::cmp::Reverse<usize>, &'a [usize]);
+
+impl Class {
+    fn new(
+        universe: &Graph,
+        signature: Option<Vec<usize>>,
+        volatile: Vec<usize>,
+        paths: Vec<usize>,
+    ) -> Class {
+        let bytes = paths.iter().map(|&i| universe.info(i).nar_size as u128).sum();
+        Class { signature, volatile, paths, bytes }
+    }
+
+    /// Widest member signatures first, then by signature; merged classes
+    /// last; then by volatility signature, stable paths first.
+    fn key(&self) -> (Option<ClassOrder<'_>>, &[usize]) {
+        (self.signature.as_deref().map(|s| (std::cmp::Reverse(s.len()), s)), &self.volatile)
+    }
+}
+
+/// Which paths change often: those whose package the catalogue's history
+/// (or, before any, the prior) calls volatile. Only member paths count, so
+/// this depends on the family, never on the image.
+struct Volatility {
+    /// The volatile paths, ascending.
+    paths: Vec<usize>,
+    /// How likely each path is to change, relative to a stable path's 1
+    /// (0 for paths of no member).
+    change: Vec<u128>,
+}
+
+/// A volatile package is this many times likelier to change than another,
+/// per point of [`History::volatility`].
+const VOLATILE_WEIGHT: u128 = 16;
+
+impl Volatility {
+    fn new(universe: &Graph, member: &[bool], history: &History) -> Volatility {
+        let mut paths = Vec::new();
+        let mut change = vec![0u128; universe.len()];
+        for i in (0..universe.len()).filter(|&i| member[i]) {
+            let v = history.volatility(universe.info(i).path.name()) as u128;
+            change[i] = 1 + VOLATILE_WEIGHT * v;
+            if v > 0 {
+                paths.push(i);
+            }
+        }
+        Volatility { paths, change }
+    }
+
+    /// The volatile paths that `i` is or depends on.
+    fn signature(&self, desc: &BitMatrix, i: usize) -> Vec<usize> {
+        self.paths.iter().copied().filter(|&v| v == i || desc.get(i, v)).collect()
+    }
+}
+
+/// Merges classes of the same member signature (the same paths in every
+/// image, so merging them costs no sharing) until `room` layers fit them,
+/// or none are left to merge: each time the pair whose merged layer adds
+/// the least [`needless_bytes`] (ties: the first pair in class order).
+fn merge_by_cost(
+    universe: &Graph,
+    desc: &BitMatrix,
+    w: &Weights,
+    mut classes: Vec<Class>,
+    room: usize,
+) -> Vec<Class> {
+    let mut scratch = vec![0u64; desc.words()];
+    let mut cost = |paths: &[usize]| needless_bytes(universe, desc, w, &[paths.to_vec()], &mut scratch);
+    let mut alone: Vec<u128> = classes.iter().map(|c| cost(&c.paths)).collect();
+    while classes.len() > room {
+        let mut best: Option<(u128, usize, usize, u128)> = None;
+        for a in 0..classes.len() {
+            for b in a + 1..classes.len() {
+                if classes[a].signature.is_none() || classes[a].signature != classes[b].signature {
+                    continue;
+                }
+                let mut paths = [&classes[a].paths[..], &classes[b].paths[..]].concat();
+                paths.sort_unstable();
+                let together = cost(&paths);
+                let added = together.saturating_sub(alone[a] + alone[b]);
+                if best.is_none_or(|(d, ..)| added < d) {
+                    best = Some((added, a, b, together));
+                }
+            }
+        }
+        let Some((_, a, b, together)) = best else { break };
+        let gone = classes.remove(b);
+        alone.remove(b);
+        let kept = &mut classes[a];
+        kept.paths.extend(gone.paths);
+        kept.paths.sort_unstable();
+        kept.volatile.extend(gone.volatile);
+        kept.volatile.sort_unstable();
+        kept.volatile.dedup();
+        kept.bytes += gone.bytes;
+        alone[a] = together;
+    }
+    classes
 }
 
 /// [`plan_with_family`] for the shared strategy, with its tuning.
@@ -156,7 +272,12 @@ pub fn plan_shared_with_family(
     let held: Vec<bool> = (0..n).map(|i| graph.index_of(&universe.info(i).path).is_some()).collect();
 
     // Signature classes of the member paths, and the paths of no member.
-    let mut by_signature: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
+    // A member path's volatility signature: the volatile paths in its
+    // closure (see `Volatility`); it depends only on the path's closure.
+    let ctx = Context::new(&universe, opts);
+    let member: Vec<bool> = (0..n).map(|i| family.infos.contains_key(&universe.info(i).path)).collect();
+    let volatility = Volatility::new(&universe, &member, &family.history);
+    let mut by_signature: BTreeMap<(Vec<usize>, Vec<usize>), Vec<usize>> = BTreeMap::new();
     let mut own: Vec<usize> = Vec::new();
     for i in 0..n {
         let p = &universe.info(i).path;
@@ -165,25 +286,23 @@ pub fn plan_shared_with_family(
         if sig.is_empty() {
             own.push(i);
         } else {
-            by_signature.entry(sig).or_default().push(i);
+            by_signature.entry((sig, volatility.signature(&ctx.desc, i))).or_default().push(i);
         }
     }
-    let bytes_of = |paths: &[usize]| paths.iter().map(|&i| universe.info(i).nar_size as u128).sum::<u128>();
     let mut classes: Vec<Class> = by_signature
         .into_iter()
-        .map(|(sig, paths)| Class { bytes: bytes_of(&paths), signature: Some(sig), paths })
+        .map(|((sig, volatile), paths)| Class::new(&universe, Some(sig), volatile, paths))
         .collect();
-    // Widest signatures first, then by signature (members are sorted).
-    classes.sort_by(|a, b| {
-        let key = |c: &Class| c.signature.as_ref().map(|s| (std::cmp::Reverse(s.len()), s.clone()));
-        key(a).cmp(&key(b))
-    });
+    // Widest signatures first, then by signature (members are sorted), the
+    // stable paths before the volatile cones.
+    classes.sort_by(|a, b| a.key().cmp(&b.key()));
 
     // The member classes' share of the budget; the top keeps the rest.
     let room = budget.saturating_sub(family.top_layers).max(1);
+    let weights = Weights::new(&universe, &ctx.desc, &member, &volatility.change);
+    let classes = merge_by_cost(&universe, &ctx.desc, &weights, classes, room);
     let classes = merge_to_fit(classes, room);
-    let ctx = Context::new(&universe, opts);
-    let shares = allocate(&ctx, &universe, &classes, room);
+    let shares = allocate(&ctx, &universe, &weights, &classes, room);
     let mut layers: Vec<Vec<usize>> = Vec::new();
     for (class, &(share, t)) in classes.iter().zip(&shares) {
         if !class.paths.iter().any(|&i| held[i]) {
@@ -226,17 +345,20 @@ fn merge_to_fit(mut classes: Vec<Class>, room: usize) -> Vec<Class> {
     for &k in &rank[..keep] {
         kept[k] = true;
     }
-    let mut rest = Class { signature: None, paths: Vec::new(), bytes: 0 };
+    let mut rest = Class { signature: None, volatile: Vec::new(), paths: Vec::new(), bytes: 0 };
     let mut out = Vec::with_capacity(room);
     for (k, c) in classes.drain(..).enumerate() {
         if kept[k] {
             out.push(c);
         } else {
             rest.paths.extend(c.paths);
+            rest.volatile.extend(c.volatile);
             rest.bytes += c.bytes;
         }
     }
     rest.paths.sort_unstable();
+    rest.volatile.sort_unstable();
+    rest.volatile.dedup();
     out.push(rest);
     out
 }
@@ -284,12 +406,13 @@ struct Weights {
 impl Weights {
     /// `member[i]`: whether path i is in a member; the paths of no member
     /// (the image's own) are left out, so the weights depend only on the
-    /// family.
-    fn new(universe: &Graph, desc: &BitMatrix, member: &[bool]) -> Weights {
+    /// family. `change[q]`: how likely q is to change (relative).
+    fn new(universe: &Graph, desc: &BitMatrix, member: &[bool], change: &[u128]) -> Weights {
         let n = universe.len();
         let anc = crate::bits::ancestors(universe);
         let bytes = |i: usize| if member[i] { universe.info(i).nar_size as u128 } else { 0 };
-        let of: Vec<u128> = (0..n).map(|q| bytes(q) + anc.ones(q).map(bytes).sum::<u128>()).collect();
+        let of: Vec<u128> =
+            (0..n).map(|q| change[q] * (bytes(q) + anc.ones(q).map(bytes).sum::<u128>())).collect();
         let deps = (0..n).map(|p| desc.ones(p).map(|q| of[q]).sum()).collect();
         Weights { of, deps }
     }
@@ -302,13 +425,14 @@ impl Weights {
 /// earlier-found choice: fewer layers, smaller share, lower rung). It
 /// depends only on the classes, so on the family, never on the image.
 /// `classes.len() <= room`.
-fn allocate(ctx: &Context, universe: &Graph, classes: &[Class], room: usize) -> Vec<(usize, u128)> {
+fn allocate(
+    ctx: &Context,
+    universe: &Graph,
+    weights: &Weights,
+    classes: &[Class],
+    room: usize,
+) -> Vec<(usize, u128)> {
     let mut scratch = vec![0u64; ctx.desc.words()];
-    let mut member = vec![false; universe.len()];
-    for &i in classes.iter().flat_map(|c| &c.paths) {
-        member[i] = true;
-    }
-    let weights = Weights::new(universe, &ctx.desc, &member);
     // Per class and number of layers used, the cheapest (share, rung).
     let options: Vec<BTreeMap<usize, (u128, usize, u128)>> = classes
         .iter()
@@ -318,7 +442,7 @@ fn allocate(ctx: &Context, universe: &Graph, classes: &[Class], room: usize) -> 
             for share in 1..=most {
                 for t in ctx.rungs(&c.paths, share) {
                     let groups = ctx.groups_at(&c.paths, share, t);
-                    let cost = needless_bytes(universe, &ctx.desc, &weights, &groups, &mut scratch);
+                    let cost = needless_bytes(universe, &ctx.desc, weights, &groups, &mut scratch);
                     let e = best.entry(groups.len()).or_insert((cost, share, t));
                     if cost < e.0 {
                         *e = (cost, share, t);
@@ -521,6 +645,7 @@ mod tests {
     fn classes_merge_to_fit() {
         let class = |paths: usize, bytes: u128| Class {
             signature: Some(vec![0]),
+            volatile: vec![],
             paths: (0..paths).collect(),
             bytes,
         };
