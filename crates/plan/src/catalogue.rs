@@ -33,12 +33,19 @@ pub const CATALOGUE_KEY: &str = "nixLayerFamily";
 pub const HISTORY_KEY: &str = "nixLayerHistory";
 
 /// Libraries whose security fixes nixpkgs ships most often (openssl, curl,
-/// glibc, zlib, libxml2, python; both nixpkgs' names and the library
-/// package names of distributions), used until a catalogue has history. A
-/// store name matches a stem if its package name is the stem or the stem
-/// followed by a digit or a dot (`libssl3`, `zlib1g`, `python3.12`).
-pub const PRIOR: &[&str] =
-    &["openssl", "libssl", "curl", "libcurl", "glibc", "libc", "zlib", "libxml", "python3", "libpython3"];
+/// glibc, zlib, libxml2, python), used until a catalogue has history. Each
+/// entry is one library: the stems of its packages, in nixpkgs' names and
+/// the library package names of distributions (one update changes all of
+/// them). A store name matches a stem if its package name is the stem or
+/// the stem followed by a digit or a dot (`libssl3`, `zlib1g`, `python3.12`).
+pub const PRIOR: &[&[&str]] = &[
+    &["openssl", "libssl"],
+    &["curl", "libcurl"],
+    &["glibc", "libc"],
+    &["zlib"],
+    &["libxml"],
+    &["python3", "libpython3"],
+];
 
 /// Everything that can go wrong reading or writing a catalogue.
 #[derive(Debug, thiserror::Error)]
@@ -104,13 +111,19 @@ impl History {
         }
     }
 
-    /// How volatile the package of a store name is (0: stable): twice the
-    /// times it changed, plus 1 if it matches the [`PRIOR`]. The prior
+    /// How volatile the package of a store name is: `None` if stable, else
+    /// the library it belongs to (paths of one library change together:
+    /// its [`PRIOR`] entry's first stem, or its package name) and a score,
+    /// twice the times it changed plus 1 if it matches the prior. The prior
     /// alone decides until history exists; then history soon dominates.
-    pub fn volatility(&self, store_name: &str) -> u64 {
+    pub fn volatility(&self, store_name: &str) -> Option<(String, u64)> {
         let base = package_base_name(store_name);
         let seen = self.changes.get(base).map_or(0, |c| 2 * c.count);
-        seen + u64::from(in_prior(base))
+        match prior_library(base) {
+            Some(lib) => Some((lib.to_owned(), seen + 1)),
+            None if seen > 0 => Some((base.to_owned(), seen)),
+            None => None,
+        }
     }
 
     /// Merges another history (several catalogue files): counts and
@@ -125,11 +138,13 @@ impl History {
     }
 }
 
-fn in_prior(base: &str) -> bool {
-    PRIOR.iter().any(|stem| {
+/// The [`PRIOR`] library a package name belongs to, by its first stem.
+fn prior_library(base: &str) -> Option<&'static str> {
+    let matches = |stem: &str| {
         base.strip_prefix(stem)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
-    })
+    };
+    PRIOR.iter().find(|stems| stems.iter().any(|s| matches(s))).map(|stems| stems[0])
 }
 
 /// Package names of `new` that changed since `old` by themselves (see the
@@ -289,18 +304,21 @@ mod tests {
     #[test]
     fn prior_matches_library_spellings() {
         let h = History::default();
-        for name in [
-            "openssl-3.0.13",
-            "libssl3-3.0.19-1",
-            "zlib1g-1.2.13",
-            "python3.11-minimal-3.11.2",
-            "glibc-2.40-66",
-            "libc6+libgcc-s1-2.36-9",
-            "libcurl3-gnutls-7.88",
-            "curl-8.9.1",
-            "libxml2-2.13.4",
-        ] {
-            assert_eq!(h.volatility(name), 1, "{name}");
+        let cases = [
+            ("openssl-3.0.13", "openssl"),
+            ("openssl-3.0.13-bin", "openssl"),
+            ("libssl3-3.0.19-1", "openssl"),
+            ("zlib1g-1.2.13", "zlib"),
+            ("python3.11-minimal-3.11.2", "python3"),
+            ("libpython3.11-stdlib-3.11.2", "python3"),
+            ("glibc-2.40-66", "glibc"),
+            ("libc6+libgcc-s1-2.36-9", "glibc"),
+            ("libcurl3-gnutls-7.88", "curl"),
+            ("curl-8.9.1", "curl"),
+            ("libxml2-2.13.4", "libxml"),
+        ];
+        for (name, lib) in cases {
+            assert_eq!(h.volatility(name), Some((lib.to_owned(), 1)), "{name}");
         }
         for name in [
             "libssl-dev-3.0.19",
@@ -310,8 +328,14 @@ mod tests {
             "bash-5.2",
             "zlibx-1",
         ] {
-            assert_eq!(h.volatility(name), 0, "{name}");
+            assert_eq!(h.volatility(name), None, "{name}");
         }
+        // History adds to the prior.
+        let mut h = History::default();
+        h.changes.insert("openssl".into(), NameChanges { count: 3, last: 3 });
+        h.changes.insert("expat".into(), NameChanges { count: 1, last: 2 });
+        assert_eq!(h.volatility("openssl-3.0.14"), Some(("openssl".to_owned(), 7)));
+        assert_eq!(h.volatility("expat-2.6.2"), Some(("expat".to_owned(), 2)));
     }
 
     fn members(g: Graph) -> Vec<(String, Graph)> {
@@ -342,8 +366,8 @@ mod tests {
         assert_eq!(h.changes.keys().collect::<Vec<_>>(), ["bash", "liblzma"]);
         assert_eq!(h.changes["bash"], NameChanges { count: 1, last: 2 });
         assert_eq!(h.changes["liblzma"], NameChanges { count: 1, last: 1 });
-        assert_eq!(h.volatility("liblzma-5.8"), 2);
-        assert_eq!(h.volatility("tool-1.0"), 0);
+        assert_eq!(h.volatility("liblzma-5.8"), Some(("liblzma".to_owned(), 2)));
+        assert_eq!(h.volatility("tool-1.0"), None);
         // A name new to the family is an addition, not a change.
         let mut h2 = History::default();
         let v4 = graph(&[("new-tool-1", &[], 1)]);

@@ -141,7 +141,7 @@ pub fn plan_with_family(
 struct Class {
     /// Member indices holding its paths; `None` for merged classes.
     signature: Option<Vec<usize>>,
-    /// The volatile paths its paths depend on (merged classes: the union).
+    /// The volatile libraries its paths depend on (merged classes: the union).
     volatile: Vec<usize>,
     paths: Vec<usize>,
     bytes: u128,
@@ -168,74 +168,177 @@ impl Class {
 }
 
 /// Which paths change often: those whose package the catalogue's history
-/// (or, before any, the prior) calls volatile. Only member paths count, so
-/// this depends on the family, never on the image.
+/// (or, before any, the prior) calls volatile, by library. Only member
+/// paths count, so this depends on the family, never on the image.
 struct Volatility {
-    /// The volatile paths, ascending.
-    paths: Vec<usize>,
-    /// How likely each path is to change, relative to a stable path's 1
-    /// (0 for paths of no member).
-    change: Vec<u128>,
+    /// Each volatile library's score and paths (ascending); libraries by
+    /// name.
+    libraries: Vec<(u64, Vec<usize>)>,
 }
 
-/// A volatile package is this many times likelier to change than another,
-/// per point of [`History::volatility`].
-const VOLATILE_WEIGHT: u128 = 16;
+/// How much a volatile library's update weighs against the others, per
+/// point of its score ([`History::volatility`]).
+const VOLATILE_WEIGHT: u128 = 4;
 
 impl Volatility {
     fn new(universe: &Graph, member: &[bool], history: &History) -> Volatility {
-        let mut paths = Vec::new();
-        let mut change = vec![0u128; universe.len()];
+        let mut libraries: BTreeMap<String, (u64, Vec<usize>)> = BTreeMap::new();
         for i in (0..universe.len()).filter(|&i| member[i]) {
-            let v = history.volatility(universe.info(i).path.name()) as u128;
-            change[i] = 1 + VOLATILE_WEIGHT * v;
-            if v > 0 {
-                paths.push(i);
+            if let Some((library, score)) = history.volatility(universe.info(i).path.name()) {
+                let e = libraries.entry(library).or_insert((0, Vec::new()));
+                e.0 = e.0.max(score);
+                e.1.push(i);
             }
         }
-        Volatility { paths, change }
+        Volatility { libraries: libraries.into_values().collect() }
     }
 
-    /// The volatile paths that `i` is or depends on.
+    /// The volatile libraries (indices) that path `i` is part of or
+    /// depends on: the updates that change it.
     fn signature(&self, desc: &BitMatrix, i: usize) -> Vec<usize> {
-        self.paths.iter().copied().filter(|&v| v == i || desc.get(i, v)).collect()
+        let hit = |paths: &Vec<usize>| paths.iter().any(|&v| v == i || desc.get(i, v));
+        (0..self.libraries.len()).filter(|&l| hit(&self.libraries[l].1)).collect()
     }
 }
 
-/// Merges classes of the same member signature (the same paths in every
-/// image, so merging them costs no sharing) until `room` layers fit them,
-/// or none are left to merge: each time the pair whose merged layer adds
-/// the least [`needless_bytes`] (ties: the first pair in class order).
-fn merge_by_cost(
-    universe: &Graph,
-    desc: &BitMatrix,
-    w: &Weights,
-    mut classes: Vec<Class>,
-    room: usize,
-) -> Vec<Class> {
-    let mut scratch = vec![0u64; desc.words()];
-    let mut cost = |paths: &[usize]| needless_bytes(universe, desc, w, &[paths.to_vec()], &mut scratch);
-    let mut alone: Vec<u128> = classes.iter().map(|c| cost(&c.paths)).collect();
+/// Bytes stored and needless update bytes, compared in that order.
+type Cost = (u128, u128);
+
+/// What merging classes costs, for [`merge_by_cost`].
+struct MergeCosts<'a> {
+    universe: &'a Graph,
+    desc: &'a BitMatrix,
+    weights: &'a Weights,
+    /// Each U path's member signature (empty for the image's own paths).
+    signature_of: &'a [Vec<usize>],
+    members: usize,
+}
+
+impl MergeCosts<'_> {
+    /// What a layer of `paths` costs in the family: the bytes stored (each
+    /// member holds the part of it in its closure; equal parts are one
+    /// layer) and the [`needless_bytes`] of updates summed over the members.
+    fn of(&self, paths: &[usize], scratch: &mut [u64]) -> Cost {
+        let parts = self.parts(paths);
+        (self.stored(parts.clone()), needless_bytes(self.universe, self.desc, self.weights, &parts, scratch))
+    }
+
+    /// The part of `paths` each member holds, for the members holding some.
+    fn parts(&self, paths: &[usize]) -> Vec<Vec<usize>> {
+        (0..self.members)
+            .map(|m| paths.iter().copied().filter(|&i| self.signature_of[i].contains(&m)).collect())
+            .filter(|p: &Vec<usize>| !p.is_empty())
+            .collect()
+    }
+
+    fn stored(&self, mut parts: Vec<Vec<usize>>) -> u128 {
+        parts.sort_unstable();
+        parts.dedup();
+        parts.iter().flatten().map(|&i| self.universe.info(i).nar_size as u128).sum()
+    }
+
+    /// Which part of `paths` each member holds, as ids (0: none; equal
+    /// parts, equal ids), and each id's bytes.
+    fn variants(&self, paths: &[usize]) -> Variants {
+        let mut ids: BTreeMap<Vec<usize>, usize> = BTreeMap::new();
+        let mut bytes = vec![0u128];
+        let of = (0..self.members)
+            .map(|m| {
+                let part: Vec<usize> =
+                    paths.iter().copied().filter(|&i| self.signature_of[i].contains(&m)).collect();
+                if part.is_empty() {
+                    return 0;
+                }
+                let next = bytes.len();
+                *ids.entry(part).or_insert_with_key(|part| {
+                    bytes.push(part.iter().map(|&i| self.universe.info(i).nar_size as u128).sum());
+                    next
+                })
+            })
+            .collect();
+        Variants { of, bytes }
+    }
+}
+
+/// See [`MergeCosts::variants`].
+struct Variants {
+    of: Vec<usize>,
+    bytes: Vec<u128>,
+}
+
+impl Variants {
+    /// The bytes the family stores for the two classes merged.
+    fn stored_merged(&self, other: &Variants) -> u128 {
+        let mut seen: Vec<(usize, usize)> = self.of.iter().copied().zip(other.of.iter().copied()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.iter().map(|&(a, b)| self.bytes[a] + other.bytes[b]).sum()
+    }
+}
+
+/// Merges classes until `room` layers fit them, one pair at a time: the
+/// pair whose merged layer stores the fewest extra bytes in the family
+/// (none when both have the same member signature, or no member holds
+/// both), then adds the least needless update bytes (ties: the first pair
+/// in class order). A function of the family only.
+fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> Vec<Class> {
+    let mut scratch = vec![0u64; costs.desc.words()];
+    let mut alone: Vec<Cost> = classes.iter().map(|c| costs.of(&c.paths, &mut scratch)).collect();
+    let merged = |classes: &[Class], a: usize, b: usize| {
+        let mut paths = [&classes[a].paths[..], &classes[b].paths[..]].concat();
+        paths.sort_unstable();
+        paths
+    };
+    // pairs[b][a] for a < b: the bytes merging stores in addition, and,
+    // evaluated only for the pairs that store the least, the needless
+    // update bytes it adds and the merged cost. Only the pairs of a merged
+    // class are evaluated again.
+    type Pair = (u128, Option<(u128, Cost)>);
+    let mut variants: Vec<Variants> = classes.iter().map(|c| costs.variants(&c.paths)).collect();
+    let stored_pair = |variants: &[Variants], alone: &[Cost], a: usize, b: usize| -> Pair {
+        let together = variants[a].stored_merged(&variants[b]);
+        (together.saturating_sub(alone[a].0 + alone[b].0), None)
+    };
+    let mut pairs: Vec<Vec<Pair>> = Vec::new();
+    if classes.len() > room {
+        pairs = (0..classes.len())
+            .map(|b| (0..b).map(|a| stored_pair(&variants, &alone, a, b)).collect())
+            .collect();
+    }
     while classes.len() > room {
-        let mut best: Option<(u128, usize, usize, u128)> = None;
-        for a in 0..classes.len() {
-            for b in a + 1..classes.len() {
-                if classes[a].signature.is_none() || classes[a].signature != classes[b].signature {
+        let least = pairs.iter().flatten().map(|p| p.0).min().expect("two classes or more");
+        let mut best: Option<(u128, usize, usize)> = None;
+        for b in 0..pairs.len() {
+            for a in 0..b {
+                if pairs[b][a].0 != least {
                     continue;
                 }
-                let mut paths = [&classes[a].paths[..], &classes[b].paths[..]].concat();
-                paths.sort_unstable();
-                let together = cost(&paths);
-                let added = together.saturating_sub(alone[a] + alone[b]);
+                let (added, _) = *pairs[b][a].1.get_or_insert_with(|| {
+                    let together = costs.of(&merged(&classes, a, b), &mut scratch);
+                    (together.1.saturating_sub(alone[a].1 + alone[b].1), together)
+                });
                 if best.is_none_or(|(d, ..)| added < d) {
-                    best = Some((added, a, b, together));
+                    best = Some((added, a, b));
                 }
             }
         }
-        let Some((_, a, b, together)) = best else { break };
+        let (_, a, b) = best.expect("a pair stores the least");
+        let together = pairs[b][a].1.expect("evaluated").1;
         let gone = classes.remove(b);
         alone.remove(b);
+        variants.remove(b);
+        pairs.remove(b);
+        for row in pairs.iter_mut().skip(b) {
+            row.remove(b);
+        }
         let kept = &mut classes[a];
+        if kept.signature != gone.signature {
+            let mut sig = kept.signature.take().unwrap_or_default();
+            sig.extend(gone.signature.unwrap_or_default());
+            sig.sort_unstable();
+            sig.dedup();
+            kept.signature = Some(sig);
+        }
         kept.paths.extend(gone.paths);
         kept.paths.sort_unstable();
         kept.volatile.extend(gone.volatile);
@@ -243,6 +346,11 @@ fn merge_by_cost(
         kept.volatile.dedup();
         kept.bytes += gone.bytes;
         alone[a] = together;
+        variants[a] = costs.variants(&classes[a].paths);
+        for other in (0..classes.len()).filter(|&o| o != a) {
+            let (lo, hi) = (a.min(other), a.max(other));
+            pairs[hi][lo] = stored_pair(&variants, &alone, lo, hi);
+        }
     }
     classes
 }
@@ -279,6 +387,7 @@ pub fn plan_shared_with_family(
     let volatility = Volatility::new(&universe, &member, &family.history);
     let mut by_signature: BTreeMap<(Vec<usize>, Vec<usize>), Vec<usize>> = BTreeMap::new();
     let mut own: Vec<usize> = Vec::new();
+    let mut signature_of: Vec<Vec<usize>> = Vec::with_capacity(n);
     for i in 0..n {
         let p = &universe.info(i).path;
         let sig: Vec<usize> =
@@ -286,8 +395,9 @@ pub fn plan_shared_with_family(
         if sig.is_empty() {
             own.push(i);
         } else {
-            by_signature.entry((sig, volatility.signature(&ctx.desc, i))).or_default().push(i);
+            by_signature.entry((sig.clone(), volatility.signature(&ctx.desc, i))).or_default().push(i);
         }
+        signature_of.push(sig);
     }
     let mut classes: Vec<Class> = by_signature
         .into_iter()
@@ -299,8 +409,15 @@ pub fn plan_shared_with_family(
 
     // The member classes' share of the budget; the top keeps the rest.
     let room = budget.saturating_sub(family.top_layers).max(1);
-    let weights = Weights::new(&universe, &ctx.desc, &member, &volatility.change);
-    let classes = merge_by_cost(&universe, &ctx.desc, &weights, classes, room);
+    let weights = Weights::new(&universe, &ctx.desc, &member, &volatility);
+    let costs = MergeCosts {
+        universe: &universe,
+        desc: &ctx.desc,
+        weights: &weights,
+        signature_of: &signature_of,
+        members: family.members.len(),
+    };
+    let classes = merge_by_cost(&costs, classes, room);
     let classes = merge_to_fit(classes, room);
     let shares = allocate(&ctx, &universe, &weights, &classes, room);
     let mut layers: Vec<Vec<usize>> = Vec::new();
@@ -390,6 +507,16 @@ fn needless_bytes(
         for &p in layer {
             total += universe.info(p).nar_size as u128 * (closure - w.of[p] - w.deps[p]);
         }
+        // A volatile library's update re-sends the layer if it changes one
+        // of its paths, and with it the paths it does not change.
+        for (weight, cone) in &w.libraries {
+            let changed = |p: usize| cone[p / 64] >> (p % 64) & 1 == 1;
+            if layer.iter().any(|&p| changed(p)) {
+                let kept: u128 =
+                    layer.iter().filter(|&&p| !changed(p)).map(|&p| universe.info(p).nar_size as u128).sum();
+                total += weight * kept;
+            }
+        }
     }
     total
 }
@@ -401,20 +528,43 @@ fn needless_bytes(
 struct Weights {
     of: Vec<u128>,
     deps: Vec<u128>,
+    /// Each volatile library's update: its weight and the paths it changes
+    /// (the library's paths and their dependents, a bit set over U).
+    libraries: Vec<(u128, Vec<u64>)>,
 }
 
 impl Weights {
     /// `member[i]`: whether path i is in a member; the paths of no member
     /// (the image's own) are left out, so the weights depend only on the
-    /// family. `change[q]`: how likely q is to change (relative).
-    fn new(universe: &Graph, desc: &BitMatrix, member: &[bool], change: &[u128]) -> Weights {
+    /// family. Any member path may change alone, weighted by the bytes it
+    /// changes; each volatile library changes as a whole, weighted by its
+    /// score and by all the member bytes T times √(T / the bytes it changes),
+    /// so that its updates outweigh the rest and a library whose update is
+    /// small (re-sending a little more is a big ratio) counts more.
+    fn new(universe: &Graph, desc: &BitMatrix, member: &[bool], volatility: &Volatility) -> Weights {
         let n = universe.len();
         let anc = crate::bits::ancestors(universe);
         let bytes = |i: usize| if member[i] { universe.info(i).nar_size as u128 } else { 0 };
-        let of: Vec<u128> =
-            (0..n).map(|q| change[q] * (bytes(q) + anc.ones(q).map(bytes).sum::<u128>())).collect();
+        let of: Vec<u128> = (0..n).map(|q| bytes(q) + anc.ones(q).map(bytes).sum::<u128>()).collect();
         let deps = (0..n).map(|p| desc.ones(p).map(|q| of[q]).sum()).collect();
-        Weights { of, deps }
+        let total: u128 = (0..n).map(bytes).sum::<u128>().max(1);
+        let libraries = volatility
+            .libraries
+            .iter()
+            .map(|(score, paths)| {
+                let mut cone = vec![0u64; desc.words()];
+                for &v in paths {
+                    cone[v / 64] |= 1 << (v % 64);
+                    for (a, b) in cone.iter_mut().zip(anc.row(v)) {
+                        *a |= b;
+                    }
+                }
+                let changed: u128 = crate::bits::ones(&cone).map(bytes).sum::<u128>().max(1);
+                let weight = VOLATILE_WEIGHT * *score as u128 * (total / changed).isqrt().max(1) * total;
+                (weight, cone)
+            })
+            .collect();
+        Weights { of, deps, libraries }
     }
 }
 
