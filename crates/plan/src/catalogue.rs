@@ -396,21 +396,54 @@ mod tests {
     }
 
     #[test]
+    fn structured_attrs_name_the_members_and_the_previous_catalogue() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = graph(&[("app-1", &["zlib-1.3"], 5), ("zlib-1.3", &[], 7)]);
+        let v2 = graph(&[("app-1", &["zlib-1.3.1"], 5), ("zlib-1.3.1", &[], 7)]);
+        let attrs = |g: &Graph, previous: Option<&Path>| {
+            let mut a = serde_json::json!({
+                "nixLayer": { "mode": "family-catalogue", "family": { "base": "family-base" } },
+                "family-base": node(g),
+            });
+            if let Some(p) = previous {
+                a["nixLayer"]["previous"] = p.to_str().unwrap().into();
+            }
+            a
+        };
+        let old = dir.path().join("old.json");
+        std::fs::write(&old, Catalogue::from_structured_attrs(&attrs(&v1, None)).unwrap()).unwrap();
+        let new = Catalogue::from_structured_attrs(&attrs(&v2, Some(&old))).unwrap();
+        let v: Value = serde_json::from_str(&new).unwrap();
+        assert_eq!(v[CATALOGUE_KEY]["base"].as_array().unwrap().len(), 2);
+        assert_eq!(v[HISTORY_KEY]["regenerations"], 1);
+        assert_eq!(v[HISTORY_KEY]["changes"]["zlib"]["count"], 1);
+        let mut bad = attrs(&v1, None);
+        bad["nixLayer"]["family"]["dev"] = "family-dev".into();
+        let e = Catalogue::from_structured_attrs(&bad).unwrap_err().to_string();
+        assert_eq!(e, "family member `dev`: no exportReferencesGraph under `family-dev`");
+        let missing = attrs(&v2, Some(&dir.path().join("nope.json")));
+        let e = Catalogue::from_structured_attrs(&missing).unwrap_err().to_string();
+        assert!(e.contains("cannot read family file") && e.contains("nope.json"), "{e}");
+    }
+
+    /// A graph as exportReferencesGraph writes it.
+    fn node(g: &Graph) -> Value {
+        Value::Array(
+            g.infos()
+                .iter()
+                .map(|i| {
+                    serde_json::json!({"path": i.path.as_str(), "narSize": i.nar_size, "narHash": "x",
+                        "references": i.references.iter().map(|r| r.as_str()).collect::<Vec<_>>()})
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
     fn regenerate_continues_the_history() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
         let store = StoreDir::default();
-        let node = |g: &Graph| {
-            Value::Array(
-                g.infos()
-                    .iter()
-                    .map(|i| {
-                        serde_json::json!({"path": i.path.as_str(), "narSize": i.nar_size, "narHash": "x",
-                            "references": i.references.iter().map(|r| r.as_str()).collect::<Vec<_>>()})
-                    })
-                    .collect(),
-            )
-        };
         let v1 = graph(&[("app-1", &["libssl3-3.0"], 5), ("libssl3-3.0", &[], 7)]);
         let v2 = graph(&[("app-1", &["libssl3-3.1"], 5), ("libssl3-3.1", &[], 7)]);
         let first =

@@ -638,6 +638,7 @@ mod tests {
     use super::*;
     use crate::sharing::{family_report, plan_layers, pull_bytes};
     use crate::tests::{graph, names, random_dag, sp};
+    use nix_layer_store::StorePath;
 
     const M: u64 = 1 << 20;
     const K: u64 = 1 << 10;
@@ -717,7 +718,8 @@ mod tests {
                 (format!("m{k}"), g.subgraph(&keep).unwrap())
             })
             .collect();
-        let family = Family::new(members.clone());
+        // Some packages volatile by history, so classes split by cone too.
+        let family = Family::new(members.clone()).with_history(volatile_history(&g, 40));
         let others = [g.clone(), g.subgraph(&g.closure(&[1, 50, 200])).unwrap()];
         for budget in [1, 2, 3, 4, 7, 16, 48, 98, 400] {
             let images =
@@ -742,8 +744,9 @@ mod tests {
             infos.reverse();
             Graph::new(infos).unwrap()
         };
-        let f1 = fam(&[("base", &b), ("dev", &d), ("xl", &x)]);
-        let f2 = fam(&[("xl", &reversed(&x)), ("base", &b), ("dev", &reversed(&d))]);
+        let h = volatile_history(&x, 4);
+        let f1 = fam(&[("base", &b), ("dev", &d), ("xl", &x)]).with_history(h.clone());
+        let f2 = fam(&[("xl", &reversed(&x)), ("base", &b), ("dev", &reversed(&d))]).with_history(h);
         assert_eq!(f1, f2);
         for budget in [2, 5, 9, 30] {
             let a = plan_with_family(&x, Strategy::Shared, budget, &f1).unwrap();
@@ -789,6 +792,78 @@ mod tests {
             assert_eq!(plan_with_family(&g, s, 20, &f).unwrap(), crate::plan(&g, s, 20).unwrap());
         }
         assert_eq!(plan_with_family(&g, Strategy::Shared, 0, &empty), Err(Error::ZeroBudget));
+    }
+
+    /// A history in which every `step`-th package of `g` changed once.
+    fn volatile_history(g: &Graph, step: usize) -> History {
+        let mut h = History::default();
+        for info in g.infos().iter().step_by(step) {
+            let name = crate::shared::package_base_name(info.path.name()).to_owned();
+            h.changes.insert(name, crate::catalogue::NameChanges { count: 1, last: 1 });
+        }
+        h.regenerations = 1;
+        h
+    }
+
+    /// Whether every layer of `plan` holding a path that `changed` changes
+    /// holds only such paths: then that update re-sends only what changed.
+    fn cone_apart(g: &Graph, plan: &Plan, changed: &str) -> bool {
+        let root = g.index_of(&sp(changed)).unwrap();
+        let desc = crate::bits::descendants(g);
+        let in_cone = |p: &StorePath| {
+            let i = g.index_of(p).unwrap();
+            i == root || desc.get(i, root)
+        };
+        plan.layers.iter().all(|l| l.iter().all(in_cone) || !l.iter().any(in_cone))
+    }
+
+    #[test]
+    fn volatile_cones_are_kept_apart_by_the_prior() {
+        // No history: the prior knows openssl, zlib, curl and libc (glibc).
+        // 12 classes (3 member signatures × volatility) and the top fit 13.
+        let (b, d, x) = nested();
+        let family = fam(&[("base", &b), ("dev", &d), ("xl", &x)]);
+        assert!(family.history().changes.is_empty());
+        for budget in [13, 16, 30] {
+            for g in [&b, &d, &x] {
+                let p = plan_with_family(g, Strategy::Shared, budget, &family).unwrap();
+                p.validate(g, budget).unwrap();
+                for lib in ["openssl", "zlib", "curl"] {
+                    if g.index_of(&sp(lib)).is_some() {
+                        assert!(cone_apart(g, &p, lib), "budget {budget}, {lib}: {:?}", names(&p));
+                    }
+                }
+            }
+        }
+        // Without volatility the same budget mixes openssl's dependents
+        // with stable paths (this is what the split is for).
+        let plain =
+            plan_shared_with_family(&x, 7, &Family::new(Vec::new()), &SharedOptions::default()).unwrap();
+        assert!(!cone_apart(&x, &plain, "openssl"), "{:?}", names(&plain));
+    }
+
+    #[test]
+    fn history_names_volatile_libraries() {
+        // jq is in no prior; once the catalogue's history says it changed,
+        // its dependents get layers of their own.
+        let (b, d, x) = nested();
+        let jq = |extra: &[(&str, &[&str], u64)]| {
+            let mut infos = x.infos().to_vec();
+            infos.extend(extra.iter().map(|(n, r, s)| {
+                PathInfo::from_raw_references(sp(n), r.iter().map(|r| sp(r)).collect(), *s)
+            }));
+            Graph::new(infos).unwrap()
+        };
+        let x2 = jq(&[("jq-tool", &["jq", "make"], 3 * M), ("jq-doc", &["jq-tool"], 200 * K)]);
+        let base = fam(&[("base", &b), ("dev", &d), ("xl", &x2)]);
+        let mut h = History { regenerations: 3, ..History::default() };
+        h.changes.insert("jq".into(), crate::catalogue::NameChanges { count: 2, last: 3 });
+        let with = base.clone().with_history(h);
+        let budget = 16;
+        let p = plan_with_family(&x2, Strategy::Shared, budget, &with).unwrap();
+        p.validate(&x2, budget).unwrap();
+        assert!(cone_apart(&x2, &p, "jq"), "{:?}", names(&p));
+        assert_ne!(p, plan_with_family(&x2, Strategy::Shared, budget, &base).unwrap());
     }
 
     #[test]
