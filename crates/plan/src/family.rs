@@ -190,7 +190,8 @@ impl Volatility {
                 e.1.push(i);
             }
         }
-        Volatility { libraries: libraries.into_values().collect() }
+        let libraries = libraries.into_values().collect();
+        Volatility { libraries }
     }
 
     /// The volatile libraries (indices) that path `i` is part of or
@@ -276,7 +277,8 @@ impl Variants {
     }
 }
 
-/// Merges classes until `room` layers fit them, one pair at a time: the
+/// Merges classes until `room` layers fit them, and past that while a
+/// merge costs nothing, one pair at a time: the
 /// pair whose merged layer stores the fewest extra bytes in the family
 /// (none when both have the same member signature, or no member holds
 /// both), then adds the least needless update bytes (ties: the first pair
@@ -299,13 +301,11 @@ fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> Ve
         let together = variants[a].stored_merged(&variants[b]);
         (together.saturating_sub(alone[a].0 + alone[b].0), None)
     };
-    let mut pairs: Vec<Vec<Pair>> = Vec::new();
-    if classes.len() > room {
-        pairs = (0..classes.len())
-            .map(|b| (0..b).map(|a| stored_pair(&variants, &alone, a, b)).collect())
-            .collect();
-    }
-    while classes.len() > room {
+    let mut pairs: Vec<Vec<Pair>> =
+        (0..classes.len()).map(|b| (0..b).map(|a| stored_pair(&variants, &alone, a, b)).collect()).collect();
+    // Past `room`, only merges that cost nothing (leaving layers to split
+    // the classes where that helps).
+    while classes.len() > 1 {
         let least = pairs.iter().flatten().map(|p| p.0).min().expect("two classes or more");
         let mut best: Option<(u128, usize, usize)> = None;
         for b in 0..pairs.len() {
@@ -322,7 +322,10 @@ fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> Ve
                 }
             }
         }
-        let (_, a, b) = best.expect("a pair stores the least");
+        let (added, a, b) = best.expect("a pair stores the least");
+        if classes.len() <= room && (least, added) != (0, 0) {
+            break;
+        }
         let together = pairs[b][a].1.expect("evaluated").1;
         let gone = classes.remove(b);
         alone.remove(b);
