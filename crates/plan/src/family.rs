@@ -137,7 +137,11 @@ pub fn plan_with_family(
     }
 }
 
+/// A class's layers and singleton threshold, as [`allocate`] chooses them.
+type Share = (usize, u128);
+
 /// One signature class: the U indices of its paths, ascending.
+#[derive(Clone)]
 struct Class {
     /// Member indices holding its paths; `None` for merged classes.
     signature: Option<Vec<usize>>,
@@ -283,7 +287,7 @@ impl Variants {
 /// (none when both have the same member signature, or no member holds
 /// both), then adds the least needless update bytes (ties: the first pair
 /// in class order). A function of the family only.
-fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> Vec<Class> {
+fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> (Vec<Class>, u128) {
     let mut scratch = vec![0u64; costs.desc.words()];
     let mut alone: Vec<Cost> = classes.iter().map(|c| costs.of(&c.paths, &mut scratch)).collect();
     let merged = |classes: &[Class], a: usize, b: usize| {
@@ -301,6 +305,7 @@ fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> Ve
         let together = variants[a].stored_merged(&variants[b]);
         (together.saturating_sub(alone[a].0 + alone[b].0), None)
     };
+    let mut stored_added = 0u128;
     let mut pairs: Vec<Vec<Pair>> =
         (0..classes.len()).map(|b| (0..b).map(|a| stored_pair(&variants, &alone, a, b)).collect()).collect();
     // Past `room`, only merges that cost nothing (leaving layers to split
@@ -327,6 +332,7 @@ fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> Ve
             break;
         }
         let together = pairs[b][a].1.expect("evaluated").1;
+        stored_added += least;
         let gone = classes.remove(b);
         alone.remove(b);
         variants.remove(b);
@@ -355,7 +361,7 @@ fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> Ve
             pairs[hi][lo] = stored_pair(&variants, &alone, lo, hi);
         }
     }
-    classes
+    (classes, stored_added)
 }
 
 /// [`plan_with_family`] for the shared strategy, with its tuning.
@@ -420,9 +426,24 @@ pub fn plan_shared_with_family(
         signature_of: &signature_of,
         members: family.members.len(),
     };
-    let classes = merge_by_cost(&costs, classes, room);
-    let classes = merge_to_fit(classes, room);
-    let shares = allocate(&ctx, &universe, &weights, &classes, room);
+    // Fewer, merged classes leave layers to split the others; of the merge
+    // targets from `room` down, the one that stores the fewest extra bytes,
+    // then whose allocation costs least (ties: fewer merges).
+    let mut best: Option<(Cost, Vec<Class>, Vec<Share>)> = None;
+    // (Only where layers are scarce for the classes, and a dozen targets at
+    // most: each costs an allocation.)
+    let lowest = if classes.len() + 8 < room { room } else { (room / 2).max(room.saturating_sub(12)).max(1) };
+    for target in (lowest..=room).rev() {
+        let (merged, stored) = merge_by_cost(&costs, classes.clone(), target);
+        let merged = merge_to_fit(merged, room);
+        let (shares, updates) = allocate(&ctx, &universe, &weights, &merged, room);
+        // Sharing first: no target may store more than the least merging.
+        let cost = (stored, updates);
+        if best.as_ref().is_none_or(|b| cost < b.0) {
+            best = Some((cost, merged, shares));
+        }
+    }
+    let (_, classes, shares) = best.expect("room >= 1");
     let mut layers: Vec<Vec<usize>> = Vec::new();
     for (class, &(share, t)) in classes.iter().zip(&shares) {
         if !class.paths.iter().any(|&i| held[i]) {
@@ -584,7 +605,7 @@ fn allocate(
     weights: &Weights,
     classes: &[Class],
     room: usize,
-) -> Vec<(usize, u128)> {
+) -> (Vec<Share>, u128) {
     let mut scratch = vec![0u64; ctx.desc.words()];
     // Per class and number of layers used, the cheapest (share, rung).
     let options: Vec<BTreeMap<usize, (u128, usize, u128)>> = classes
@@ -627,13 +648,14 @@ fn allocate(
     }
     let mut out = vec![(0, 0); classes.len()];
     let mut u = room;
+    let total = table[classes.len()][room].expect("one layer per class fits").0;
     for k in (0..classes.len()).rev() {
         let (_, used) = table[k + 1][u].expect("one layer per class fits");
         let (_, share, t) = options[k][&used];
         out[k] = (share, t);
         u -= used;
     }
-    out
+    (out, total)
 }
 
 #[cfg(test)]
@@ -823,11 +845,12 @@ mod tests {
     #[test]
     fn volatile_cones_are_kept_apart_by_the_prior() {
         // No history: the prior knows openssl, zlib, curl and libc (glibc).
-        // 12 classes (3 member signatures × volatility) and the top fit 13.
+        // 12 classes (3 member signatures × volatility) and the top fit 13;
+        // with room to spare, none is merged to split others.
         let (b, d, x) = nested();
         let family = fam(&[("base", &b), ("dev", &d), ("xl", &x)]);
         assert!(family.history().changes.is_empty());
-        for budget in [13, 16, 30] {
+        for budget in [24, 30, 60] {
             for g in [&b, &d, &x] {
                 let p = plan_with_family(g, Strategy::Shared, budget, &family).unwrap();
                 p.validate(g, budget).unwrap();
@@ -862,7 +885,7 @@ mod tests {
         let mut h = History { regenerations: 3, ..History::default() };
         h.changes.insert("jq".into(), crate::catalogue::NameChanges { count: 2, last: 3 });
         let with = base.clone().with_history(h);
-        let budget = 16;
+        let budget = 30;
         let p = plan_with_family(&x2, Strategy::Shared, budget, &with).unwrap();
         p.validate(&x2, budget).unwrap();
         assert!(cone_apart(&x2, &p, "jq"), "{:?}", names(&p));
