@@ -12,7 +12,11 @@
 //!    paths of no member (the application) have the empty one. Paths of one
 //!    signature are all present or all absent in any image that is a union of
 //!    members, so a layer made of one signature class is identical in every
-//!    such image.
+//!    such image. Each signature class is split further by **volatility**:
+//!    which often-updated libraries (the catalogue's [`History`], or before
+//!    any, [`crate::catalogue::PRIOR`]) a path is or depends on. An update of
+//!    such a library changes exactly the paths that depend on it, so it then
+//!    touches whole classes only and re-sends little more than what changed.
 //! 2. **Each class by the intrinsic rules** of [`crate::shared`] (big paths
 //!    alone, small ones by anchor), over all of the class's paths in U, with
 //!    a share of the budget and a singleton threshold (a rung of the same
@@ -24,10 +28,14 @@
 //!    at least one each, choosing each class's share and rung to minimise
 //!    the bytes an update would re-send needlessly (see `needless_bytes`:
 //!    every path may change, weighted by the bytes its change cascades to),
-//!    summed over the classes; exact, by dynamic programming. This depends
-//!    only on the members, never on the image, so every image planned with
-//!    the same family gets the same split. If there are more classes than
-//!    layers, the classes with the fewest paths are merged into one.
+//!    and each volatile library's update as a whole, weighted by how volatile
+//!    it is), summed over the classes; exact, by dynamic programming. This
+//!    depends only on the members and the history, never on the image, so
+//!    every image planned with the same family gets the same split. If there
+//!    are more classes than layers, classes are merged in pairs (see
+//!    `merge_by_cost`: first what stores nothing twice, then what re-sends
+//!    least); where layers are scarce, a few further merges are tried, to
+//!    leave layers for splitting the big stable classes.
 //! 4. **Order.** Classes held by more members first (they change least and
 //!    are most widely shared), then by signature; within a class by closure
 //!    size as in `shared`. The empty class goes on top with every layer the
