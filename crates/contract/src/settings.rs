@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use crate::contract::{self, GRAPH_KEY, SETTINGS_KEY, SETTINGS_MARKER};
 use crate::error::{invalid, json_err, Context, Error, Result};
-use crate::family::load_family;
 
 /// Image settings in the Nix wrapper's spelling (camelCase, dockerTools'
 /// names): the contract's `image` and `internal` arguments.
@@ -65,7 +64,7 @@ pub struct Settings {
     pub family: BTreeMap<String, String>,
     #[serde(skip)]
     pub family_graphs: Vec<(String, Value)>,
-    /// A family catalogue file (see [`load_family`]).
+    /// A family catalogue file (see [`crate::family`]).
     pub family_file: Option<String>,
 }
 
@@ -197,11 +196,9 @@ pub fn request(s: Settings, inputs: Inputs) -> Result<BuildRequest> {
             .context(|| format!("family member `{name}`"))?;
         members.push((name.clone(), graph));
     }
-    members.extend(load_family(&inputs.family, &store_dir)?);
-    if let Some(file) = &s.family_file {
-        members.extend(load_family(&[PathBuf::from(file)], &store_dir)?);
-    }
-    let family = (!members.is_empty()).then(|| Family::new(members));
+    let mut files = inputs.family.clone();
+    files.extend(s.family_file.iter().map(PathBuf::from));
+    let family = crate::family::family(&files, &store_dir, members)?;
     let format: OutputFormat = match s.format.as_deref() {
         Some(v) => v.parse().map_err(Error::Invalid)?,
         None => contract::DEFAULT_FORMAT,
@@ -375,8 +372,8 @@ pub fn plan_inputs(a: PlanFlags) -> Result<PlanInputs> {
     }
     let strategy: Strategy = a.strategy.parse()?;
     let budget = nix_layer_plan::store_layer_budget(check_max_layers(a.max_layers)?, a.base_layers)?;
-    let family = load_family(&a.family, &store_dir)?;
-    Ok(PlanInputs { graph, strategy, budget, family: (!family.is_empty()).then(|| Family::new(family)) })
+    let family = crate::family::family(&a.family, &store_dir, vec![])?;
+    Ok(PlanInputs { graph, strategy, budget, family })
 }
 
 #[cfg(test)]
