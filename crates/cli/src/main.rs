@@ -108,10 +108,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plan(a) => {
             let nix_layer_contract::settings::PlanInputs { graph, strategy, budget, family } =
                 flags::plan_inputs(&a)?;
-            let plan = match &family {
-                Some(f) => nix_layer_plan::plan_with_family(&graph, strategy, budget, f)?,
-                None => nix_layer_plan::plan(&graph, strategy, budget)?,
-            };
+            let plan = nix_layer_plan::plan(&graph, strategy, budget, family.as_ref())?;
             let mut text = String::new();
             if a.json {
                 text = serde_json::to_string(&plan)? + "\n";

@@ -28,10 +28,7 @@ pub fn run(a: SharingArgs) -> Result<()> {
         let image = if a.plan {
             let graph = Graph::from_json_file(input, &store_dir, "graph")?;
             let budget = nix_layer_plan::store_layer_budget(a.max_layers, 0)?;
-            let plan = match &family {
-                Some(f) => nix_layer_plan::plan_with_family(&graph, a.strategy.parse()?, budget, f)?,
-                None => nix_layer_plan::plan(&graph, a.strategy.parse()?, budget)?,
-            };
+            let plan = nix_layer_plan::plan(&graph, a.strategy.parse()?, budget, family.as_ref())?;
             for i in 0..graph.len() {
                 let info = graph.info(i);
                 path_bytes.insert(info.path.to_string(), info.nar_size);

@@ -147,10 +147,7 @@ pub fn plan_image(req: &BuildRequest) -> Result<ImagePlan, Error> {
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
     let budget = nix_layer_plan::store_layer_budget(req.max_layers, base_layers)?;
     let store_layers = if req.include_store_paths && !graph.is_empty() {
-        match &req.family {
-            Some(family) => nix_layer_plan::plan_with_family(&graph, req.strategy, budget, family)?,
-            None => nix_layer_plan::plan(&graph, req.strategy, budget)?,
-        }
+        nix_layer_plan::plan(&graph, req.strategy, budget, req.family.as_ref())?
     } else {
         Plan { layers: Vec::new() }
     };

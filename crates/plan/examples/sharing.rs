@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use nix_layer_graph::{Graph, StoreDir};
 use nix_layer_plan::sharing::{added_path_bytes, family_report, plan_layers, pull_bytes, ImageLayers};
-use nix_layer_plan::{plan, plan_with_family, store_layer_budget, Family, Plan, Strategy};
+use nix_layer_plan::{plan, store_layer_budget, Family, Plan, Strategy};
 
 const PROFILES: [&str; 3] = ["runtime", "devcontainer", "xl"];
 const UPDATES: [&str; 4] = ["v2", "v2z", "v2c", "v2x"];
@@ -57,8 +57,8 @@ fn main() {
                 .iter()
                 .zip(&families)
                 .map(|(g, f)| match name {
-                    "shared+family" => plan_with_family(g, Strategy::Shared, budget, f),
-                    s => plan(g, s.parse().expect("strategy"), budget),
+                    "shared+family" => plan(g, Strategy::Shared, budget, Some(f)),
+                    s => plan(g, s.parse().expect("strategy"), budget, None),
                 })
                 .collect::<Result<_, _>>()
                 .expect("plan");

@@ -140,7 +140,7 @@ mod tests {
     use crate::{plan as plan_with, Strategy};
 
     fn auto(g: &Graph, budget: usize) -> Vec<Vec<String>> {
-        let p = plan_with(g, Strategy::Auto, budget).unwrap();
+        let p = plan_with(g, Strategy::Auto, budget, None).unwrap();
         names(&p).into_iter().map(|l| l.into_iter().map(str::to_owned).collect()).collect()
     }
 
@@ -250,7 +250,7 @@ print(json.dumps([ps for _, ps in sorted(out)]))
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "python failed");
             let want: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
-            let got = plan_with(&g, Strategy::Auto, budget).unwrap();
+            let got = plan_with(&g, Strategy::Auto, budget, None).unwrap();
             let got: Vec<Vec<String>> =
                 got.layers.iter().map(|l| l.iter().map(|p| p.to_string()).collect()).collect();
             assert_eq!(got, want, "seed {seed}, {n} paths, budget {budget}");

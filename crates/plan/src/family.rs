@@ -52,7 +52,7 @@ use nix_layer_store::StorePath;
 use crate::bits::BitMatrix;
 use crate::catalogue::History;
 use crate::shared::{plan_shared, Context, SharedOptions};
-use crate::{order_by_closure_size, Error, Plan, Strategy};
+use crate::{order_by_closure_size, Error, Plan};
 
 /// The closures an image is planned next to. Members are kept sorted by
 /// name (then by paths), so their order in [`Family::new`] does not matter.
@@ -127,21 +127,6 @@ impl Family {
     /// Whether member `name`'s closure holds `path`.
     pub fn contains(&self, name: &str, path: &StorePath) -> bool {
         self.members.iter().any(|(n, s)| n == name && s.contains(path))
-    }
-}
-
-/// Splits the paths of `graph` into at most `budget` layers with `strategy`,
-/// knowing the closures it sits next to. Only [`Strategy::Shared`] uses the
-/// family; popularity and auto stay exactly nixpkgs' and ignore it.
-pub fn plan_with_family(
-    graph: &Graph,
-    strategy: Strategy,
-    budget: usize,
-    family: &Family,
-) -> Result<Plan, Error> {
-    match strategy {
-        Strategy::Shared => plan_shared_with_family(graph, budget, family, &SharedOptions::default()),
-        other => crate::plan(graph, other, budget),
     }
 }
 
@@ -669,6 +654,16 @@ fn allocate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Strategy;
+
+    fn plan_with_family(
+        graph: &Graph,
+        strategy: Strategy,
+        budget: usize,
+        family: &Family,
+    ) -> Result<Plan, Error> {
+        crate::plan(graph, strategy, budget, Some(family))
+    }
     use crate::sharing::{family_report, plan_layers, pull_bytes};
     use crate::tests::{graph, names, random_dag, sp};
     use nix_layer_store::StorePath;
@@ -817,12 +812,12 @@ mod tests {
         for budget in [1, 7, 48, 300] {
             assert_eq!(
                 plan_with_family(&g, Strategy::Shared, budget, &empty).unwrap(),
-                crate::plan(&g, Strategy::Shared, budget).unwrap()
+                crate::plan(&g, Strategy::Shared, budget, None).unwrap()
             );
         }
         for s in [Strategy::Popularity, Strategy::Auto] {
             let f = Family::new(vec![("g".into(), g.clone())]);
-            assert_eq!(plan_with_family(&g, s, 20, &f).unwrap(), crate::plan(&g, s, 20).unwrap());
+            assert_eq!(plan_with_family(&g, s, 20, &f).unwrap(), crate::plan(&g, s, 20, None).unwrap());
         }
         assert_eq!(plan_with_family(&g, Strategy::Shared, 0, &empty), Err(Error::ZeroBudget));
     }

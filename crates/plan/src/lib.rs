@@ -29,7 +29,7 @@ use nix_layer_graph::Graph;
 use nix_layer_store::StorePath;
 
 pub use catalogue::{Catalogue, CatalogueError, History};
-pub use family::{plan_shared_with_family, plan_with_family, Family};
+pub use family::{plan_shared_with_family, Family};
 pub use popularity::popularity_order;
 pub use shared::{plan_shared, SharedOptions};
 
@@ -152,14 +152,20 @@ pub fn store_layer_budget(max_layers: usize, base_layers: usize) -> Result<usize
 }
 
 /// Splits the paths of `graph` into at most `budget` layers with `strategy`.
-pub fn plan(graph: &Graph, strategy: Strategy, budget: usize) -> Result<Plan, Error> {
+pub fn plan(
+    graph: &Graph,
+    strategy: Strategy,
+    budget: usize,
+    family: Option<&Family>,
+) -> Result<Plan, Error> {
     if budget == 0 {
         return Err(Error::ZeroBudget);
     }
-    let plan = match strategy {
-        Strategy::Popularity => popularity::plan(graph, budget)?,
-        Strategy::Auto => auto::plan(graph, budget),
-        Strategy::Shared => plan_shared(graph, budget, &SharedOptions::default())?,
+    let plan = match (strategy, family) {
+        (Strategy::Popularity, _) => popularity::plan(graph, budget)?,
+        (Strategy::Auto, _) => auto::plan(graph, budget),
+        (Strategy::Shared, None) => plan_shared(graph, budget, &SharedOptions::default())?,
+        (Strategy::Shared, Some(f)) => plan_shared_with_family(graph, budget, f, &SharedOptions::default())?,
     };
     plan.validate(graph, budget)?;
     Ok(plan)
@@ -306,7 +312,7 @@ pub(crate) mod tests {
     #[test]
     fn plan_rejects_zero_budget() {
         for s in Strategy::ALL {
-            assert_eq!(plan(&doc(), s, 0), Err(Error::ZeroBudget));
+            assert_eq!(plan(&doc(), s, 0, None), Err(Error::ZeroBudget));
         }
     }
 
@@ -341,7 +347,7 @@ pub(crate) mod tests {
         let g = random_dag(3000, 7);
         for s in Strategy::ALL {
             for budget in [1, 2, 3, 48, 98, 2999, 3000, 5000] {
-                let p = plan(&g, s, budget).unwrap();
+                let p = plan(&g, s, budget, None).unwrap();
                 p.validate(&g, budget).unwrap();
                 let want = budget.min(g.len());
                 if budget >= g.len() {
@@ -349,7 +355,7 @@ pub(crate) mod tests {
                 } else if s == Strategy::Popularity {
                     assert_eq!(p.layers.len(), want, "{s} {budget}");
                 }
-                assert_eq!(plan(&g, s, budget).unwrap(), p, "{s} is not deterministic");
+                assert_eq!(plan(&g, s, budget, None).unwrap(), p, "{s} is not deterministic");
             }
         }
     }
@@ -358,7 +364,7 @@ pub(crate) mod tests {
     fn empty_graph_gives_empty_plan() {
         let g = Graph::new(Vec::new()).unwrap();
         for s in Strategy::ALL {
-            assert!(plan(&g, s, 5).unwrap().layers.is_empty());
+            assert!(plan(&g, s, 5, None).unwrap().layers.is_empty());
         }
     }
 

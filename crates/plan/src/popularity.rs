@@ -213,13 +213,13 @@ mod tests {
             assert_eq!(pop[crate::tests::idx(&g, n)], p, "{n}");
         }
         assert_eq!(order_names(&g), ["f", "e", "d", "c", "b", "g", "a"]);
-        let p = plan_with(&g, Strategy::Popularity, 2).unwrap();
+        let p = plan_with(&g, Strategy::Popularity, 2, None).unwrap();
         assert_eq!(names(&p), [vec!["f"], vec!["e", "d", "c", "b", "g", "a"]]);
-        let p = plan_with(&g, Strategy::Popularity, 1).unwrap();
+        let p = plan_with(&g, Strategy::Popularity, 1, None).unwrap();
         assert_eq!(names(&p), [vec!["f", "e", "d", "c", "b", "g", "a"]]);
-        let p = plan_with(&g, Strategy::Popularity, 7).unwrap();
+        let p = plan_with(&g, Strategy::Popularity, 7, None).unwrap();
         assert_eq!(names(&p), [["f"], ["e"], ["d"], ["c"], ["b"], ["g"], ["a"]]);
-        assert_eq!(plan_with(&g, Strategy::Popularity, 100).unwrap(), p);
+        assert_eq!(plan_with(&g, Strategy::Popularity, 100, None).unwrap(), p);
     }
 
     #[test]
@@ -306,7 +306,7 @@ mod tests {
         }
         want.push("t".into());
         assert_eq!(order_names(&g), want);
-        let p = plan_with(&g, Strategy::Popularity, 4).unwrap();
+        let p = plan_with(&g, Strategy::Popularity, 4, None).unwrap();
         assert_eq!(names(&p)[..3], [vec!["b"], vec!["a"], vec!["s300"]]);
         assert_eq!(p.layers[3].len(), g.len() - 3);
     }

@@ -310,7 +310,7 @@ mod tests {
     const M: u64 = 1 << 20;
 
     fn shared(g: &Graph, budget: usize) -> Vec<Vec<String>> {
-        let p = plan_with(g, Strategy::Shared, budget).unwrap();
+        let p = plan_with(g, Strategy::Shared, budget, None).unwrap();
         names(&p).into_iter().map(|l| l.into_iter().map(str::to_owned).collect()).collect()
     }
 
@@ -378,7 +378,7 @@ mod tests {
         assert!(shared(&g, 6).contains(&vec!["py".to_owned(), "zlib".to_owned()]));
         assert_eq!(shared(&g, 7).len(), 7);
         for budget in 1..=8 {
-            let p = plan_with(&g, Strategy::Shared, budget).unwrap();
+            let p = plan_with(&g, Strategy::Shared, budget, None).unwrap();
             p.validate(&g, budget).unwrap();
         }
     }
