@@ -357,7 +357,7 @@ fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> (V
     (classes, stored_added)
 }
 
-/// [`plan_with_family`] for the shared strategy, with its tuning.
+/// [`crate::plan`] for the shared strategy with a family, with its tuning.
 pub fn plan_shared_with_family(
     graph: &Graph,
     budget: usize,
