@@ -40,3 +40,17 @@ eval_fails() {
   elif printf '%s' "$out" | grep -qF -- "$3"; then pass "$1"
   else fail "$1" "expected the message: $3" "got: $(printf '%s' "$out" | grep -m1 error)"; fi
 }
+
+# static_nix_layer WORKDIR LOG: builds nix-layer statically linked (inside the
+# sandbox there is no /lib for a dynamic one) and prints its binary's path.
+static_nix_layer() {
+  (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked -p nix-layer \
+    --target x86_64-unknown-linux-gnu --target-dir target/static >"$2" 2>&1) &&
+    echo "$REPO/target/static/x86_64-unknown-linux-gnu/release/nix-layer"
+}
+
+# to_store WORKDIR BINARY: prints a store path holding bin/nix-layer (BINARY).
+to_store() {
+  rm -rf "$1/pkg" && mkdir -p "$1/pkg/nix-layer/bin" && cp "$2" "$1/pkg/nix-layer/bin/nix-layer"
+  nix-store --add "$1/pkg/nix-layer"
+}

@@ -59,6 +59,12 @@ pub enum Command {
     /// Push an image (built from a closure, or from an OCI layout) to a registry, sending
     /// only what it lacks.
     Push(Box<crate::push::PushArgs>),
+    /// Builder of the flake's pullImage: one manifest or blob by digest, verified.
+    #[command(hide = true)]
+    FetchBlob(crate::fetch::FetchBlobArgs),
+    /// Builder of the flake's pullImage: an OCI layout of fetched blobs.
+    #[command(hide = true)]
+    AssembleLayout(crate::fetch::AssembleLayoutArgs),
 }
 
 #[derive(Args)]
