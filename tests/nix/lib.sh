@@ -23,6 +23,10 @@ check() { # check NAME COMMAND…: passes when the command exits 0
   if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(printf '%s' "$out" | tail -n 15)"; fi
 }
 
+expect_eq() { # expect_eq NAME GOT WANT
+  if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "want: $3" "got:  $2"; fi
+}
+
 # Evaluates a Nix expression (in the tests directory) to JSON.
 nix_json() { nix-instantiate --eval --strict --json -E "$1" 2>&1; }
 

@@ -76,9 +76,6 @@ load() { # load ATTR: docker load the built archive, remember the ref
   docker load -i "$work/result-$1" >/dev/null && echo "$ref"
 }
 run_as() { docker run --rm --entrypoint "" "$@" 2>&1; }
-expect_eq() { # expect_eq NAME GOT WANT
-  if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "want: $3" "got:  $2"; fi
-}
 
 # --- runtime ---------------------------------------------------------------
 if build runtime >/dev/null; then pass "runtime builds with nix-build"; else fail "runtime builds with nix-build" "$(tail -20 "$work/build-runtime.log")"; fi

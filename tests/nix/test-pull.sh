@@ -16,7 +16,7 @@ HOST_BIN="$REPO/target/release/nix-layer"
 work=$(mktemp -d)
 : >"$work/loaded"
 cleanup() {
-  [ -n "${reg_pid:-}" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
+  for pid in $(cat "$work"/*/pid 2>/dev/null); do kill "$pid" 2>/dev/null; done
   while IFS= read -r ref; do docker image rm -f "$ref" >/dev/null 2>&1; done <"$work/loaded"
   rm -rf "$work"
 }
@@ -29,26 +29,27 @@ fi
 NIX_LAYER=$(to_store "$work" "$static")
 
 # --- the registry ------------------------------------------------------------
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-REG="127.0.0.1:$port"
-cat >"$work/registry.yml" <<EOF
-version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $work/storage
-http:
-  addr: $REG
-EOF
-"$REGISTRY_BIN" serve "$work/registry.yml" >"$work/access.log" 2>"$work/registry.log" &
-reg_pid=$!
-for _ in $(seq 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
-curl -sf "http://$REG/v2/" >/dev/null || { fail "the registry starts" "$(tail -5 "$work/registry.log")"; exit 0; }
+# start_registry DIR [USER:PASSWORD]: serves DIR/storage on a free port (with
+# htpasswd auth when given), prints 127.0.0.1:PORT; the access log is DIR/access.log.
+# (Run in $(…), so its pid goes to DIR/pid for the cleanup.)
+start_registry() {
+  local dir=$1 port
+  mkdir -p "$dir"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf '%s\n' "version: 0.1" "log:" "  level: info" "  accesslog:" "    disabled: false" \
+    "storage:" "  filesystem:" "    rootdirectory: $dir/storage" "http:" "  addr: 127.0.0.1:$port" >"$dir/config.yml"
+  if [ -n "${2:-}" ]; then
+    python3 -W ignore -c 'import crypt, sys; u, p = sys.argv[1].split(":", 1); print(u + ":" + crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))' "$2" >"$dir/htpasswd"
+    printf '%s\n' "auth:" "  htpasswd:" "    realm: test" "    path: $dir/htpasswd" >>"$dir/config.yml"
+  fi
+  "$REGISTRY_BIN" serve "$dir/config.yml" >"$dir/access.log" 2>"$dir/registry.log" &
+  echo $! >"$dir/pid"
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.1; done
+  curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && echo "127.0.0.1:$port"
+}
+REG=$(start_registry "$work/reg") || { fail "the registry starts" "$(tail -5 "$work/reg/registry.log")"; exit 0; }
 # Requests for the test repositories' manifests and blobs so far.
-gets() { grep -cE "\"GET /v2/test/[a-z]+/(manifests|blobs)/" "$work/access.log"; }
+gets() { grep -cE "\"GET /v2/test/[a-z]+/(manifests|blobs)/" "$work/reg/access.log"; }
 
 # --- an image pushed into it ---------------------------------------------------
 # (fixtures built in the sandbox; the base's top layer has /bin/hello and /bin/sh)
@@ -126,7 +127,6 @@ in image.buildLayeredImage {
 if out=$(nix-build --no-out-link -E "$derived" 2>"$work/derived.log") && docker load -i "$out" >/dev/null 2>&1; then
   echo nix-layer-test/on-pulled:1 >>"$work/loaded"
   pass "an image with fromImage = pullImage { … } builds and loads"
-  expect_eq() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "want: $3" "got:  $2"; fi; }
   expect_eq "on the pulled base: the base's /bin/hello runs (docker run)" "$(docker run --rm nix-layer-test/on-pulled:1 2>&1)" "hello from the fixture"
   expect_eq "on the pulled base: its own contents are there" \
     "$(docker run --rm --entrypoint /bin/sh nix-layer-test/on-pulled:1 -c 'read l < /share/tool/data; echo $l' 2>&1)" "tool data"
@@ -152,7 +152,7 @@ if D2=$(push test/other:1 "$TOOL" "$BASH_PKG"); then
     jq -r '.layers[].digest' | while read -r d; do
       ls -d /nix/store/*-oci-blob-"${d#sha256:}" >/dev/null 2>&1 || { echo "$d"; break; }
     done)
-  data="$work/storage/docker/registry/v2/blobs/sha256/${layer:7:2}/${layer#sha256:}/data"
+  data="$work/reg/storage/docker/registry/v2/blobs/sha256/${layer:7:2}/${layer#sha256:}/data"
   if [ -n "$layer" ] && [ -f "$data" ]; then
     printf 'tampered' | dd of="$data" bs=1 seek=100 conv=notrunc 2>/dev/null
     if out=$(nix-build --no-out-link -E "$(pulled "$D2" test/other)" 2>&1); then fail "a tampered blob is refused" "built: $out"
@@ -165,4 +165,56 @@ if D2=$(push test/other:1 "$TOOL" "$BASH_PKG"); then
   fi
 else
   fail "a second image pushes" "$(tail -5 "$work/push.log")"
+fi
+
+# --- an index: the platform's manifest is chosen at evaluation ------------------------
+multi="$work/multi"
+for a in amd64 arm64; do
+  "$HOST_BIN" build --quiet --closure $(nix-store -qR "$HELLO") --config "$work/config.json" \
+    --name "test/multi:$a" --arch "$a" --format oci -o "$multi" 2>>"$work/multi.log"
+done
+if "$HOST_BIN" index --layout "$multi" --name test/multi:1 test/multi:amd64 test/multi:arm64 >/dev/null 2>>"$work/multi.log" &&
+  IDX=$("$HOST_BIN" push "$REG/test/multi:1" --plain-http --layout "$multi" --image test/multi:1 2>>"$work/multi.log"); then
+  digest_of() { echo "sha256:$(skopeo inspect --raw "oci:$1" | sha256sum | cut -d' ' -f1)"; }
+  for a in amd64 arm64; do
+    if L=$(nix-build --no-out-link -E "$(pulled "$IDX" test/multi "arch = \"$a\";")" 2>"$work/pull-$a.log"); then
+      expect_eq "an index digest, arch = $a: its manifest is pulled" "$(digest_of "$L:base")" "$(digest_of "$multi:test/multi:$a")"
+    else
+      fail "an index digest, arch = $a: pullImage builds" "$(tail -5 "$work/pull-$a.log")"
+    fi
+  done
+  expect_eq "an index digest: passthru.index is the index, passthru.manifest the platform's" \
+    "$(nix-instantiate --eval --strict --json -E "let p = $(pulled "$IDX" test/multi "arch = \"arm64\";"); in [ (builtins.hashFile \"sha256\" p.index) (builtins.hashFile \"sha256\" p.manifest) ]" 2>&1)" \
+    "[\"${IDX#sha256:}\",\"$(digest_of "$multi:test/multi:arm64" | cut -c8-)\"]"
+  if out=$(nix-instantiate --eval -E "($(pulled "$IDX" test/multi "arch = \"s390x\";")).drvPath" 2>&1); then
+    fail "an index without the platform fails" "evaluated: $out"
+  elif grep -qF "has no image for linux/s390x; it has: linux/amd64, linux/arm64" <<<"$out"; then
+    pass "an index without the platform fails at evaluation, naming the platforms it has"
+  else
+    fail "an index without the platform fails, naming the platforms it has" "$(grep error <<<"$out" | tail -2)"
+  fi
+else
+  fail "a two-platform index is pushed" "$(tail -5 "$work/multi.log")"
+fi
+
+# --- a registry that wants credentials: they come through impureEnvVars ---------------
+if AREG=$(start_registry "$work/auth" puller:s3cret); then
+  if AD=$("$HOST_BIN" push "$AREG/test/private:1" --plain-http --quiet --creds puller:s3cret --config "$work/config.json" \
+    --closure $(nix-store -qR "$TOOL") --contents "$TOOL" 2>"$work/auth-push.log"); then
+    priv() { echo "import $REPO/nix/pull-image.nix { nixLayer = builtins.storePath $NIX_LAYER; }
+      { imageName = \"$AREG/test/private\"; imageDigest = \"$AD\"; plainHttp = true; }"; }
+    if out=$(nix-build --no-out-link -E "$(priv)" 2>&1); then fail "without credentials, a private image is refused" "built: $out"
+    elif grep -qi "401\|unauthori\|credentials" <<<"$out"; then pass "without credentials, a private image is refused (401)"
+    else fail "without credentials, a private image is refused with a clear message" "$(grep -i error <<<"$out" | tail -2)"; fi
+    if L=$(NIX_LAYER_REGISTRY_CREDS=puller:s3cret nix-build --no-out-link -E "$(priv)" 2>"$work/auth-pull.log"); then
+      expect_eq "NIX_LAYER_REGISTRY_CREDS reaches the fetch (impureEnvVars): the private image is pulled" \
+        "$(skopeo inspect --raw "oci:$L:base" | sha256sum | cut -d' ' -f1)" "${AD#sha256:}"
+    else
+      fail "NIX_LAYER_REGISTRY_CREDS reaches the fetch (impureEnvVars)" "$(tail -5 "$work/auth-pull.log")"
+    fi
+  else
+    fail "an image is pushed to the registry with htpasswd" "$(tail -5 "$work/auth-push.log")"
+  fi
+else
+  fail "a registry with htpasswd auth starts" "$(tail -5 "$work/auth/registry.log")"
 fi
