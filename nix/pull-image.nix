@@ -94,6 +94,14 @@ let
       outputHashAlgo = "sha256";
       outputHash = hexOf media digest;
       impureEnvVars = credentialVars;
+      # A blob may mention a store path this derivation has as an input (a
+      # config listing the image's glibc, which nix-layer's closure also has):
+      # Nix would take that for a reference, which a fixed-output path may
+      # not have. Blobs are data, not dependencies: nothing is scanned (Nix
+      # >= 2.16; older Nix needs a statically linked nix-layer, whose store
+      # path no image mentions).
+      __structuredAttrs = true;
+      unsafeDiscardReferences.out = true;
       # A download: not worth sending to a remote builder.
       preferLocalBuild = true;
     };
