@@ -164,6 +164,9 @@ let
           (builtins.placeholder "out")
         ]
         ++ map (b: "${b}") blobs;
+        # Store paths named in the blobs are not the layout's dependencies.
+        __structuredAttrs = true;
+        unsafeDiscardReferences.out = true;
       };
       passthru = {
         inherit imageName imageDigest manifest;
