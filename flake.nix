@@ -180,7 +180,15 @@
           inherit (infra.${system}.pkgs) nix-layer;
           default = infra.${system}.pkgs.nix-layer;
           # nix build .#family-catalogue && cp result nix/family/<system>.json
-          family-catalogue = infra.${system}.lib.familyCatalogue { sets = infra.${system}.sets; };
+          # (continuing the update history of the committed catalogue, if any)
+          family-catalogue = infra.${system}.lib.familyCatalogue {
+            sets = infra.${system}.sets;
+            previous =
+              let
+                committed = ./nix/family + "/${system}.json";
+              in
+              if builtins.pathExists committed then committed else null;
+          };
         }
         // infra.${system}.examples.images
       );

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """nix-layer benchmarks, run by hand (not in CI).
 
-Builds the corpus of real Nix closures (../shared/corpus/regen.sh) if needed,
-then reports, in one run on the same paths:
+Builds the corpus of real Nix closures (benches/corpus/build.py: Debian
+packages as store paths; needs root, nix-bin, sandbox = false) if it is not
+there, then reports, in one run on the same paths:
 
   * throughput of `nix-layer build` (docker-archive, cold, no cache): wall
     time, MB/s, files/s, peak RSS — next to two floors measured now:
@@ -11,13 +12,19 @@ then reports, in one run on the same paths:
     commit it): that script on the same closure and the same layer plan, and
     whether its store layers are byte-identical to ours (diff_ids);
   * a warm rebuild with a layer cache after one store path changed;
-  * sharing: efficiency E of the family {runtime, devcontainer, xl}, the bytes
-    pulled for xl onto devcontainer, and the bytes the xl OpenSSL update
-    re-pushes, for popularity, auto and shared at max-layers 100 and 50.
+  * sharing, from `nix-layer plan` of every image: efficiency E of the family
+    {runtime, devcontainer, xl}, the bytes pulled for xl onto devcontainer,
+    and the bytes xl re-sends for each update of the corpus (OpenSSL, zlib,
+    and two nothing was tuned on: curl, and xz, which is in no prior), all as
+    ratios to the ideal, for popularity, auto, shared and shared with the
+    family at max-layers 100, 50, 25 and 15. With the family, each image is
+    planned with the family of its own variant (after a nixpkgs update the
+    catalogue is regenerated with it).
 
 Every speed figure is a ratio against a baseline measured in the same run.
 
-    benches/bench.py [--corpus /var/tmp/corpus] [--baseline stream_layered_image.py]
+    benches/bench.py [--corpus /var/tmp/nix-layer-corpus] [--baseline stream_layered_image.py]
+                     [--only sharing]
 """
 import argparse
 import hashlib
@@ -32,6 +39,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "nix-layer")
 PROFILES = ["runtime", "devcontainer", "xl"]
+# Update variants of the corpus (benches/corpus/build.py), by the library updated.
+UPDATES = {"openssl": "v2", "zlib": "v2z", "curl": "v2c", "xz": "v2x"}
 
 
 def sh(cmd, **kw):
@@ -71,11 +80,12 @@ def closure_stats(paths):
 
 
 def ensure_corpus(corpus):
-    if all(os.path.exists(f"{corpus}/{p}-{v}.closure-graph.json") for p in PROFILES for v in ("v1", "v2")):
+    variants = ["v1", *UPDATES.values()]
+    if all(os.path.exists(f"{corpus}/{p}-{v}.closure-graph.json") for p in PROFILES for v in variants):
         return
-    regen = os.path.join(ROOT, "..", "shared", "corpus", "regen.sh")
-    print(f"building the corpus with {regen} …", file=sys.stderr)
-    sh(f"{regen} {corpus}")
+    build = os.path.join(ROOT, "benches", "corpus", "build.py")
+    print(f"building the corpus with {build} (about a minute) …", file=sys.stderr)
+    sh(f"python3 {build} {corpus}")
 
 
 def nix_layer(*args, **kw):
@@ -183,19 +193,41 @@ def warm_rebuild(corpus, profile, tmp, strategy):
             "warm_one_path_changed_s": round(warm[0], 3), "speedup": round(nocache[0] / warm[0], 1)}
 
 
-def sharing(corpus, strategy, max_layers):
-    fam = [f"{corpus}/{p}-v1.closure-graph.json" for p in PROFILES]
-    common = ["--plan", "--max-layers", str(max_layers), "--json"]
+def graph_sizes(corpus, name):
+    return {n["path"]: n["narSize"] for n in json.load(open(f"{corpus}/{name}.closure-graph.json"))}
+
+
+def planned_layers(corpus, name, strategy, max_layers, family):
+    """The layers `nix-layer plan` makes of one corpus graph, as tuples of paths."""
+    args = ["plan", "--graph", f"{corpus}/{name}.closure-graph.json", "--max-layers", str(max_layers), "--json"]
     if strategy == "shared+family":
-        # The family: the closures every image of the set is built from.
-        common += ["--strategy", "shared", "--family", *fam, "--"]
+        args += ["--strategy", "shared", "--family", *(f"{corpus}/{p}-{family}.closure-graph.json" for p in PROFILES)]
     else:
-        common += ["--strategy", strategy]
-    f = json.loads(nix_layer("sharing", *common, *fam))
-    upd = json.loads(nix_layer("sharing", *common, f"{corpus}/xl-v1.closure-graph.json", f"{corpus}/xl-v2.closure-graph.json"))
-    pull = f["pulls"][1]
-    return {"strategy": strategy, "max_layers": max_layers, "E": round(f["efficiency"], 3),
-            "pull_xl_onto_devcontainer": round(pull["ratio"], 2), "openssl_update_repush": round(upd["pulls"][0]["ratio"], 2)}
+        args += ["--strategy", strategy]
+    return [tuple(layer) for layer in json.loads(nix_layer(*args))]
+
+
+def sharing(corpus, strategy, max_layers, size):
+    """Ratios to the ideal (one layer per path); a layer is its ordered path list."""
+    def plan(profile, variant):
+        return planned_layers(corpus, f"{profile}-{variant}", strategy, max_layers, variant)
+
+    def weight(layers):
+        return sum(size[p] for layer in layers for p in layer)
+
+    def pull(have, want):
+        """Bytes of the layers of `want` that `have` lacks, over the bytes of its paths that `have` lacks."""
+        held, paths = set(have), {p for layer in have for p in layer}
+        return weight({l for l in want if l not in held}) / sum(size[p] for p in {p for l in want for p in l} - paths)
+
+    images = [plan(p, "v1") for p in PROFILES]
+    unique = sum(size[p] for p in {p for layers in images for layer in layers for p in layer})
+    row = {"strategy": strategy, "max_layers": max_layers,
+           "E": round(unique / weight({l for layers in images for l in layers}), 3),
+           "pull_xl_onto_devcontainer": round(pull(images[1], images[2]), 2)}
+    for library, variant in UPDATES.items():
+        row[f"{library}_update_resend"] = round(pull(images[2], plan("xl", variant)), 2)
+    return row
 
 
 def table(rows):
@@ -209,13 +241,25 @@ def table(rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default="/var/tmp/corpus")
+    ap.add_argument("--corpus", default="/var/tmp/nix-layer-corpus")
     ap.add_argument("--baseline", help="path to a copy of nixpkgs' stream_layered_image.py")
     ap.add_argument("--profiles", default=",".join(PROFILES))
+    ap.add_argument("--only", choices=["sharing"], help="only the sharing table (plans, no image writing)")
     args = ap.parse_args()
     os.environ.setdefault("NIX_CONFIG", "substituters =\nsandbox = false")
     ensure_corpus(args.corpus)
     sh(f"cd {ROOT} && cargo build --release --locked -q -p nix-layer")
+    if args.only != "sharing":
+        speed(args)
+    print("## Sharing (plans by `nix-layer plan`; ratios to the ideal; layer identity = ordered path list)\n")
+    size = {}
+    for name in [f"{p}-v1" for p in PROFILES] + [f"{p}-{v}" for p in PROFILES for v in UPDATES.values()]:
+        size.update(graph_sizes(args.corpus, name))
+    strategies = ("popularity", "auto", "shared", "shared+family")
+    table([sharing(args.corpus, s, m, size) for m in (100, 50, 25, 15) for s in strategies])
+
+
+def speed(args):
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         print("## Cold build throughput (docker-archive, no cache, page cache warm)\n")
         table([throughput(args.corpus, p, tmp, args.baseline) for p in args.profiles.split(",")])
@@ -223,8 +267,6 @@ def main():
         table(compressed(args.corpus, "devcontainer", tmp))
         print("## Rebuild after one store path changed (OCI layout, layer cache)\n")
         table([warm_rebuild(args.corpus, "devcontainer", tmp, s) for s in ("shared", "popularity")])
-    print("## Sharing (plans; layer identity = ordered path list)\n")
-    table([sharing(args.corpus, s, m) for m in (100, 50) for s in ("popularity", "auto", "shared", "shared+family")])
 
 
 if __name__ == "__main__":

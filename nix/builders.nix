@@ -151,6 +151,9 @@ let
     format = "docker-archive";
     compression = null;
     created = "1970-01-01T00:00:01Z";
+    # org.opencontainers.image.* annotations on the manifest (source, revision,
+    # version, licenses); config labels of that family are copied there too.
+    annotations = { };
     architecture = null;
     stream = false;
     passthru = { };

@@ -165,10 +165,15 @@ in
   # file, for images' `familyFile`. Building it realises the sets once (e.g.
   # in the weekly nixpkgs update); images that use the file realise nothing
   # of the family.  sets: { name = [ packages ]; }
+  # previous: the catalogue this one replaces (e.g. the committed file), or
+  # null; the new one continues its update history (which package names
+  # changed between regenerations, and how often), which the "shared"
+  # strategy uses to keep often-updated libraries' dependents apart.
   familyCatalogue =
     {
       sets,
       name ? "family-catalogue.json",
+      previous ? null,
     }:
     if !(isAttrs sets && builtins.all isList (builtins.attrValues sets)) then
       fail "familyCatalogue" "`sets` must be an attribute set of lists of packages"
@@ -183,7 +188,8 @@ in
           mode = "family-catalogue";
           ${contract.versionKey} = contract.version;
           family = builtins.mapAttrs (n: _: familyKey n) sets;
-        };
+        }
+        // (if previous == null then { } else { previous = "${previous}"; });
       };
 
   # For tests and tools: the arguments' defaults and the contract itself.

@@ -332,3 +332,44 @@ fn platform_images_combine_into_one_index() {
     .unwrap();
     assert_eq!(remote, raw, "the registry holds our index bytes");
 }
+
+/// OCI annotations on the manifest: from --annotation, and from config labels of the
+/// `org.opencontainers.image.` family (the flag wins).
+#[test]
+fn annotations_are_on_the_manifest() {
+    let f = fixtures();
+    let dir = scratch();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"Labels": {"org.opencontainers.image.source": "https://example.org/app", "org.opencontainers.image.version": "1", "other": "x"}}"#,
+    )
+    .unwrap();
+    let layout = dir.path().join("L");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .args(["--name", "ann:1", "--format", "oci", "--quiet", "--config"])
+        .arg(&config)
+        .args([
+            "--annotation",
+            "org.opencontainers.image.version=2",
+            "--annotation",
+            "org.opencontainers.image.revision=abc",
+        ])
+        .arg("-o")
+        .arg(&layout));
+    let raw: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:ann:1", layout.display())),
+    ))
+    .unwrap();
+    assert_eq!(
+        raw["annotations"],
+        serde_json::json!({
+            "org.opencontainers.image.revision": "abc",
+            "org.opencontainers.image.source": "https://example.org/app",
+            "org.opencontainers.image.version": "2",
+        })
+    );
+}

@@ -248,3 +248,49 @@ fn base_images_come_from_a_registry_by_digest() {
     // What was fetched before is kept and still builds.
     run(&mut build("cache", "again"));
 }
+
+/// Per-platform images pushed one by one (as CI's runners do), then one tag for both.
+#[test]
+fn push_index_tags_platform_images_already_in_the_registry() {
+    let f = fixtures();
+    let r = registry();
+    for arch in ["amd64", "arm64"] {
+        push(&[&f.app], &format!("{}/e2e/plat:1-{arch}", r.host()), &["--arch", arch]);
+    }
+    let out = stdout(
+        nix_layer()
+            .args(["push-index", &format!("{}/e2e/plat:1", r.host()), "--tag", "latest", "--plain-http"])
+            .args([
+                "--from",
+                &format!("{}/e2e/plat:1-amd64", r.host()),
+                "--from",
+                &format!("{}/e2e/plat:1-arm64", r.host()),
+            ]),
+    );
+    assert!(out.starts_with("sha256:"), "{out}");
+    for tag in ["1", "latest"] {
+        let raw: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/e2e/plat:{tag}", r.host()),
+        ])))
+        .unwrap();
+        let archs: Vec<&str> = raw["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap())
+            .collect();
+        assert_eq!(archs, ["amd64", "arm64"]);
+    }
+    let arm: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
+        "--override-arch",
+        "arm64",
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/e2e/plat:1", r.host()),
+    ])))
+    .unwrap();
+    assert_eq!(arm["Architecture"], "arm64");
+}

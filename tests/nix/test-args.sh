@@ -21,6 +21,9 @@ for k,v in json.load(sys.stdin).items(): print(k, v, sep="\t")')
 FX='(import ./fixtures/packages.nix { })'
 B="(import ../../nix/builders.nix { image = $LIB; deps = $FX.deps; })"
 eval_fails "mkRuntime rejects an unknown argument" "($B.mkRuntime { packages = [ ]; colour = 1; }).drvPath" "unexpected argument 'colour'"
+eval_is "mkRuntime passes annotations to the manifest settings" \
+  "($B.mkRuntime { packages = [ ]; annotations.\"org.opencontainers.image.source\" = \"https://x\"; }).drvAttrs.nixLayer.annotations" \
+  '{"org.opencontainers.image.source":"https://x"}'
 eval_fails "mkUser refuses uid 0" "$B.mkUser { name = \"x\"; uid = 0; }" "would be root"
 eval_is "mkRuntime defaults: tag latest, maxLayers 50, shared, numeric user" \
   "let i = $B.mkRuntime { packages = [ ]; }; a = i.drvAttrs.nixLayer; in [ i.imageTag a.maxLayers a.strategy a.config.User a.config.WorkingDir ]" \

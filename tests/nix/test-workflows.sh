@@ -20,7 +20,8 @@ done
 # The plan's fragile push is gone; pushes use the image's own name.
 check "no 'docker images | head -1' in workflows" sh -c '! grep -rnE "docker images.*\\| *head" .github/workflows templates/*/.github/workflows'
 check "build-containers reads imageName" grep -q 'imageName' .github/workflows/build-containers.yml
-check "build-containers tags date, date-sha and latest" grep -q 'for tag in "$build" "${{ needs.build.outputs.date }}" latest' .github/workflows/build-containers.yml
+check "build-containers tags date, date-sha and latest" grep -q 'push-index "$name:$build" .*--tag "${{ needs.build.outputs.date }}" --tag latest' <(tr -d '\\\n' < .github/workflows/build-containers.yml)
+check "build-containers pushes with nix-layer push: SBOM and annotations" grep -q 'push "$name:$suffix" --settings "$stream" --creds "$CREDS" --sbom' .github/workflows/build-containers.yml
 check "security-scan scans nix-layer's SBOM of each image's closure, not flake.lock" sh -c 'grep -q "nix-layer -- sbom" .github/workflows/security-scan.yml && grep -q "sbom:sbom.cdx.json" .github/workflows/security-scan.yml && ! grep -q "sbomnix\|lockfile=" .github/workflows/security-scan.yml'
 check "update-nixpkgs regenerates the family catalogues" sh -c 'grep -q "family-catalogue" .github/workflows/update-nixpkgs.yml && grep -q "path: nix/family" .github/workflows/update-nixpkgs.yml'
 check "test workflow runs nix flake check and .ci/run" sh -c 'grep -q "nix flake check" .github/workflows/test.yml && grep -q "bash .ci/run" .github/workflows/test.yml'

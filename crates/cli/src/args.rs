@@ -59,6 +59,9 @@ pub enum Command {
     /// Push an image (built from a closure, or from an OCI layout) to a registry, sending
     /// only what it lacks.
     Push(Box<crate::push::PushArgs>),
+    /// Write one tag for per-platform images already in a registry (an OCI index or a
+    /// Docker manifest list).
+    PushIndex(crate::push::PushIndexArgs),
     /// Builder of the flake's pullImage: one manifest or blob by digest, verified.
     #[command(hide = true)]
     FetchBlob(crate::fetch::FetchBlobArgs),

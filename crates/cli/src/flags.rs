@@ -30,7 +30,14 @@ pub fn build_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
     let from_image = base_image(&a)?;
     let (graph, settings) = if a.settings.is_some() {
         // A stream script's settings: only the flags given override them.
-        (None, Settings { name: a.name, format: a.format, compression: a.compression, ..Settings::default() })
+        let s = Settings {
+            name: a.name,
+            format: a.format,
+            compression: a.compression,
+            sbom: Some(a.sbom),
+            ..Settings::default()
+        };
+        (None, s)
     } else {
         let config = a.config.as_deref().map(|p| settings::read_json_file(p, "config")).transpose()?;
         let top_layer =

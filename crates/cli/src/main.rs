@@ -138,6 +138,7 @@ fn run(cli: Cli) -> Result<()> {
             let verbose = a.build.verbose;
             push::run(*a, verbose)
         }
+        Command::PushIndex(a) => push::push_index(a),
         Command::Index(a) => {
             let kind = if a.docker { IndexKind::DockerManifestList } else { IndexKind::Oci };
             nix_layer_image::ImageRef::split(&a.name)?

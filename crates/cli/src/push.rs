@@ -284,3 +284,66 @@ fn summarize(destination: &Reference, report: &PushReport, from_index: usize, ve
     }
     crate::print_report(&format!("{}\n", report.manifest_digest))
 }
+
+#[derive(Args)]
+pub struct PushIndexArgs {
+    /// The multi-platform tag to write, e.g. `ghcr.io/org/app:1`.
+    #[arg(value_name = "REF")]
+    pub destination: String,
+    /// The per-platform images already in that repository (tags or digests), e.g.
+    /// `ghcr.io/org/app:1-amd64`.
+    #[arg(long = "from", value_name = "REF", required = true)]
+    pub sources: Vec<String>,
+    /// More tags for the same index.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Write a Docker manifest list instead of an OCI image index.
+    #[arg(long)]
+    pub docker: bool,
+    /// Speak plain HTTP to the registry (never implied).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// `user:password` (default: auth files, credential helpers, GITHUB_TOKEN for ghcr.io).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+}
+
+/// `nix-layer push-index`: one tag for images of several platforms that are already in
+/// the registry (each platform read from its config), written as an index.
+pub fn push_index(a: PushIndexArgs) -> Result<()> {
+    let client = crate::pull::client(a.plain_http, a.creds.as_deref())?;
+    let destination = Reference::parse(&a.destination)?;
+    let mut manifests = Vec::new();
+    for src in &a.sources {
+        let r = Reference::parse(src)?;
+        if (r.registry.as_str(), r.repository.as_str())
+            != (destination.registry.as_str(), destination.repository.as_str())
+        {
+            bail!(
+                "{src} is not in {}/{}: an index refers to manifests of its own repository",
+                destination.registry,
+                destination.repository
+            );
+        }
+        let m = client.get_manifest(&r)?;
+        if m.is_index() {
+            bail!("{src} is already an index; give the per-platform images");
+        }
+        let (config, _) = m.blobs().with_context(|| format!("the manifest of {src} is not valid"))?;
+        let mut bytes = Vec::new();
+        client.fetch_blob(&r, &config.digest, &mut bytes)?;
+        let doc = nix_layer_image::Document::from_bytes(m.bytes.clone(), &m.media_type);
+        manifests.push(nix_layer_image::platform_descriptor(&doc, &bytes)?);
+    }
+    let kind = if a.docker {
+        nix_layer_image::IndexKind::DockerManifestList
+    } else {
+        nix_layer_image::IndexKind::Oci
+    };
+    let index = nix_layer_image::platform_index(manifests, kind)?;
+    let tags: Vec<&str> = a.tags.iter().map(String::as_str).collect();
+    let mut all = tags.clone();
+    all.extend(destination.tag.as_deref());
+    let digest = client.push_manifest(&destination, &all, index.bytes(), index.media_type())?;
+    crate::print_report(&format!("{digest}\n"))
+}

@@ -22,8 +22,7 @@ pub fn run(a: SharingArgs) -> Result<()> {
     let mut path_bytes: BTreeMap<String, u64> = BTreeMap::new();
     let mut images = Vec::new();
     let store_dir = StoreDir::new(&a.store_dir)?;
-    let family = nix_layer_contract::family::load_family(&a.family, &store_dir)?;
-    let family = (!family.is_empty()).then(|| nix_layer_plan::Family::new(family));
+    let family = nix_layer_contract::family::family(&a.family, &store_dir, vec![])?;
     for input in &a.inputs {
         let name = input.display().to_string();
         let image = if a.plan {

@@ -27,6 +27,8 @@ pub enum Error {
     #[error(transparent)]
     Plan(#[from] nix_layer_plan::Error),
     #[error(transparent)]
+    Catalogue(#[from] nix_layer_plan::CatalogueError),
+    #[error(transparent)]
     Tar(#[from] nix_layer_tar::Error),
     #[error(transparent)]
     Image(#[from] nix_layer_image::Error),

@@ -3,7 +3,6 @@
 //! into an image request or a file to write (a stream script, a family
 //! catalogue).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -11,8 +10,7 @@ use nix_layer_pipeline::{BuildRequest, Output};
 use serde_json::Value;
 
 use crate::contract::{self, SETTINGS_KEY, SETTINGS_MARKER, VERSION, VERSION_KEY};
-use crate::error::{invalid, json_err, Error, Result};
-use crate::family::family_catalogue;
+use crate::error::{invalid, Error, Result};
 use crate::settings::{default_jobs, read_json_file, request, split_attrs, GraphSource, Inputs};
 
 /// Where the structured attrs are: the given path; else `$NIX_ATTRS_JSON_FILE`
@@ -72,17 +70,8 @@ pub fn nix_build(mut attrs: Value) -> Result<NixBuild> {
     check_version(settings)?;
     let mode = settings.get("mode").and_then(Value::as_str).unwrap_or(contract::MODES[0]).to_owned();
     if mode == "family-catalogue" {
-        let members: BTreeMap<String, String> = match settings.get("family") {
-            Some(f) => serde_json::from_value(f.clone()).map_err(json_err(format!(
-                "{SETTINGS_KEY}.family (member name → exportReferencesGraph key)"
-            )))?,
-            None => BTreeMap::new(),
-        };
-        return Ok(NixBuild::File {
-            path: out,
-            text: family_catalogue(&attrs, &members)?,
-            executable: false,
-        });
+        let text = nix_layer_plan::Catalogue::from_structured_attrs(&attrs)?;
+        return Ok(NixBuild::File { path: out, text, executable: false });
     }
     // A stream script carries what `nix-build` read: the graph, the settings
     // and the graphs of family members.

@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use crate::contract::{self, GRAPH_KEY, SETTINGS_KEY, SETTINGS_MARKER};
 use crate::error::{invalid, json_err, Context, Error, Result};
-use crate::family::load_family;
 
 /// Image settings in the Nix wrapper's spelling (camelCase, dockerTools'
 /// names): the contract's `image` and `internal` arguments.
@@ -65,7 +64,7 @@ pub struct Settings {
     pub family: BTreeMap<String, String>,
     #[serde(skip)]
     pub family_graphs: Vec<(String, Value)>,
-    /// A family catalogue file (see [`load_family`]).
+    /// A family catalogue file (see [`crate::family`]).
     pub family_file: Option<String>,
 }
 
@@ -197,11 +196,9 @@ pub fn request(s: Settings, inputs: Inputs) -> Result<BuildRequest> {
             .context(|| format!("family member `{name}`"))?;
         members.push((name.clone(), graph));
     }
-    members.extend(load_family(&inputs.family, &store_dir)?);
-    if let Some(file) = &s.family_file {
-        members.extend(load_family(&[PathBuf::from(file)], &store_dir)?);
-    }
-    let family = (!members.is_empty()).then(|| Family::new(members));
+    let mut files = inputs.family.clone();
+    files.extend(s.family_file.iter().map(PathBuf::from));
+    let family = crate::family::family(&files, &store_dir, members)?;
     let format: OutputFormat = match s.format.as_deref() {
         Some(v) => v.parse().map_err(Error::Invalid)?,
         None => contract::DEFAULT_FORMAT,
@@ -283,6 +280,10 @@ pub fn request_from_flags(f: BuildFlags) -> Result<BuildRequest> {
             }
             s.format = flags.format.or(s.format);
             s.compression = flags.compression.or(s.compression);
+            // Annotations known only when publishing (a revision, a source URL) add to the
+            // image's own.
+            s.annotations.extend(flags.annotations);
+            s.sbom = flags.sbom.filter(|&b| b).or(s.sbom);
             (s, GraphSource::Inline(graph))
         }
         (None, Some(graph)) => (f.settings, graph),
@@ -371,8 +372,8 @@ pub fn plan_inputs(a: PlanFlags) -> Result<PlanInputs> {
     }
     let strategy: Strategy = a.strategy.parse()?;
     let budget = nix_layer_plan::store_layer_budget(check_max_layers(a.max_layers)?, a.base_layers)?;
-    let family = load_family(&a.family, &store_dir)?;
-    Ok(PlanInputs { graph, strategy, budget, family: (!family.is_empty()).then(|| Family::new(family)) })
+    let family = crate::family::family(&a.family, &store_dir, vec![])?;
+    Ok(PlanInputs { graph, strategy, budget, family })
 }
 
 #[cfg(test)]
@@ -474,5 +475,34 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(r.config.Healthcheck.unwrap().Test.unwrap(), ["CMD", "true"]);
+    }
+
+    /// Flags given with a settings file (a stream script) add annotations and the SBOM.
+    #[test]
+    fn publishing_flags_add_to_a_settings_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.json");
+        let settings = serde_json::json!({ "graph": [], "nixLayer": {
+            "name": "x", "contractVersion": contract::VERSION, "annotations": { "a": "1" } } });
+        std::fs::write(&file, serde_json::to_vec(&settings).unwrap()).unwrap();
+        let flags = Settings {
+            annotations: BTreeMap::from([("org.opencontainers.image.revision".to_owned(), "abc".to_owned())]),
+            sbom: Some(true),
+            ..Settings::default()
+        };
+        let r = request_from_flags(BuildFlags {
+            settings: flags,
+            settings_file: Some(file),
+            graph: None,
+            family: vec![],
+            roots: vec![],
+            jobs: Some(1),
+            cache: None,
+            output: Some("out.tar".into()),
+        })
+        .unwrap();
+        assert_eq!(r.annotations.len(), 2);
+        assert_eq!(r.annotations["org.opencontainers.image.revision"], "abc");
+        assert!(r.sbom);
     }
 }

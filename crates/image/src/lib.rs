@@ -32,7 +32,9 @@ pub use base::{BaseImage, BaseLayer, BlobSource, LayerDescriptor};
 pub use config::KNOWN_KEYS as CONFIG_KEYS;
 pub use config::{go_arch, inherit_env, ConfigSpec, Healthcheck, HistoryEntry, ImageConfigInput};
 pub use docker_archive::{DockerArchiveWriter, SlotArchive};
-pub use model::{Document, Image, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};
+pub use model::{
+    platform_descriptor, platform_index, Document, Image, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION,
+};
 pub use oci_layout::{write_oci_archive, IndexKind, OciLayout};
 pub use reference::ImageRef;
 pub use time::Timestamp;

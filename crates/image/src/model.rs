@@ -167,6 +167,51 @@ impl Image {
     }
 }
 
+/// A multi-platform index of `manifests` (one per platform, each with its platform; their
+/// annotations are dropped): two images of one platform are refused, as a client could
+/// not choose between them.
+pub fn platform_index(manifests: Vec<Descriptor>, kind: crate::IndexKind) -> Result<Document, Error> {
+    let mut seen = Vec::new();
+    let mut entries = Vec::new();
+    for mut d in manifests {
+        let p = d.platform().clone().ok_or_else(|| {
+            Error::BadConfig(format!("image {} has no platform, so it cannot join an index", d.digest()))
+        })?;
+        let key = (p.os().to_string(), p.architecture().to_string(), p.variant().clone());
+        if seen.contains(&key) {
+            return Err(Error::BadConfig(format!("two images for {}/{} in one index", key.0, key.1)));
+        }
+        seen.push(key);
+        d.set_annotations(None);
+        entries.push(d);
+    }
+    if entries.is_empty() {
+        return Err(Error::BadConfig("an index needs at least one image".into()));
+    }
+    let index = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(kind.media_type()))
+        .manifests(entries)
+        .build()
+        .expect("every required index field is set");
+    Ok(Document::new(&index, kind.media_type()))
+}
+
+/// The descriptor of a manifest as an index lists it: with the platform of its config.
+pub fn platform_descriptor(manifest: &Document, config: &[u8]) -> Result<Descriptor, Error> {
+    let v: serde_json::Value = serde_json::from_slice(config)
+        .map_err(|e| Error::BadConfig(format!("the image config is not valid JSON: {e}")))?;
+    let field = |k: &str| v.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let (Some(arch), Some(os)) = (field("architecture"), field("os")) else {
+        return Err(Error::BadConfig("the image config names no architecture and os".into()));
+    };
+    let mut p = PlatformBuilder::default().architecture(arch.as_str()).os(os.as_str()).build().expect("set");
+    p.set_variant(field("variant"));
+    let mut d = manifest.descriptor();
+    d.set_platform(Some(p));
+    Ok(d)
+}
+
 pub(crate) fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
     let digest = oci_spec::image::Digest::from_str(&digest.to_string()).expect("a sha256 digest is valid");
     Descriptor::new(MediaType::from(media_type), size, digest)

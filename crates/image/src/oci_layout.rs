@@ -252,32 +252,11 @@ impl OciLayout {
     ) -> Result<Document, Error> {
         let bad = |problem: String| Error::BadLayout { path: self.dir.clone(), problem };
         let mut manifests = Vec::new();
-        let mut seen = Vec::new();
         for member in members {
-            let mut d = self.find(member)?.ok_or_else(|| bad(format!("it has no image named `{member}`")))?;
-            let platform = d
-                .platform()
-                .clone()
-                .ok_or_else(|| bad(format!("image `{member}` has no platform in the index")))?;
-            let key =
-                (platform.os().to_string(), platform.architecture().to_string(), platform.variant().clone());
-            if seen.contains(&key) {
-                return Err(bad(format!("two images for {}/{}: `{member}` and another", key.0, key.1)));
-            }
-            seen.push(key);
-            d.set_annotations(None);
-            manifests.push(d);
+            manifests
+                .push(self.find(member)?.ok_or_else(|| bad(format!("it has no image named `{member}`")))?);
         }
-        if manifests.is_empty() {
-            return Err(bad("an index needs at least one image".into()));
-        }
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::from(kind.media_type()))
-            .manifests(manifests)
-            .build()
-            .expect("every required index field is set");
-        let doc = Document::new(&index, kind.media_type());
+        let doc = crate::model::platform_index(manifests, kind)?;
         self.add_document(&doc)?;
         let mut entry = doc.descriptor();
         entry.set_annotations(Some(std::collections::HashMap::from([

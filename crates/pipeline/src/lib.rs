@@ -336,7 +336,19 @@ fn assemble_image(req: &BuildRequest, plan: &ImagePlan, produced: &[&Produced]) 
     };
     let infos: Vec<_> = produced.iter().map(|l| l.info.clone()).collect();
     let provisional = ImageRef::new(&req.name, req.tag.as_deref().unwrap_or("latest"))?;
-    let image = Image::new(provisional, &input, infos, &req.annotations)?;
+    // OCI annotations given as config labels are on the manifest too, where registries
+    // read them (GitHub's links a package to its repository from there); explicit
+    // annotations win.
+    let mut annotations: BTreeMap<String, String> = input
+        .config
+        .Labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("org.opencontainers.image."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.extend(req.annotations.clone());
+    let image = Image::new(provisional, &input, infos, &annotations)?;
     match &req.tag {
         Some(_) => Ok(image),
         None => {

@@ -12,7 +12,11 @@
 //!    paths of no member (the application) have the empty one. Paths of one
 //!    signature are all present or all absent in any image that is a union of
 //!    members, so a layer made of one signature class is identical in every
-//!    such image.
+//!    such image. Each signature class is split further by **volatility**:
+//!    which often-updated libraries (the catalogue's [`History`], or before
+//!    any, [`crate::catalogue::PRIOR`]) a path is or depends on. An update of
+//!    such a library changes exactly the paths that depend on it, so it then
+//!    touches whole classes only and re-sends little more than what changed.
 //! 2. **Each class by the intrinsic rules** of [`crate::shared`] (big paths
 //!    alone, small ones by anchor), over all of the class's paths in U, with
 //!    a share of the budget and a singleton threshold (a rung of the same
@@ -24,10 +28,14 @@
 //!    at least one each, choosing each class's share and rung to minimise
 //!    the bytes an update would re-send needlessly (see `needless_bytes`:
 //!    every path may change, weighted by the bytes its change cascades to),
-//!    summed over the classes; exact, by dynamic programming. This depends
-//!    only on the members, never on the image, so every image planned with
-//!    the same family gets the same split. If there are more classes than
-//!    layers, the classes with the fewest paths are merged into one.
+//!    and each volatile library's update as a whole, weighted by how volatile
+//!    it is), summed over the classes; exact, by dynamic programming. This
+//!    depends only on the members and the history, never on the image, so
+//!    every image planned with the same family gets the same split. If there
+//!    are more classes than layers, classes are merged in pairs (see
+//!    `merge_by_cost`: first what stores nothing twice, then what re-sends
+//!    least); where layers are scarce, a few further merges are tried, to
+//!    leave layers for splitting the big stable classes.
 //! 4. **Order.** Classes held by more members first (they change least and
 //!    are most widely shared), then by signature; within a class by closure
 //!    size as in `shared`. The empty class goes on top with every layer the
@@ -42,6 +50,7 @@ use nix_layer_graph::{Graph, PathInfo};
 use nix_layer_store::StorePath;
 
 use crate::bits::BitMatrix;
+use crate::catalogue::History;
 use crate::shared::{plan_shared, Context, SharedOptions};
 use crate::{order_by_closure_size, Error, Plan, Strategy};
 
@@ -53,6 +62,7 @@ pub struct Family {
     /// Every member path's info (references and NAR size), by path.
     infos: BTreeMap<StorePath, PathInfo>,
     top_layers: usize,
+    history: History,
 }
 
 impl Family {
@@ -76,13 +86,25 @@ impl Family {
                 infos.entry(info.path.clone()).or_insert_with(|| info.clone());
             }
         }
-        Family { members: sets, infos, top_layers: 1 }
+        Family { members: sets, infos, top_layers: 1, history: History::default() }
     }
 
     /// Keeps at least `n >= 1` layers for the paths of no member (default 1).
     pub fn with_top_layers(mut self, n: usize) -> Family {
         self.top_layers = n.max(1);
         self
+    }
+
+    /// The update history of the family's catalogue: which packages'
+    /// dependents to keep apart (see [`crate::catalogue`]). Without one,
+    /// the [`crate::catalogue::PRIOR`] decides.
+    pub fn with_history(mut self, history: History) -> Family {
+        self.history = history;
+        self
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     pub fn top_layers(&self) -> usize {
@@ -123,12 +145,231 @@ pub fn plan_with_family(
     }
 }
 
+/// A class's layers and singleton threshold, as [`allocate`] chooses them.
+type Share = (usize, u128);
+
 /// One signature class: the U indices of its paths, ascending.
+#[derive(Clone)]
 struct Class {
     /// Member indices holding its paths; `None` for merged classes.
     signature: Option<Vec<usize>>,
+    /// The volatile libraries its paths depend on (merged classes: the union).
+    volatile: Vec<usize>,
     paths: Vec<usize>,
     bytes: u128,
+}
+
+type ClassOrder<'a> = (std::cmp::Reverse<usize>, &'a [usize]);
+
+impl Class {
+    fn new(
+        universe: &Graph,
+        signature: Option<Vec<usize>>,
+        volatile: Vec<usize>,
+        paths: Vec<usize>,
+    ) -> Class {
+        let bytes = paths.iter().map(|&i| universe.info(i).nar_size as u128).sum();
+        Class { signature, volatile, paths, bytes }
+    }
+
+    /// Widest member signatures first, then by signature; merged classes
+    /// last; then by volatility signature, stable paths first.
+    fn key(&self) -> (Option<ClassOrder<'_>>, &[usize]) {
+        (self.signature.as_deref().map(|s| (std::cmp::Reverse(s.len()), s)), &self.volatile)
+    }
+}
+
+/// Which paths change often: those whose package the catalogue's history
+/// (or, before any, the prior) calls volatile, by library. Only member
+/// paths count, so this depends on the family, never on the image.
+struct Volatility {
+    /// Each volatile library's score and paths (ascending); libraries by
+    /// name.
+    libraries: Vec<(u64, Vec<usize>)>,
+}
+
+/// How much a volatile library's update weighs against the others, per
+/// point of its score ([`History::volatility`]).
+const VOLATILE_WEIGHT: u128 = 4;
+
+impl Volatility {
+    fn new(universe: &Graph, member: &[bool], history: &History) -> Volatility {
+        let mut libraries: BTreeMap<String, (u64, Vec<usize>)> = BTreeMap::new();
+        for i in (0..universe.len()).filter(|&i| member[i]) {
+            if let Some((library, score)) = history.volatility(universe.info(i).path.name()) {
+                let e = libraries.entry(library).or_insert((0, Vec::new()));
+                e.0 = e.0.max(score);
+                e.1.push(i);
+            }
+        }
+        let libraries = libraries.into_values().collect();
+        Volatility { libraries }
+    }
+
+    /// The volatile libraries (indices) that path `i` is part of or
+    /// depends on: the updates that change it.
+    fn signature(&self, desc: &BitMatrix, i: usize) -> Vec<usize> {
+        let hit = |paths: &Vec<usize>| paths.iter().any(|&v| v == i || desc.get(i, v));
+        (0..self.libraries.len()).filter(|&l| hit(&self.libraries[l].1)).collect()
+    }
+}
+
+/// Bytes stored and needless update bytes, compared in that order.
+type Cost = (u128, u128);
+
+/// What merging classes costs, for [`merge_by_cost`].
+struct MergeCosts<'a> {
+    universe: &'a Graph,
+    desc: &'a BitMatrix,
+    weights: &'a Weights,
+    /// Each U path's member signature (empty for the image's own paths).
+    signature_of: &'a [Vec<usize>],
+    members: usize,
+}
+
+impl MergeCosts<'_> {
+    /// What a layer of `paths` costs in the family: the bytes stored (each
+    /// member holds the part of it in its closure; equal parts are one
+    /// layer) and the [`needless_bytes`] of updates summed over the members.
+    fn of(&self, paths: &[usize], scratch: &mut [u64]) -> Cost {
+        let parts = self.parts(paths);
+        (self.stored(parts.clone()), needless_bytes(self.universe, self.desc, self.weights, &parts, scratch))
+    }
+
+    /// The part of `paths` each member holds, for the members holding some.
+    fn parts(&self, paths: &[usize]) -> Vec<Vec<usize>> {
+        (0..self.members)
+            .map(|m| paths.iter().copied().filter(|&i| self.signature_of[i].contains(&m)).collect())
+            .filter(|p: &Vec<usize>| !p.is_empty())
+            .collect()
+    }
+
+    fn stored(&self, mut parts: Vec<Vec<usize>>) -> u128 {
+        parts.sort_unstable();
+        parts.dedup();
+        parts.iter().flatten().map(|&i| self.universe.info(i).nar_size as u128).sum()
+    }
+
+    /// Which part of `paths` each member holds, as ids (0: none; equal
+    /// parts, equal ids), and each id's bytes.
+    fn variants(&self, paths: &[usize]) -> Variants {
+        let mut ids: BTreeMap<Vec<usize>, usize> = BTreeMap::new();
+        let mut bytes = vec![0u128];
+        let of = (0..self.members)
+            .map(|m| {
+                let part: Vec<usize> =
+                    paths.iter().copied().filter(|&i| self.signature_of[i].contains(&m)).collect();
+                if part.is_empty() {
+                    return 0;
+                }
+                let next = bytes.len();
+                *ids.entry(part).or_insert_with_key(|part| {
+                    bytes.push(part.iter().map(|&i| self.universe.info(i).nar_size as u128).sum());
+                    next
+                })
+            })
+            .collect();
+        Variants { of, bytes }
+    }
+}
+
+/// See [`MergeCosts::variants`].
+struct Variants {
+    of: Vec<usize>,
+    bytes: Vec<u128>,
+}
+
+impl Variants {
+    /// The bytes the family stores for the two classes merged.
+    fn stored_merged(&self, other: &Variants) -> u128 {
+        let mut seen: Vec<(usize, usize)> = self.of.iter().copied().zip(other.of.iter().copied()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.iter().map(|&(a, b)| self.bytes[a] + other.bytes[b]).sum()
+    }
+}
+
+/// Merges classes until `room` layers fit them, and past that while a
+/// merge costs nothing, one pair at a time: the
+/// pair whose merged layer stores the fewest extra bytes in the family
+/// (none when both have the same member signature, or no member holds
+/// both), then adds the least needless update bytes (ties: the first pair
+/// in class order). A function of the family only.
+fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> (Vec<Class>, u128) {
+    let mut scratch = vec![0u64; costs.desc.words()];
+    let mut alone: Vec<Cost> = classes.iter().map(|c| costs.of(&c.paths, &mut scratch)).collect();
+    let merged = |classes: &[Class], a: usize, b: usize| {
+        let mut paths = [&classes[a].paths[..], &classes[b].paths[..]].concat();
+        paths.sort_unstable();
+        paths
+    };
+    // pairs[b][a] for a < b: the bytes merging stores in addition, and,
+    // evaluated only for the pairs that store the least, the needless
+    // update bytes it adds and the merged cost. Only the pairs of a merged
+    // class are evaluated again.
+    type Pair = (u128, Option<(u128, Cost)>);
+    let mut variants: Vec<Variants> = classes.iter().map(|c| costs.variants(&c.paths)).collect();
+    let stored_pair = |variants: &[Variants], alone: &[Cost], a: usize, b: usize| -> Pair {
+        let together = variants[a].stored_merged(&variants[b]);
+        (together.saturating_sub(alone[a].0 + alone[b].0), None)
+    };
+    let mut stored_added = 0u128;
+    let mut pairs: Vec<Vec<Pair>> =
+        (0..classes.len()).map(|b| (0..b).map(|a| stored_pair(&variants, &alone, a, b)).collect()).collect();
+    // Past `room`, only merges that cost nothing (leaving layers to split
+    // the classes where that helps).
+    while classes.len() > 1 {
+        let least = pairs.iter().flatten().map(|p| p.0).min().expect("two classes or more");
+        let mut best: Option<(u128, usize, usize)> = None;
+        for b in 0..pairs.len() {
+            for a in 0..b {
+                if pairs[b][a].0 != least {
+                    continue;
+                }
+                let (added, _) = *pairs[b][a].1.get_or_insert_with(|| {
+                    let together = costs.of(&merged(&classes, a, b), &mut scratch);
+                    (together.1.saturating_sub(alone[a].1 + alone[b].1), together)
+                });
+                if best.is_none_or(|(d, ..)| added < d) {
+                    best = Some((added, a, b));
+                }
+            }
+        }
+        let (added, a, b) = best.expect("a pair stores the least");
+        if classes.len() <= room && (least, added) != (0, 0) {
+            break;
+        }
+        let together = pairs[b][a].1.expect("evaluated").1;
+        stored_added += least;
+        let gone = classes.remove(b);
+        alone.remove(b);
+        variants.remove(b);
+        pairs.remove(b);
+        for row in pairs.iter_mut().skip(b) {
+            row.remove(b);
+        }
+        let kept = &mut classes[a];
+        if kept.signature != gone.signature {
+            let mut sig = kept.signature.take().unwrap_or_default();
+            sig.extend(gone.signature.unwrap_or_default());
+            sig.sort_unstable();
+            sig.dedup();
+            kept.signature = Some(sig);
+        }
+        kept.paths.extend(gone.paths);
+        kept.paths.sort_unstable();
+        kept.volatile.extend(gone.volatile);
+        kept.volatile.sort_unstable();
+        kept.volatile.dedup();
+        kept.bytes += gone.bytes;
+        alone[a] = together;
+        variants[a] = costs.variants(&classes[a].paths);
+        for other in (0..classes.len()).filter(|&o| o != a) {
+            let (lo, hi) = (a.min(other), a.max(other));
+            pairs[hi][lo] = stored_pair(&variants, &alone, lo, hi);
+        }
+    }
+    (classes, stored_added)
 }
 
 /// [`plan_with_family`] for the shared strategy, with its tuning.
@@ -156,8 +397,14 @@ pub fn plan_shared_with_family(
     let held: Vec<bool> = (0..n).map(|i| graph.index_of(&universe.info(i).path).is_some()).collect();
 
     // Signature classes of the member paths, and the paths of no member.
-    let mut by_signature: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
+    // A member path's volatility signature: the volatile paths in its
+    // closure (see `Volatility`); it depends only on the path's closure.
+    let ctx = Context::new(&universe, opts);
+    let member: Vec<bool> = (0..n).map(|i| family.infos.contains_key(&universe.info(i).path)).collect();
+    let volatility = Volatility::new(&universe, &member, &family.history);
+    let mut by_signature: BTreeMap<(Vec<usize>, Vec<usize>), Vec<usize>> = BTreeMap::new();
     let mut own: Vec<usize> = Vec::new();
+    let mut signature_of: Vec<Vec<usize>> = Vec::with_capacity(n);
     for i in 0..n {
         let p = &universe.info(i).path;
         let sig: Vec<usize> =
@@ -165,25 +412,46 @@ pub fn plan_shared_with_family(
         if sig.is_empty() {
             own.push(i);
         } else {
-            by_signature.entry(sig).or_default().push(i);
+            by_signature.entry((sig.clone(), volatility.signature(&ctx.desc, i))).or_default().push(i);
         }
+        signature_of.push(sig);
     }
-    let bytes_of = |paths: &[usize]| paths.iter().map(|&i| universe.info(i).nar_size as u128).sum::<u128>();
     let mut classes: Vec<Class> = by_signature
         .into_iter()
-        .map(|(sig, paths)| Class { bytes: bytes_of(&paths), signature: Some(sig), paths })
+        .map(|((sig, volatile), paths)| Class::new(&universe, Some(sig), volatile, paths))
         .collect();
-    // Widest signatures first, then by signature (members are sorted).
-    classes.sort_by(|a, b| {
-        let key = |c: &Class| c.signature.as_ref().map(|s| (std::cmp::Reverse(s.len()), s.clone()));
-        key(a).cmp(&key(b))
-    });
+    // Widest signatures first, then by signature (members are sorted), the
+    // stable paths before the volatile cones.
+    classes.sort_by(|a, b| a.key().cmp(&b.key()));
 
     // The member classes' share of the budget; the top keeps the rest.
     let room = budget.saturating_sub(family.top_layers).max(1);
-    let classes = merge_to_fit(classes, room);
-    let ctx = Context::new(&universe, opts);
-    let shares = allocate(&ctx, &universe, &classes, room);
+    let weights = Weights::new(&universe, &ctx.desc, &member, &volatility);
+    let costs = MergeCosts {
+        universe: &universe,
+        desc: &ctx.desc,
+        weights: &weights,
+        signature_of: &signature_of,
+        members: family.members.len(),
+    };
+    // Fewer, merged classes leave layers to split the others; of the merge
+    // targets from `room` down, the one that stores the fewest extra bytes,
+    // then whose allocation costs least (ties: fewer merges).
+    let mut best: Option<(Cost, Vec<Class>, Vec<Share>)> = None;
+    // (Only where layers are scarce for the classes, and a dozen targets at
+    // most: each costs an allocation.)
+    let lowest = if classes.len() + 8 < room { room } else { (room / 2).max(room.saturating_sub(12)).max(1) };
+    for target in (lowest..=room).rev() {
+        let (merged, stored) = merge_by_cost(&costs, classes.clone(), target);
+        let merged = merge_to_fit(merged, room);
+        let (shares, updates) = allocate(&ctx, &universe, &weights, &merged, room);
+        // Sharing first: no target may store more than the least merging.
+        let cost = (stored, updates);
+        if best.as_ref().is_none_or(|b| cost < b.0) {
+            best = Some((cost, merged, shares));
+        }
+    }
+    let (_, classes, shares) = best.expect("room >= 1");
     let mut layers: Vec<Vec<usize>> = Vec::new();
     for (class, &(share, t)) in classes.iter().zip(&shares) {
         if !class.paths.iter().any(|&i| held[i]) {
@@ -226,17 +494,20 @@ fn merge_to_fit(mut classes: Vec<Class>, room: usize) -> Vec<Class> {
     for &k in &rank[..keep] {
         kept[k] = true;
     }
-    let mut rest = Class { signature: None, paths: Vec::new(), bytes: 0 };
+    let mut rest = Class { signature: None, volatile: Vec::new(), paths: Vec::new(), bytes: 0 };
     let mut out = Vec::with_capacity(room);
     for (k, c) in classes.drain(..).enumerate() {
         if kept[k] {
             out.push(c);
         } else {
             rest.paths.extend(c.paths);
+            rest.volatile.extend(c.volatile);
             rest.bytes += c.bytes;
         }
     }
     rest.paths.sort_unstable();
+    rest.volatile.sort_unstable();
+    rest.volatile.dedup();
     out.push(rest);
     out
 }
@@ -268,6 +539,16 @@ fn needless_bytes(
         for &p in layer {
             total += universe.info(p).nar_size as u128 * (closure - w.of[p] - w.deps[p]);
         }
+        // A volatile library's update re-sends the layer if it changes one
+        // of its paths, and with it the paths it does not change.
+        for (weight, cone) in &w.libraries {
+            let changed = |p: usize| cone[p / 64] >> (p % 64) & 1 == 1;
+            if layer.iter().any(|&p| changed(p)) {
+                let kept: u128 =
+                    layer.iter().filter(|&&p| !changed(p)).map(|&p| universe.info(p).nar_size as u128).sum();
+                total += weight * kept;
+            }
+        }
     }
     total
 }
@@ -279,19 +560,43 @@ fn needless_bytes(
 struct Weights {
     of: Vec<u128>,
     deps: Vec<u128>,
+    /// Each volatile library's update: its weight and the paths it changes
+    /// (the library's paths and their dependents, a bit set over U).
+    libraries: Vec<(u128, Vec<u64>)>,
 }
 
 impl Weights {
     /// `member[i]`: whether path i is in a member; the paths of no member
     /// (the image's own) are left out, so the weights depend only on the
-    /// family.
-    fn new(universe: &Graph, desc: &BitMatrix, member: &[bool]) -> Weights {
+    /// family. Any member path may change alone, weighted by the bytes it
+    /// changes; each volatile library changes as a whole, weighted by its
+    /// score and by all the member bytes T times √(T / the bytes it changes),
+    /// so that its updates outweigh the rest and a library whose update is
+    /// small (re-sending a little more is a big ratio) counts more.
+    fn new(universe: &Graph, desc: &BitMatrix, member: &[bool], volatility: &Volatility) -> Weights {
         let n = universe.len();
         let anc = crate::bits::ancestors(universe);
         let bytes = |i: usize| if member[i] { universe.info(i).nar_size as u128 } else { 0 };
         let of: Vec<u128> = (0..n).map(|q| bytes(q) + anc.ones(q).map(bytes).sum::<u128>()).collect();
         let deps = (0..n).map(|p| desc.ones(p).map(|q| of[q]).sum()).collect();
-        Weights { of, deps }
+        let total: u128 = (0..n).map(bytes).sum::<u128>().max(1);
+        let libraries = volatility
+            .libraries
+            .iter()
+            .map(|(score, paths)| {
+                let mut cone = vec![0u64; desc.words()];
+                for &v in paths {
+                    cone[v / 64] |= 1 << (v % 64);
+                    for (a, b) in cone.iter_mut().zip(anc.row(v)) {
+                        *a |= b;
+                    }
+                }
+                let changed: u128 = crate::bits::ones(&cone).map(bytes).sum::<u128>().max(1);
+                let weight = VOLATILE_WEIGHT * *score as u128 * (total / changed).isqrt().max(1) * total;
+                (weight, cone)
+            })
+            .collect();
+        Weights { of, deps, libraries }
     }
 }
 
@@ -302,13 +607,14 @@ impl Weights {
 /// earlier-found choice: fewer layers, smaller share, lower rung). It
 /// depends only on the classes, so on the family, never on the image.
 /// `classes.len() <= room`.
-fn allocate(ctx: &Context, universe: &Graph, classes: &[Class], room: usize) -> Vec<(usize, u128)> {
+fn allocate(
+    ctx: &Context,
+    universe: &Graph,
+    weights: &Weights,
+    classes: &[Class],
+    room: usize,
+) -> (Vec<Share>, u128) {
     let mut scratch = vec![0u64; ctx.desc.words()];
-    let mut member = vec![false; universe.len()];
-    for &i in classes.iter().flat_map(|c| &c.paths) {
-        member[i] = true;
-    }
-    let weights = Weights::new(universe, &ctx.desc, &member);
     // Per class and number of layers used, the cheapest (share, rung).
     let options: Vec<BTreeMap<usize, (u128, usize, u128)>> = classes
         .iter()
@@ -318,7 +624,7 @@ fn allocate(ctx: &Context, universe: &Graph, classes: &[Class], room: usize) -> 
             for share in 1..=most {
                 for t in ctx.rungs(&c.paths, share) {
                     let groups = ctx.groups_at(&c.paths, share, t);
-                    let cost = needless_bytes(universe, &ctx.desc, &weights, &groups, &mut scratch);
+                    let cost = needless_bytes(universe, &ctx.desc, weights, &groups, &mut scratch);
                     let e = best.entry(groups.len()).or_insert((cost, share, t));
                     if cost < e.0 {
                         *e = (cost, share, t);
@@ -350,13 +656,14 @@ fn allocate(ctx: &Context, universe: &Graph, classes: &[Class], room: usize) -> 
     }
     let mut out = vec![(0, 0); classes.len()];
     let mut u = room;
+    let total = table[classes.len()][room].expect("one layer per class fits").0;
     for k in (0..classes.len()).rev() {
         let (_, used) = table[k + 1][u].expect("one layer per class fits");
         let (_, share, t) = options[k][&used];
         out[k] = (share, t);
         u -= used;
     }
-    out
+    (out, total)
 }
 
 #[cfg(test)]
@@ -364,6 +671,7 @@ mod tests {
     use super::*;
     use crate::sharing::{family_report, plan_layers, pull_bytes};
     use crate::tests::{graph, names, random_dag, sp};
+    use nix_layer_store::StorePath;
 
     const M: u64 = 1 << 20;
     const K: u64 = 1 << 10;
@@ -443,7 +751,8 @@ mod tests {
                 (format!("m{k}"), g.subgraph(&keep).unwrap())
             })
             .collect();
-        let family = Family::new(members.clone());
+        // Some packages volatile by history, so classes split by cone too.
+        let family = Family::new(members.clone()).with_history(volatile_history(&g, 40));
         let others = [g.clone(), g.subgraph(&g.closure(&[1, 50, 200])).unwrap()];
         for budget in [1, 2, 3, 4, 7, 16, 48, 98, 400] {
             let images =
@@ -468,8 +777,9 @@ mod tests {
             infos.reverse();
             Graph::new(infos).unwrap()
         };
-        let f1 = fam(&[("base", &b), ("dev", &d), ("xl", &x)]);
-        let f2 = fam(&[("xl", &reversed(&x)), ("base", &b), ("dev", &reversed(&d))]);
+        let h = volatile_history(&x, 4);
+        let f1 = fam(&[("base", &b), ("dev", &d), ("xl", &x)]).with_history(h.clone());
+        let f2 = fam(&[("xl", &reversed(&x)), ("base", &b), ("dev", &reversed(&d))]).with_history(h);
         assert_eq!(f1, f2);
         for budget in [2, 5, 9, 30] {
             let a = plan_with_family(&x, Strategy::Shared, budget, &f1).unwrap();
@@ -517,10 +827,84 @@ mod tests {
         assert_eq!(plan_with_family(&g, Strategy::Shared, 0, &empty), Err(Error::ZeroBudget));
     }
 
+    /// A history in which every `step`-th package of `g` changed once.
+    fn volatile_history(g: &Graph, step: usize) -> History {
+        let mut h = History::default();
+        for info in g.infos().iter().step_by(step) {
+            let name = crate::shared::package_base_name(info.path.name()).to_owned();
+            h.changes.insert(name, crate::catalogue::NameChanges { count: 1, last: 1 });
+        }
+        h.regenerations = 1;
+        h
+    }
+
+    /// Whether every layer of `plan` holding a path that `changed` changes
+    /// holds only such paths: then that update re-sends only what changed.
+    fn cone_apart(g: &Graph, plan: &Plan, changed: &str) -> bool {
+        let root = g.index_of(&sp(changed)).unwrap();
+        let desc = crate::bits::descendants(g);
+        let in_cone = |p: &StorePath| {
+            let i = g.index_of(p).unwrap();
+            i == root || desc.get(i, root)
+        };
+        plan.layers.iter().all(|l| l.iter().all(in_cone) || !l.iter().any(in_cone))
+    }
+
+    #[test]
+    fn volatile_cones_are_kept_apart_by_the_prior() {
+        // No history: the prior knows openssl, zlib, curl and libc (glibc).
+        // 12 classes (3 member signatures × volatility) and the top fit 13;
+        // with room to spare, none is merged to split others.
+        let (b, d, x) = nested();
+        let family = fam(&[("base", &b), ("dev", &d), ("xl", &x)]);
+        assert!(family.history().changes.is_empty());
+        for budget in [24, 30, 60] {
+            for g in [&b, &d, &x] {
+                let p = plan_with_family(g, Strategy::Shared, budget, &family).unwrap();
+                p.validate(g, budget).unwrap();
+                for lib in ["openssl", "zlib", "curl"] {
+                    if g.index_of(&sp(lib)).is_some() {
+                        assert!(cone_apart(g, &p, lib), "budget {budget}, {lib}: {:?}", names(&p));
+                    }
+                }
+            }
+        }
+        // Without volatility the same budget mixes openssl's dependents
+        // with stable paths (this is what the split is for).
+        let plain =
+            plan_shared_with_family(&x, 7, &Family::new(Vec::new()), &SharedOptions::default()).unwrap();
+        assert!(!cone_apart(&x, &plain, "openssl"), "{:?}", names(&plain));
+    }
+
+    #[test]
+    fn history_names_volatile_libraries() {
+        // jq is in no prior; once the catalogue's history says it changed,
+        // its dependents get layers of their own.
+        let (b, d, x) = nested();
+        let jq = |extra: &[(&str, &[&str], u64)]| {
+            let mut infos = x.infos().to_vec();
+            infos.extend(extra.iter().map(|(n, r, s)| {
+                PathInfo::from_raw_references(sp(n), r.iter().map(|r| sp(r)).collect(), *s)
+            }));
+            Graph::new(infos).unwrap()
+        };
+        let x2 = jq(&[("jq-tool", &["jq", "make"], 3 * M), ("jq-doc", &["jq-tool"], 200 * K)]);
+        let base = fam(&[("base", &b), ("dev", &d), ("xl", &x2)]);
+        let mut h = History { regenerations: 3, ..History::default() };
+        h.changes.insert("jq".into(), crate::catalogue::NameChanges { count: 2, last: 3 });
+        let with = base.clone().with_history(h);
+        let budget = 30;
+        let p = plan_with_family(&x2, Strategy::Shared, budget, &with).unwrap();
+        p.validate(&x2, budget).unwrap();
+        assert!(cone_apart(&x2, &p, "jq"), "{:?}", names(&p));
+        assert_ne!(p, plan_with_family(&x2, Strategy::Shared, budget, &base).unwrap());
+    }
+
     #[test]
     fn classes_merge_to_fit() {
         let class = |paths: usize, bytes: u128| Class {
             signature: Some(vec![0]),
+            volatile: vec![],
             paths: (0..paths).collect(),
             bytes,
         };

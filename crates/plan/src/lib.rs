@@ -16,6 +16,7 @@
 
 mod auto;
 mod bits;
+pub mod catalogue;
 pub mod family;
 mod popularity;
 pub mod shared;
@@ -27,6 +28,7 @@ use std::str::FromStr;
 use nix_layer_graph::Graph;
 use nix_layer_store::StorePath;
 
+pub use catalogue::{Catalogue, CatalogueError, History};
 pub use family::{plan_shared_with_family, plan_with_family, Family};
 pub use popularity::popularity_order;
 pub use shared::{plan_shared, SharedOptions};

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Push benchmarks (by hand, not in CI): `nix-layer push` against a real registry on
+127.0.0.1 (Debian's docker-registry), on the corpus of real closures
+(benches/corpus/build.py; built if missing).
+
+Reports, every figure from this one run:
+
+  * first push of the devcontainer closure plus an app: time, bytes sent, requests;
+  * the edit loop: the app changes (a new store path), rebuild and push, from a warm
+    local layer cache and from an empty one (the registry's layer index then tells
+    nix-layer what not to build), against `nix-layer build --format oci` then
+    `skopeo copy` of the layout, and bytes sent against the changed layers' size;
+  * the OpenSSL update of the corpus (devcontainer v1 then v2): bytes and requests.
+
+    benches/push.py [--corpus /var/tmp/nix-layer-corpus]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "nix-layer")
+NIX = ["--option", "substituters", ""]
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+class Registry:
+    """docker-registry on a free port, its access log parsed for request counts."""
+
+    def __init__(self, work):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.log = open(os.path.join(work, "registry.log"), "w+")
+        conf = os.path.join(work, "registry.yml")
+        with open(conf, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
+                    f"storage:\n  filesystem:\n    rootdirectory: {work}/data\n"
+                    f"http:\n  addr: 127.0.0.1:{self.port}\n")
+        self.proc = subprocess.Popen(["docker-registry", "serve", conf], stdout=self.log, stderr=self.log)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit("docker-registry did not start")
+
+    def host(self):
+        return f"127.0.0.1:{self.port}"
+
+    def requests(self):
+        """Lines of the access log so far ("METHOD /path")."""
+        self.log.flush()
+        self.log.seek(0)
+        return re.findall(r'"(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP', self.log.read())
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def app_path(work, n):
+    """A small new store path standing in for the application (about 2 MB)."""
+    d = os.path.join(work, f"app{n}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "app.bin"), "wb") as f:
+        f.write(os.urandom(2 << 20))
+    path = subprocess.run(["nix-store", "--add", d] + NIX, check=True, capture_output=True, text=True).stdout.strip()
+    h = subprocess.run(["nix-store", "-q", "--hash", path], check=True, capture_output=True, text=True).stdout.strip()
+    size = int(subprocess.run(["nix-store", "-q", "--size", path], check=True, capture_output=True, text=True).stdout)
+    return {"path": path, "narHash": h, "narSize": size, "references": []}
+
+
+def graph_with(base_graph, app, work, name):
+    with open(base_graph) as f:
+        g = json.load(f)
+    g = g + [app]
+    out = os.path.join(work, name)
+    with open(out, "w") as f:
+        json.dump(g, f)
+    return out
+
+
+def push(graph, ref, extra=()):
+    start = time.perf_counter()
+    p = subprocess.run([BIN, "push", ref, "--graph", graph, "--plain-http", "--verbose", "--strategy", "shared"] + list(extra),
+                       check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    m = re.search(r"(\d+) blobs uploaded \((\d+) bytes\), (\d+) mounted, (\d+) already there \((\d+) layers not even built\)", p.stderr)
+    if not m:
+        sys.exit(p.stderr)
+    return wall, int(m.group(2)), int(m.group(1)), int(m.group(5))
+
+
+def layout_then_skopeo(graph, ref, work, n):
+    start = time.perf_counter()
+    layout = os.path.join(work, f"layout{n}")
+    sh([BIN, "build", "--graph", graph, "--name", "bench:1", "--format", "oci", "--strategy", "shared", "--quiet", "-o", layout])
+    sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:bench:1", f"docker://{ref}"])
+    return time.perf_counter() - start
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default="/var/tmp/nix-layer-corpus")
+    a = ap.parse_args()
+    g1 = os.path.join(a.corpus, "devcontainer-v1.closure-graph.json")
+    g2 = os.path.join(a.corpus, "devcontainer-v2.closure-graph.json")
+    if not os.path.exists(g1):
+        sh([sys.executable, os.path.join(ROOT, "benches", "corpus", "build.py"), a.corpus])
+    if not os.path.exists(BIN):
+        sh(["cargo", "build", "--release", "-p", "nix-layer"], cwd=ROOT)
+    work = tempfile.mkdtemp(prefix="nix-layer-push-bench-", dir="/var/tmp")
+    reg = Registry(work)
+    try:
+        rows = []
+        app0 = app_path(work, 0)
+        G0 = graph_with(g1, app0, work, "g0.json")
+        r0 = len(reg.requests())
+        t, sent, up, skipped = push(G0, f"{reg.host()}/bench/dev:0")
+        rows.append(("first push (devcontainer + app)", t, sent, len(reg.requests()) - r0, up, skipped))
+        for n, (label, extra) in enumerate([("edit loop, warm local cache", ["--cache", os.path.join(work, "cache")]),
+                                            ("edit loop, empty local cache", [])], start=1):
+            if extra:  # warm the local cache first with the same image
+                push(G0, f"{reg.host()}/bench/dev:warm", extra)
+            app = app_path(work, n)
+            g = graph_with(g1, app, work, f"g{n}.json")
+            r0 = len(reg.requests())
+            t, sent, up, skipped = push(g, f"{reg.host()}/bench/dev:{n}", extra)
+            rows.append((label, t, sent, len(reg.requests()) - r0, up, skipped))
+            changed = app["narSize"]
+            rows[-1] = rows[-1] + (changed,)
+        app9 = app_path(work, 9)
+        g9 = graph_with(g1, app9, work, "g9.json")
+        t_skopeo = layout_then_skopeo(g9, f"{reg.host()}/bench/dev:skopeo", work, 9)
+        r0 = len(reg.requests())
+        t, sent, up, skipped = push(graph_with(g2, app0, work, "g2.json"), f"{reg.host()}/bench/dev:openssl")
+        rows.append(("OpenSSL update (v1 -> v2)", t, sent, len(reg.requests()) - r0, up, skipped))
+        with open(g1) as f:
+            old = {n["path"] for n in json.load(f)}
+        with open(g2) as f:
+            changed_bytes = sum(n["narSize"] for n in json.load(f) if n["path"] not in old)
+        print(f"{'case':38s} {'time':>7s} {'sent':>12s} {'requests':>9s} {'uploads':>8s} {'not built':>9s}")
+        for r in rows:
+            print(f"{r[0]:38s} {r[1]:7.2f} {r[2]:12d} {r[3]:9d} {r[4]:8d} {r[5]:9d}"
+                  + (f"   sent/changed {r[2] / r[6]:.3f}" if len(r) > 6 else ""))
+        print(f"changed paths of the OpenSSL update: {changed_bytes} bytes (uncompressed NAR)")
+        print(f"build --format oci + skopeo copy, one app change: {t_skopeo:.2f} s "
+              f"(nix-layer push, empty local cache: {rows[2][1]:.2f} s)")
+    finally:
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
