@@ -105,6 +105,11 @@
               familyCatalogue
               ;
             inherit (builders) mkDevContainer mkRuntime mkUser;
+            # A registry image by its manifest digest alone (docs/flake.md).
+            pullImage = import ./nix/pull-image.nix {
+              nixLayer = pkgs.nix-layer;
+              inherit system;
+            };
           };
           examples = import ./examples/images.nix {
             inherit pkgs sets lib registry;

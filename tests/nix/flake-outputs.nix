@@ -53,7 +53,7 @@ in
   "lib has the builders" = forLinux (
     s:
     expect (sorted (names self.lib.${s})) [
-      "buildLayeredImage" "buildLayeredImageOCI" "familyCatalogue" "mkDevContainer" "mkRuntime" "mkUser" "streamLayeredImage"
+      "buildLayeredImage" "buildLayeredImageOCI" "familyCatalogue" "mkDevContainer" "mkRuntime" "mkUser" "pullImage" "streamLayeredImage"
     ]
   );
   "lib on the Linux systems only" = expect (names self.lib) (sorted linux);

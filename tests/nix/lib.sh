@@ -23,6 +23,10 @@ check() { # check NAME COMMAND…: passes when the command exits 0
   if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(printf '%s' "$out" | tail -n 15)"; fi
 }
 
+expect_eq() { # expect_eq NAME GOT WANT
+  if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "want: $3" "got:  $2"; fi
+}
+
 # Evaluates a Nix expression (in the tests directory) to JSON.
 nix_json() { nix-instantiate --eval --strict --json -E "$1" 2>&1; }
 
@@ -39,4 +43,18 @@ eval_fails() {
   if out=$(cd "$TESTS_DIR" && nix_json "$2"); then fail "$1" "evaluation succeeded: $out"
   elif printf '%s' "$out" | grep -qF -- "$3"; then pass "$1"
   else fail "$1" "expected the message: $3" "got: $(printf '%s' "$out" | grep -m1 error)"; fi
+}
+
+# static_nix_layer WORKDIR LOG: builds nix-layer statically linked (inside the
+# sandbox there is no /lib for a dynamic one) and prints its binary's path.
+static_nix_layer() {
+  (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked -p nix-layer \
+    --target x86_64-unknown-linux-gnu --target-dir target/static >"$2" 2>&1) &&
+    echo "$REPO/target/static/x86_64-unknown-linux-gnu/release/nix-layer"
+}
+
+# to_store WORKDIR BINARY: prints a store path holding bin/nix-layer (BINARY).
+to_store() {
+  rm -rf "$1/pkg" && mkdir -p "$1/pkg/nix-layer/bin" && cp "$2" "$1/pkg/nix-layer/bin/nix-layer"
+  nix-store --add "$1/pkg/nix-layer"
 }

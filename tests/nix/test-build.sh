@@ -37,19 +37,13 @@ fi
 
 # --- nix-layer into the store ------------------------------------------
 # Statically linked: inside the sandbox there is no /lib for a dynamic one.
-static="$REPO/target/static/x86_64-unknown-linux-gnu/release/nix-layer"
 echo "# building a static nix-layer (target/static)"
-if ! (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked -p nix-layer \
-  --target x86_64-unknown-linux-gnu --target-dir target/static >"$work/cargo.log" 2>&1); then
+if ! static=$(static_nix_layer "$work" "$work/cargo.log"); then
   fail "a static nix-layer builds" "$(tail -20 "$work/cargo.log")"; exit 0
 fi
 if ldd "$static" 2>&1 | grep -qE "not a dynamic executable|statically linked"; then pass "nix-layer is statically linked (ldd)"
 else fail "nix-layer is statically linked (ldd)" "$(ldd "$static" 2>&1 | head -3)"; fi
-to_store() { # to_store BINARY: a store path holding bin/nix-layer
-  rm -rf "$work/pkg" && mkdir -p "$work/pkg/nix-layer/bin" && cp "$1" "$work/pkg/nix-layer/bin/nix-layer"
-  nix-store --add "$work/pkg/nix-layer"
-}
-NIX_LAYER=$(to_store "$static")
+NIX_LAYER=$(to_store "$work" "$static")
 pass "nix-layer in the store: $NIX_LAYER"
 
 # The sudo stand-in, compiled here (the sandbox has no compiler).
@@ -82,9 +76,6 @@ load() { # load ATTR: docker load the built archive, remember the ref
   docker load -i "$work/result-$1" >/dev/null && echo "$ref"
 }
 run_as() { docker run --rm --entrypoint "" "$@" 2>&1; }
-expect_eq() { # expect_eq NAME GOT WANT
-  if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "want: $3" "got:  $2"; fi
-}
 
 # --- runtime ---------------------------------------------------------------
 if build runtime >/dev/null; then pass "runtime builds with nix-build"; else fail "runtime builds with nix-build" "$(tail -20 "$work/build-runtime.log")"; fi
@@ -306,7 +297,7 @@ fi
 # What differs: NIX_ATTRS_JSON_FILE names a file that exists, and the binary
 # may be dynamically linked (the host's libraries are visible).
 if [ "${NIX_LAYER_TEST_SANDBOX:-true}" = true ] && [ -x "$REPO/target/release/nix-layer" ]; then
-  DYN=$(to_store "$REPO/target/release/nix-layer")
+  DYN=$(to_store "$work" "$REPO/target/release/nix-layer")
   nosandbox() { NIX_CONFIG="${NIX_CONFIG/sandbox = true/sandbox = false}" "$@"; }
   if out=$(nosandbox nix-build "$IMAGES" --argstr nixLayer "$DYN" "${NIXARGS[@]:3}" -A runtime \
     -o "$work/result-nosandbox" 2>"$work/nosandbox.log"); then

@@ -62,6 +62,12 @@ pub enum Command {
     /// Write one tag for per-platform images already in a registry (an OCI index or a
     /// Docker manifest list).
     PushIndex(crate::push::PushIndexArgs),
+    /// Builder of the flake's pullImage: one manifest or blob by digest, verified.
+    #[command(hide = true)]
+    FetchBlob(crate::fetch::FetchBlobArgs),
+    /// Builder of the flake's pullImage: an OCI layout of fetched blobs.
+    #[command(hide = true)]
+    AssembleLayout(crate::fetch::AssembleLayoutArgs),
 }
 
 #[derive(Args)]

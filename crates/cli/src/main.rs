@@ -2,6 +2,7 @@
 //! hands a `BuildRequest` to `nix-layer-pipeline`; no image logic lives here.
 
 mod args;
+mod fetch;
 mod flags;
 mod load;
 mod progress;
@@ -127,6 +128,8 @@ fn run(cli: Cli) -> Result<()> {
             print_report(&text)
         }
         Command::Sharing(a) => sharing::run(a),
+        Command::FetchBlob(a) => fetch::fetch_blob(&a),
+        Command::AssembleLayout(a) => fetch::assemble_layout(&a),
         Command::Sbom(a) => sbom::run(*a),
         Command::Push(a) => {
             let verbose = a.build.verbose;

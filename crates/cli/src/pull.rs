@@ -64,12 +64,7 @@ pub fn fetch_base(
     }
     let manifest = Document::from_bytes(resolved.manifest.bytes.clone(), &resolved.manifest.media_type);
     layout.add_document(&manifest)?;
-    let mut entry = manifest.descriptor();
-    entry.set_annotations(Some(std::collections::HashMap::from([(
-        nix_layer_image::REF_NAME_ANNOTATION.to_owned(),
-        "base".to_owned(),
-    )])));
-    layout.add_index_entry(entry)?;
+    crate::fetch::name_base(&layout, &manifest)?;
     match std::fs::rename(&tmp, &dest) {
         Ok(()) => Ok(dest),
         // Another build fetched it meanwhile.
