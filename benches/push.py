@@ -12,7 +12,11 @@ Reports, every figure from this one run:
     `skopeo copy` of the layout, and bytes sent against the changed layers' size;
   * the OpenSSL update of the corpus (devcontainer v1 then v2): bytes and requests.
 
-    benches/push.py [--corpus /var/tmp/nix-layer-corpus]
+    benches/push.py [--corpus /var/tmp/nix-layer-corpus] [--baseline stream_layered_image.py]
+
+With --baseline (a copy of nixpkgs' stream_layered_image.py; never commit it), the edit
+loop is also timed as dockerTools does it: that script writes the docker-archive of the
+same plan, then `skopeo copy` pushes it.
 """
 import argparse
 import json
@@ -112,9 +116,37 @@ def layout_then_skopeo(graph, ref, work, n):
     return time.perf_counter() - start
 
 
+def sli_then_skopeo(script, graph, ref, work):
+    """The dockerTools way: stream_layered_image.py on nix-layer's plan, then skopeo."""
+    start = time.perf_counter()
+    plan = json.loads(subprocess.run([BIN, "plan", "--graph", graph, "--strategy", "shared", "--json"],
+                                     check=True, capture_output=True, text=True).stdout)
+    custom = os.path.join(work, "custom")
+    os.makedirs(custom, exist_ok=True)
+    empty = b"\0" * 10240
+    with open(os.path.join(custom, "layer.tar"), "wb") as f:
+        f.write(empty)
+    import hashlib
+    with open(os.path.join(custom, "checksum"), "w") as f:
+        f.write(hashlib.sha256(empty).hexdigest())
+    conf = {"created": "1970-01-01T00:00:01+00:00", "mtime": "1970-01-01T00:00:01+00:00", "uid": 0, "gid": 0,
+            "uname": "root", "gname": "root", "store_dir": "/nix/store", "store_layers": plan["layers"] if isinstance(plan, dict) else plan,
+            "customisation_layer": custom, "architecture": "amd64", "config": {}, "repo_tag": "bench:1"}
+    conf_path = os.path.join(work, "sli.json")
+    with open(conf_path, "w") as f:
+        json.dump(conf, f)
+    archive = os.path.join(work, "sli.tar")
+    with open(archive, "wb") as out:
+        sh([sys.executable, script, conf_path], stdout=out, stderr=subprocess.DEVNULL)
+    sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"docker-archive:{archive}", f"docker://{ref}"])
+    os.remove(archive)
+    return time.perf_counter() - start
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default="/var/tmp/nix-layer-corpus")
+    ap.add_argument("--baseline", help="a copy of nixpkgs' stream_layered_image.py (never committed)")
     a = ap.parse_args()
     g1 = os.path.join(a.corpus, "devcontainer-v1.closure-graph.json")
     g2 = os.path.join(a.corpus, "devcontainer-v2.closure-graph.json")
@@ -145,6 +177,10 @@ def main():
         app9 = app_path(work, 9)
         g9 = graph_with(g1, app9, work, "g9.json")
         t_skopeo = layout_then_skopeo(g9, f"{reg.host()}/bench/dev:skopeo", work, 9)
+        t_sli = None
+        if a.baseline:
+            app8 = app_path(work, 8)
+            t_sli = sli_then_skopeo(a.baseline, graph_with(g1, app8, work, "g8.json"), f"{reg.host()}/bench/dev:sli", work)
         r0 = len(reg.requests())
         t, sent, up, skipped = push(graph_with(g2, app0, work, "g2.json"), f"{reg.host()}/bench/dev:openssl")
         rows.append(("OpenSSL update (v1 -> v2)", t, sent, len(reg.requests()) - r0, up, skipped))
@@ -158,7 +194,10 @@ def main():
                   + (f"   sent/changed {r[2] / r[6]:.3f}" if len(r) > 6 else ""))
         print(f"changed paths of the OpenSSL update: {changed_bytes} bytes (uncompressed NAR)")
         print(f"build --format oci + skopeo copy, one app change: {t_skopeo:.2f} s "
-              f"(nix-layer push, empty local cache: {rows[2][1]:.2f} s)")
+              f"(nix-layer push, empty local cache: {rows[2][1]:.2f} s, {t_skopeo / rows[2][1]:.1f}x faster)")
+        if t_sli is not None:
+            print(f"stream_layered_image.py + skopeo copy, one app change: {t_sli:.2f} s "
+                  f"({t_sli / rows[2][1]:.1f}x nix-layer push)")
     finally:
         reg.stop()
         shutil.rmtree(work, ignore_errors=True)

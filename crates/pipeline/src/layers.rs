@@ -145,18 +145,14 @@ impl Layers<'_> {
     /// as docker-archive does).
     pub fn base(&self, uncompressed: bool) -> Result<Vec<Produced>, Error> {
         let Some(base) = &self.plan.base else { return Ok(Vec::new()) };
-        let from = base.origin().display().to_string();
+        // Named by content, not by where the base was read from: the same base gives the
+        // same image bytes from any path, and a base in the store is not a reference.
         (0..base.layers.len())
             .map(|i| {
                 let blob = base.materialize_layer(i, self.blob_dir, uncompressed)?;
+                let comment = format!("base layer {} ({})", i + 1, blob.diff_id);
                 self.progress.layer_done(&LayerKind::Base(i), blob.uncompressed_size, false);
-                Ok(Produced::from_blob(
-                    LayerKind::Base(i),
-                    blob,
-                    format!("base layer {} of {from}", i + 1),
-                    0,
-                    false,
-                ))
+                Ok(Produced::from_blob(LayerKind::Base(i), blob, comment, 0, false))
             })
             .collect()
     }
