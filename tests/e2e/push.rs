@@ -6,6 +6,27 @@ use nix_layer_registry::testing::{TestRegistry, TestRegistryConfig};
 
 use crate::support::*;
 
+/// The raw manifest or index at `reference` in a registry, as skopeo reads it.
+fn remote_raw(reference: &str) -> serde_json::Value {
+    serde_json::from_str(&stdout(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])))
+    .unwrap()
+}
+
+/// The architectures an index lists, in order.
+fn index_archs(raw: &serde_json::Value) -> Vec<String> {
+    raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn registry() -> TestRegistry {
     TestRegistry::start_or_skip().expect("docker-registry is not installed; scripts/setup.sh installs it")
 }
@@ -26,13 +47,7 @@ fn push(roots: &[&str], dest: &str, extra: &[&str]) -> (String, String) {
 /// Blob uploads the registry logged for the config and layers of image `reference`
 /// (the layer index nix-layer keeps in the registry has blobs of its own).
 fn blob_uploads(r: &TestRegistry, reference: &str) -> usize {
-    let raw: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{}/{reference}", r.host()),
-    ])))
-    .unwrap();
+    let raw = remote_raw(&format!("{}/{reference}", r.host()));
     let repo = reference.split(':').next().unwrap();
     let mut digests = vec![raw["config"]["digest"].as_str().unwrap().to_owned()];
     digests
@@ -149,20 +164,7 @@ fn push_of_a_multi_platform_layout_and_an_sbom() {
         "multi:1",
         "--plain-http",
     ]));
-    let raw: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{dest}"),
-    ])))
-    .unwrap();
-    let archs: Vec<&str> = raw["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
-    assert_eq!(archs, ["amd64", "arm64"]);
+    assert_eq!(index_archs(&remote_raw(&dest)), ["amd64", "arm64"]);
 
     let (digest, _) = push(&[&f.app], &format!("{}/e2e/withsbom:1", r.host()), &["--sbom"]);
     let client = r.client(None);
@@ -227,13 +229,7 @@ fn base_images_come_from_a_registry_by_digest() {
         .unwrap();
     assert!(!o.status.success() && !dir.path().join("unpinned.tar").exists());
     // The registry's bytes tampered with: a fresh fetch fails on the digest.
-    let raw: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{base}"),
-    ])))
-    .unwrap();
+    let raw = remote_raw(&base);
     let layer: nix_layer_blob::Digest = raw["layers"][0]["digest"].as_str().unwrap().parse().unwrap();
     let data = r.blob_data_path(&layer);
     let mut bytes = std::fs::read(&data).unwrap();
@@ -269,20 +265,7 @@ fn push_index_tags_platform_images_already_in_the_registry() {
     );
     assert!(out.starts_with("sha256:"), "{out}");
     for tag in ["1", "latest"] {
-        let raw: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{}/e2e/plat:{tag}", r.host()),
-        ])))
-        .unwrap();
-        let archs: Vec<&str> = raw["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["platform"]["architecture"].as_str().unwrap())
-            .collect();
-        assert_eq!(archs, ["amd64", "arm64"]);
+        assert_eq!(index_archs(&remote_raw(&format!("{}/e2e/plat:{tag}", r.host()))), ["amd64", "arm64"]);
     }
     let arm: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
         "--override-arch",

@@ -10,20 +10,7 @@ use nix_layer_image::{
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-const KEYS: [&str; 12] = [
-    "Cmd",
-    "Entrypoint",
-    "Env",
-    "ExposedPorts",
-    "Healthcheck",
-    "Labels",
-    "OnBuild",
-    "Shell",
-    "StopSignal",
-    "User",
-    "Volumes",
-    "WorkingDir",
-];
+const KEYS: [&str; 12] = nix_layer_image::CONFIG_KEYS;
 
 /// JSON of any shape, with Docker's config keys (and near misses) as keys.
 fn config_like() -> impl Strategy<Value = Value> {
