@@ -277,3 +277,43 @@ fn push_index_tags_platform_images_already_in_the_registry() {
     .unwrap();
     assert_eq!(arm["Architecture"], "arm64");
 }
+
+/// A docker-archive nix-layer wrote pushes with its config unchanged (same image ID) and
+/// runs when pulled back.
+#[test]
+fn push_of_a_docker_archive_keeps_its_config() {
+    let f = fixtures();
+    let r = registry();
+    let dir = scratch();
+    let archive = dir.path().join("app.tar");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .args(["--name", "arch:1", "--quiet", "-o"])
+        .arg(&archive));
+    let dest = format!("{}/e2e/archive:1", r.host());
+    run(nix_layer().arg("push").arg(&dest).arg("--archive").arg(&archive).arg("--plain-http"));
+    let local: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--config", "--raw"])
+            .arg(format!("docker-archive:{}", archive.display())),
+    ))
+    .unwrap();
+    let remote: serde_json::Value = serde_json::from_str(&stdout(Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ])))
+    .unwrap();
+    assert_eq!(local, remote, "the same config");
+    let raw = remote_raw(&dest);
+    assert_eq!(raw["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    let layout = dir.path().join("pulled");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false", &format!("docker://{dest}")])
+        .arg(format!("oci:{}:a", layout.display())));
+    verify_layout(&layout);
+}

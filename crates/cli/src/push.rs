@@ -34,6 +34,10 @@ pub struct PushArgs {
     /// Push an image of this OCI layout (one nix-layer wrote) instead of building one.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["closure", "graph"])]
     pub layout: Option<std::path::PathBuf>,
+    /// Push the image of this docker-archive (one nix-layer wrote) instead of building one:
+    /// its config is kept byte for byte, its layers are verified against it and gzipped.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["closure", "graph", "layout"])]
+    pub archive: Option<std::path::PathBuf>,
     /// The image's name in --layout (default: its only image).
     #[arg(long = "image", value_name = "NAME", requires = "layout")]
     pub layout_image: Option<String>,
@@ -79,6 +83,10 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
     let destination = Reference::parse(&a.destination)?;
     let client = crate::pull::client(a.build.plain_http, a.build.creds.as_deref())?;
     let tags: Vec<&str> = a.tags.iter().map(String::as_str).collect();
+    if let Some(file) = &a.archive {
+        let report = push_archive(&client, file, &destination, &tags)?;
+        return summarize(&destination, &report, 0, a.build.verbose);
+    }
     if let Some(dir) = &a.layout {
         let report = push_layout(&client, dir, a.layout_image.as_deref(), &destination, &tags)?;
         return summarize(&destination, &report, 0, verbose);
@@ -186,6 +194,38 @@ fn push_sbom(
     let media = Format::CycloneDx.media_type();
     client.push_referrer(destination, &subject, media, &payload, media, &BTreeMap::new())?;
     Ok(())
+}
+
+/// Pushes the image of a docker-archive: each layer verified against the config's
+/// diff_ids as it is read, gzipped for the registry; the config's bytes unchanged.
+fn push_archive(client: &Client, file: &Path, destination: &Reference, tags: &[&str]) -> Result<PushReport> {
+    let base = nix_layer_image::BaseImage::open(file)?;
+    let scratch = nix_layer_scratch::ScratchDir::new_in(&std::env::temp_dir(), "nix-layer-push-")
+        .context("cannot create a scratch directory")?;
+    let mut blobs = Vec::new();
+    for i in 0..base.layers.len() {
+        let raw = base.materialize_layer(i, scratch.path(), true)?;
+        let gz = nix_layer_blob::write_blob(scratch.path(), Compression::Gzip, |w| {
+            std::io::copy(&mut raw.reader(), w).map(drop)
+        })?;
+        blobs.push(gz);
+    }
+    let name = format!("{}/{}", destination.registry, destination.repository);
+    let reference = nix_layer_image::ImageRef::new(&name, destination.tag.as_deref().unwrap_or("latest"))?;
+    let infos = blobs.iter().map(|b| b.info().clone()).collect();
+    let image =
+        nix_layer_image::Image::from_config(reference, base.config_bytes.clone(), infos, &BTreeMap::new())?;
+    let config = BytesBlob::new(image.config().bytes().to_vec());
+    let verified: Vec<Verified> = blobs.iter().map(Verified).collect();
+    let mut sources: Vec<&dyn BlobSource> = vec![&config];
+    sources.extend(verified.iter().map(|v| v as &dyn BlobSource));
+    let upload = ImageUpload {
+        blobs: &sources,
+        manifest: image.manifest().bytes(),
+        media_type: image.manifest().media_type(),
+        mount_from: &[],
+    };
+    Ok(client.push_image(destination, tags, &upload)?)
 }
 
 /// Pushes an image (or a multi-platform index) of an OCI layout, blobs as stored.

@@ -91,6 +91,8 @@ pub struct BaseImage {
     pub layers: Vec<BaseLayer>,
     /// The whole image config (`config.Env`, `rootfs`, `history`, …).
     pub config: Value,
+    /// The config's bytes as stored (its digest is the image's identity).
+    pub config_bytes: Vec<u8>,
     /// What was opened, for messages.
     origin: PathBuf,
     /// A docker-archive that was compressed as a whole is unpacked here; held only so the
@@ -172,7 +174,8 @@ impl BaseImage {
             .iter()
             .map(|v| v.as_str().ok_or_else(|| bad("manifest.json Layers holds a non-string".into())))
             .collect::<Result<_, _>>()?;
-        let config: Value = serde_json::from_slice(&read_member(config_name)?)
+        let config_bytes = read_member(config_name)?;
+        let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("the config `{config_name}` is not valid JSON: {e}")))?;
         let diff_ids = diff_ids_of(&config).map_err(bad)?;
         if diff_ids.len() != layer_names.len() {
@@ -193,7 +196,7 @@ impl BaseImage {
             let compression = Compression::detect(&prefix[..n]);
             layers.push(BaseLayer { diff_id, descriptor: None, compression, source });
         }
-        Ok(BaseImage { layers, config, origin: path.to_owned(), _unpacked: unpacked })
+        Ok(BaseImage { layers, config, config_bytes, origin: path.to_owned(), _unpacked: unpacked })
     }
 
     /// Opens an image of an OCI layout: the one whose `org.opencontainers.image.ref.name`
@@ -207,7 +210,7 @@ impl BaseImage {
             ));
         }
         let blob_path = |digest: &Digest| dir.join("blobs").join("sha256").join(digest.hex());
-        let read_json_blob = |desc: &Value, what: &str| -> Result<Value, Error> {
+        let read_blob = |desc: &Value, what: &str| -> Result<Vec<u8>, Error> {
             let digest: Digest = desc["digest"]
                 .as_str()
                 .ok_or_else(|| bad(format!("the {what} descriptor has no digest")))?
@@ -225,7 +228,11 @@ impl BaseImage {
                     hint: "the layout is damaged; copy the image again",
                 });
             }
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("the {what} is not valid JSON: {e}")))
+            Ok(bytes)
+        };
+        let read_json_blob = |desc: &Value, what: &str| -> Result<Value, Error> {
+            serde_json::from_slice(&read_blob(desc, what)?)
+                .map_err(|e| bad(format!("the {what} is not valid JSON: {e}")))
         };
 
         let index_path = dir.join("index.json");
@@ -256,7 +263,9 @@ impl BaseImage {
                 .ok_or_else(|| bad("its image index lists no manifest".into()))?;
         }
         let manifest = read_json_blob(&desc, "manifest")?;
-        let config = read_json_blob(&manifest["config"], "config")?;
+        let config_bytes = read_blob(&manifest["config"], "config")?;
+        let config: Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| bad(format!("the config is not valid JSON: {e}")))?;
         let diff_ids = diff_ids_of(&config).map_err(bad)?;
         let layer_descs = manifest["layers"].as_array().cloned().unwrap_or_default();
         if diff_ids.len() != layer_descs.len() {
@@ -294,7 +303,7 @@ impl BaseImage {
                 source: BlobSource::File(path),
             });
         }
-        Ok(BaseImage { layers, config, origin: dir.to_owned(), _unpacked: None })
+        Ok(BaseImage { layers, config, config_bytes, origin: dir.to_owned(), _unpacked: None })
     }
 
     fn layer(&self, i: usize) -> Result<&BaseLayer, Error> {

@@ -96,6 +96,42 @@ impl Image {
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
         let config =
             Document::from_bytes(image_config_json(input, &diff_ids), MediaType::ImageConfig.as_ref());
+        let platform = (input.architecture.clone(), input.os.clone(), input.variant.clone());
+        Ok(Self::with_config(reference, config, layers, annotations, platform))
+    }
+
+    /// The image of an existing config (its bytes kept exactly, e.g. from a docker-archive
+    /// being pushed) and `layers`, which must be the ones its `rootfs.diff_ids` lists.
+    pub fn from_config(
+        reference: ImageRef,
+        config: Vec<u8>,
+        layers: Vec<BlobInfo>,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Image, Error> {
+        let value: serde_json::Value = serde_json::from_slice(&config)
+            .map_err(|e| Error::BadConfig(format!("the image config is not valid JSON: {e}")))?;
+        let listed = crate::diff_ids_of(&value).map_err(Error::BadConfig)?;
+        if listed != layers.iter().map(|l| l.diff_id).collect::<Vec<_>>() {
+            return Err(Error::ConfigLayersMismatch(format!(
+                "the config lists {} diff_ids that are not the {} layers given",
+                listed.len(),
+                layers.len()
+            )));
+        }
+        let field = |k: &str| value.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+        let platform =
+            (field("architecture").unwrap_or_default(), field("os").unwrap_or_default(), field("variant"));
+        let config = Document::from_bytes(config, MediaType::ImageConfig.as_ref());
+        Ok(Self::with_config(reference, config, layers, annotations, platform))
+    }
+
+    fn with_config(
+        reference: ImageRef,
+        config: Document,
+        layers: Vec<BlobInfo>,
+        annotations: &BTreeMap<String, String>,
+        (architecture, os, variant): (String, String, Option<String>),
+    ) -> Image {
         let mut manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
@@ -105,15 +141,15 @@ impl Image {
             manifest = manifest.annotations(annotations.clone().into_iter().collect::<HashMap<_, _>>());
         }
         let manifest = manifest.build().expect("every required manifest field is set");
-        Ok(Image {
+        Image {
             reference,
             layers,
             manifest: Document::new(&manifest, MediaType::ImageManifest.as_ref()),
             config,
-            architecture: input.architecture.clone(),
-            os: input.os.clone(),
-            variant: input.variant.clone(),
-        })
+            architecture,
+            os,
+            variant,
+        }
     }
 
     /// The same image under another name (the name is not part of the config or the
@@ -281,6 +317,32 @@ mod tests {
             ImageRef::new("app", "1").unwrap(),
             &input(3),
             vec![layer(b"a", Compression::None)],
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::ConfigLayersMismatch(_)), "{e}");
+    }
+
+    #[test]
+    fn an_existing_config_is_kept_byte_for_byte() {
+        let layers = vec![layer(b"a", Compression::Gzip)];
+        let built =
+            Image::new(ImageRef::new("app", "1").unwrap(), &input(1), layers.clone(), &BTreeMap::new())
+                .unwrap();
+        let again = Image::from_config(
+            ImageRef::new("registry.example/app", "1").unwrap(),
+            built.config().bytes().to_vec(),
+            layers,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(again.config().digest(), built.config().digest());
+        assert_eq!(again.manifest().bytes(), built.manifest().bytes());
+        assert_eq!(again.platform().architecture().to_string(), "arm64");
+        let e = Image::from_config(
+            ImageRef::new("x", "1").unwrap(),
+            built.config().bytes().to_vec(),
+            vec![layer(b"other", Compression::Gzip)],
             &BTreeMap::new(),
         )
         .unwrap_err();
