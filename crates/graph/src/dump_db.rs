@@ -25,12 +25,26 @@ impl Graph {
         if wanted.is_empty() {
             return Graph::new(Vec::new());
         }
-        let output = Command::new(nix_store)
-            .arg("--dump-db")
-            .args(wanted.iter().map(|p| p.as_str()))
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::Spawn { program: nix_store.to_owned(), source })?;
+        let run = || {
+            Command::new(nix_store)
+                .arg("--dump-db")
+                .args(wanted.iter().map(|p| p.as_str()))
+                .stdin(Stdio::null())
+                .output()
+        };
+        // ETXTBSY: a program just written is still open for writing in a child another
+        // thread forked (until that child execs). It passes in moments; retry briefly.
+        let mut output = run();
+        for _ in 0..50 {
+            match &output {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    output = run();
+                }
+                _ => break,
+            }
+        }
+        let output = output.map_err(|source| Error::Spawn { program: nix_store.to_owned(), source })?;
         if !output.status.success() {
             return Err(Error::NixStore {
                 program: nix_store.to_owned(),
