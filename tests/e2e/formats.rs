@@ -118,6 +118,7 @@ fn oci_archive_inspects_and_runs() {
 
 #[test]
 fn podman_loads_the_docker_archive_too() {
+    let _podman = podman_lock();
     if Command::new("podman").arg("--version").output().is_err() {
         panic!("podman is not installed; .ci/run installs it");
     }

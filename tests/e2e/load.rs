@@ -88,6 +88,7 @@ fn docker_load_sends_only_missing_layers() {
 
 #[test]
 fn podman_load_runs() {
+    let _podman = crate::support::podman_lock();
     let name = format!("nix-layer-e2e-load-podman:{}", std::process::id());
     let _images = Images(Engine::Podman, vec![format!("localhost/{name}")]);
     let out = run(&mut load("podman", &name, unique_mtime(), &[]));

@@ -132,9 +132,16 @@ impl Engine {
 
     /// Loads a docker-archive; returns the image reference to run.
     pub fn load(self, archive: &Path, reference: &str) -> Loaded {
+        let guard = self.lock();
         let out = stdout(self.cmd().arg("load").arg("-i").arg(archive));
         assert!(out.contains(reference.split(':').next().unwrap()), "load output: {out}");
-        Loaded { engine: self, reference: reference.to_owned() }
+        Loaded { engine: self, reference: reference.to_owned(), _guard: guard }
+    }
+
+    /// Podman's storage is not safe against one test removing an image whose layers
+    /// another test is committing ("layer not known"): Podman work is one at a time.
+    fn lock(self) -> Option<std::sync::MutexGuard<'static, ()>> {
+        (self == Engine::Podman).then(podman_lock)
     }
 
     /// Copies an OCI layout or archive into the engine with skopeo.
@@ -143,10 +150,11 @@ impl Engine {
             Engine::Docker => format!("docker-daemon:{reference}"),
             Engine::Podman => format!("containers-storage:{reference}"),
         };
+        let guard = self.lock();
         run(Command::new("skopeo")
             .args(["copy", "--quiet", source, &dest])
             .env("CONTAINERS_CONF", containers_conf()));
-        Loaded { engine: self, reference: reference.to_owned() }
+        Loaded { engine: self, reference: reference.to_owned(), _guard: guard }
     }
 }
 
@@ -154,6 +162,14 @@ impl Engine {
 pub struct Loaded {
     engine: Engine,
     pub reference: String,
+    // Last: released after the image is removed.
+    _guard: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+/// Held while a test uses Podman's storage (see [`Engine::lock`]).
+pub fn podman_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Loaded {
