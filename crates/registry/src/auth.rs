@@ -180,13 +180,22 @@ impl CredentialSource {
         if let Some(p) = &self.env.path {
             cmd.env("PATH", p);
         }
-        let mut child = cmd
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| fail(format!("cannot run credential helper `{program}`: {e}")))?;
+        cmd.arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // ETXTBSY: a helper just installed may still be open for writing in a child that
+        // another thread forked and has not exec'd yet; it passes in moments.
+        let mut attempts = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                spawned => {
+                    break spawned
+                        .map_err(|e| fail(format!("cannot run credential helper `{program}`: {e}")))?
+                }
+            }
+        };
         let server = if registry == DOCKER_HUB { "https://index.docker.io/v1/" } else { registry };
         // A helper that exits before reading stdin is reported by its status below.
         let _ = child.stdin.take().expect("piped").write_all(format!("{server}\n").as_bytes());
