@@ -622,9 +622,9 @@ mod tests {
             mtime: 0,
         };
         t.append_bytes(&file("l0/layer.tar", gz[0].len()), &gz[0]).unwrap();
-        t.append_bytes(&file("shared/layer.tar", gz[1].len()), &gz[1]).unwrap();
+        t.append_bytes(&file("common/layer.tar", gz[1].len()), &gz[1]).unwrap();
         let mut link = file("l1/layer.tar", 0);
-        link.kind = EntryKind::Symlink { target: b"../shared/layer.tar".to_vec() };
+        link.kind = EntryKind::Symlink { target: b"../common/layer.tar".to_vec() };
         t.append_bytes(&link, &[]).unwrap();
         t.append_bytes(&file("config.json", cfg.len()), &cfg).unwrap();
         t.append_bytes(&file("manifest.json", manifest.len()), &manifest).unwrap();
