@@ -14,6 +14,12 @@ fn build(args: &[&str]) -> Command {
     c
 }
 
+/// A scratch directory another user can reach: in the system's temporary directory, not
+/// under the checkout, whose ancestors may be private to this user (a `mktemp -d` clone).
+fn shared_scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("nix-layer-e2e-").tempdir_in("/tmp").unwrap()
+}
+
 /// Two images with the same tag in one layout: both stay, each under its own name.
 #[test]
 fn a_layout_keeps_every_image_written_into_it() {
@@ -36,7 +42,7 @@ fn a_layout_keeps_every_image_written_into_it() {
 /// Files follow the umask, and another user can read the layout with skopeo and umoci.
 #[test]
 fn another_user_reads_the_layout() {
-    let dir = scratch();
+    let dir = shared_scratch();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let layout = dir.path().join("L");
     run(build(&["--name", "shared/app:1", "--format", "oci", "--compression", "gzip", "--quiet", "-o"])
@@ -331,7 +337,7 @@ fn cache_verify_needs_a_cache() {
 #[test]
 fn another_users_cache_is_used_read_only() {
     let f = fixtures();
-    let dir = scratch();
+    let dir = shared_scratch();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let cache = dir.path().join("cache");
     run(build(&["--name", "ro:t", "--format", "oci", "--quiet", "--cache"])
