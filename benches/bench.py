@@ -15,8 +15,10 @@ there, then reports, in one run on the same paths:
   * sharing, from `nix-layer plan` of every image: efficiency E of the family
     {runtime, devcontainer, xl}, the bytes pulled for xl onto devcontainer,
     and the bytes xl re-sends for each update of the corpus (OpenSSL, zlib,
-    and two nothing was tuned on: curl, and xz, which is in no prior), all as
-    ratios to the ideal, for popularity, auto, shared and shared with the
+    and two nothing was tuned on: curl, and xz, which is in no prior), and
+    every package of xl updated in turn (`any_update_*`: re-sent over changed
+    bytes summed over all of them, and the median update), all as ratios to
+    the ideal, for popularity, auto, shared and shared with the
     family at max-layers 100, 50, 25 and 15. With the family, each image is
     planned with the family of its own variant (after a nixpkgs update the
     catalogue is regenerated with it).
@@ -227,7 +229,39 @@ def sharing(corpus, strategy, max_layers, size):
            "pull_xl_onto_devcontainer": round(pull(images[1], images[2]), 2)}
     for library, variant in UPDATES.items():
         row[f"{library}_update_resend"] = round(pull(images[2], plan("xl", variant)), 2)
+    row.update(any_update(images[2], f"{corpus}/xl-v1.closure-graph.json", size))
     return row
+
+
+def any_update(layers, graph_path, size):
+    """Every package of the image updated in turn, nothing tuned on: an update
+    changes the package and everything that depends on it and re-sends every
+    layer holding one of those (the layering as planned before the update).
+    Re-sent bytes over changed bytes, summed over all updates, and the median
+    update's ratio."""
+    nodes = json.load(open(graph_path))
+    users = {n["path"]: [] for n in nodes}
+    for n in nodes:
+        for r in n["references"]:
+            if r != n["path"]:
+                users[r].append(n["path"])
+    layer_of = {p: i for i, layer in enumerate(layers) for p in layer}
+    layer_bytes = [sum(size[p] for p in layer) for layer in layers]
+    sent_total = changed_total = 0
+    ratios = []
+    for q in users:
+        cone, todo = set(), [q]
+        while todo:
+            p = todo.pop()
+            if p not in cone:
+                cone.add(p)
+                todo += users[p]
+        changed = sum(size[p] for p in cone)
+        sent = sum(layer_bytes[i] for i in {layer_of[p] for p in cone})
+        sent_total, changed_total = sent_total + sent, changed_total + changed
+        ratios.append(sent / changed)
+    ratios.sort()
+    return {"any_update_resend": round(sent_total / changed_total, 2), "any_update_median": round(ratios[len(ratios) // 2], 2)}
 
 
 def table(rows):

@@ -177,8 +177,17 @@ struct Volatility {
 /// point of its score ([`History::volatility`]).
 const VOLATILE_WEIGHT: u128 = 4;
 
+/// A member's paths that no other member holds go on top when they weigh
+/// less than 1/TINY_ALONE of the family's bytes.
+const TINY_ALONE: u128 = 1000;
+
+/// A volatile library is left out when what it changes (itself and its
+/// dependents) times 11/10 reaches all of the family's bytes: in any
+/// layering its update re-sends at most 1.1× what it changed.
+const ALMOST_ALL: (u128, u128) = (11, 10);
+
 impl Volatility {
-    fn new(universe: &Graph, member: &[bool], history: &History) -> Volatility {
+    fn new(universe: &Graph, desc: &BitMatrix, member: &[bool], history: &History) -> Volatility {
         let mut libraries: BTreeMap<String, (u64, Vec<usize>)> = BTreeMap::new();
         for i in (0..universe.len()).filter(|&i| member[i]) {
             if let Some((library, score)) = history.volatility(universe.info(i).path.name()) {
@@ -187,7 +196,18 @@ impl Volatility {
                 e.1.push(i);
             }
         }
-        let libraries = libraries.into_values().collect();
+        // A library nearly everything depends on (glibc) is left out (see
+        // ALMOST_ALL): its cone is not worth a layer.
+        let bytes = |i: usize| if member[i] { universe.info(i).nar_size as u128 } else { 0 };
+        let total: u128 = (0..universe.len()).map(bytes).sum();
+        let libraries = libraries
+            .into_values()
+            .filter(|(_, paths)| {
+                let hit = |i: usize| paths.iter().any(|&v| v == i || desc.get(i, v));
+                let cone: u128 = (0..universe.len()).filter(|&i| hit(i)).map(bytes).sum();
+                cone * ALMOST_ALL.0 < total * ALMOST_ALL.1
+            })
+            .collect();
         Volatility { libraries }
     }
 
@@ -325,6 +345,7 @@ fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> (V
             break;
         }
         let together = pairs[b][a].1.expect("evaluated").1;
+
         stored_added += least;
         let gone = classes.remove(b);
         alone.remove(b);
@@ -386,20 +407,35 @@ pub fn plan_shared_with_family(
     // closure (see `Volatility`); it depends only on the path's closure.
     let ctx = Context::new(&universe, opts);
     let member: Vec<bool> = (0..n).map(|i| family.infos.contains_key(&universe.info(i).path)).collect();
-    let volatility = Volatility::new(&universe, &member, &family.history);
+    let volatility = Volatility::new(&universe, &ctx.desc, &member, &family.history);
+    let signature_of: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            let p = &universe.info(i).path;
+            (0..family.members.len()).filter(|&m| family.members[m].1.contains(p)).collect()
+        })
+        .collect();
+    // What one member alone holds and is tiny (its own root: an env, a
+    // wrapper) is only ever in images built on that member: it joins their
+    // top rather than spend a layer of every image's share on itself.
+    let bytes = |i: usize| universe.info(i).nar_size as u128;
+    let member_bytes: u128 = (0..n).filter(|&i| member[i]).map(bytes).sum();
+    let mut alone: BTreeMap<usize, u128> = BTreeMap::new();
+    for i in (0..n).filter(|&i| signature_of[i].len() == 1) {
+        *alone.entry(signature_of[i][0]).or_default() += bytes(i);
+    }
+    let on_top = |sig: &[usize]| match sig {
+        [] => true,
+        [m] => alone[m] * TINY_ALONE < member_bytes,
+        _ => false,
+    };
     let mut by_signature: BTreeMap<(Vec<usize>, Vec<usize>), Vec<usize>> = BTreeMap::new();
     let mut own: Vec<usize> = Vec::new();
-    let mut signature_of: Vec<Vec<usize>> = Vec::with_capacity(n);
-    for i in 0..n {
-        let p = &universe.info(i).path;
-        let sig: Vec<usize> =
-            (0..family.members.len()).filter(|&m| family.members[m].1.contains(p)).collect();
-        if sig.is_empty() {
+    for (i, sig) in signature_of.iter().enumerate() {
+        if on_top(sig) {
             own.push(i);
         } else {
             by_signature.entry((sig.clone(), volatility.signature(&ctx.desc, i))).or_default().push(i);
         }
-        signature_of.push(sig);
     }
     let mut classes: Vec<Class> = by_signature
         .into_iter()
@@ -428,6 +464,7 @@ pub fn plan_shared_with_family(
     let lowest = if classes.len() + 8 < room { room } else { (room / 2).max(room.saturating_sub(12)).max(1) };
     for target in (lowest..=room).rev() {
         let (merged, stored) = merge_by_cost(&costs, classes.clone(), target);
+        let (merged, stored) = improve(&costs, &classes, merged, stored);
         let merged = merge_to_fit(merged, room);
         let (shares, updates) = allocate(&ctx, &universe, &weights, &merged, room);
         // Sharing first: no target may store more than the least merging.
@@ -437,6 +474,7 @@ pub fn plan_shared_with_family(
         }
     }
     let (_, classes, shares) = best.expect("room >= 1");
+
     let mut layers: Vec<Vec<usize>> = Vec::new();
     for (class, &(share, t)) in classes.iter().zip(&shares) {
         if !class.paths.iter().any(|&i| held[i]) {
@@ -462,6 +500,97 @@ pub fn plan_shared_with_family(
     };
     plan.validate(graph, budget)?;
     Ok(plan)
+}
+
+/// How many times [`improve`] goes over the atoms at most.
+const IMPROVE_PASSES: usize = 8;
+
+/// Merging in pairs cannot undo an early merge that later ones make costly,
+/// so afterwards single `atoms` (the classes before merging) move between
+/// the `merged` classes while a move lowers the family's cost (bytes stored,
+/// then needless update bytes), the best move first, a few passes at most.
+/// Returns the classes, in the same order, and the bytes stored in addition
+/// to the atoms alone (`stored` was that before the moves).
+fn improve(costs: &MergeCosts, atoms: &[Class], merged: Vec<Class>, stored: u128) -> (Vec<Class>, u128) {
+    if merged.len() == atoms.len() || merged.len() < 2 {
+        return (merged, stored);
+    }
+    let k = merged.len();
+    let mut group: Vec<usize> = atoms
+        .iter()
+        .map(|a| merged.iter().position(|c| c.paths.binary_search(&a.paths[0]).is_ok()).expect("merged"))
+        .collect();
+    let paths_of = |g: usize, group: &[usize]| -> Vec<usize> {
+        let mut p: Vec<usize> = atoms
+            .iter()
+            .zip(group)
+            .filter(|&(_, &x)| x == g)
+            .flat_map(|(a, _)| a.paths.iter().copied())
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    let mut scratch = vec![0u64; costs.desc.words()];
+    let mut cost: Vec<Cost> = (0..k).map(|g| costs.of(&paths_of(g, &group), &mut scratch)).collect();
+    let mut size = vec![0usize; k];
+    group.iter().for_each(|&g| size[g] += 1);
+    let sum = |c: &[Cost]| c.iter().fold((0u128, 0u128), |t, c| (t.0 + c.0, t.1 + c.1));
+    let before = sum(&cost).0;
+    for _ in 0..IMPROVE_PASSES {
+        let mut moved = false;
+        for a in 0..atoms.len() {
+            let from = group[a];
+            if size[from] == 1 {
+                continue;
+            }
+            group[a] = usize::MAX;
+            let left = costs.of(&paths_of(from, &group), &mut scratch);
+            let total = sum(&cost);
+            let mut best: Option<(Cost, usize, Cost)> = None;
+            for to in (0..k).filter(|&to| to != from) {
+                group[a] = to;
+                let joined = costs.of(&paths_of(to, &group), &mut scratch);
+                let after = (
+                    total.0 - cost[from].0 - cost[to].0 + left.0 + joined.0,
+                    total.1 - cost[from].1 - cost[to].1 + left.1 + joined.1,
+                );
+                if after < total && best.is_none_or(|b| after < b.0) {
+                    best = Some((after, to, joined));
+                }
+            }
+            match best {
+                Some((_, to, joined)) => {
+                    group[a] = to;
+                    (cost[from], cost[to]) = (left, joined);
+                    size[from] -= 1;
+                    size[to] += 1;
+                    moved = true;
+                }
+                None => group[a] = from,
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    let classes = (0..k)
+        .map(|g| {
+            let members: Vec<&Class> =
+                atoms.iter().zip(&group).filter(|&(_, &x)| x == g).map(|(a, _)| a).collect();
+            let mut signature: Vec<usize> =
+                members.iter().flat_map(|a| a.signature.iter().flatten().copied()).collect();
+            signature.sort_unstable();
+            signature.dedup();
+            let mut volatile: Vec<usize> = members.iter().flat_map(|a| a.volatile.iter().copied()).collect();
+            volatile.sort_unstable();
+            volatile.dedup();
+            let paths = paths_of(g, &group);
+            let bytes = members.iter().map(|a| a.bytes).sum();
+            Class { signature: Some(signature), volatile, paths, bytes }
+        })
+        .collect();
+    let after = sum(&cost).0;
+    (classes, (stored + after).saturating_sub(before))
 }
 
 /// More classes than `room` layers: the classes with the fewest paths (then
@@ -565,6 +694,7 @@ impl Weights {
         let of: Vec<u128> = (0..n).map(|q| bytes(q) + anc.ones(q).map(bytes).sum::<u128>()).collect();
         let deps = (0..n).map(|p| desc.ones(p).map(|q| of[q]).sum()).collect();
         let total: u128 = (0..n).map(bytes).sum::<u128>().max(1);
+        let others: u128 = of.iter().sum::<u128>() >> 4;
         let libraries = volatility
             .libraries
             .iter()
@@ -576,8 +706,13 @@ impl Weights {
                         *a |= b;
                     }
                 }
-                let changed: u128 = crate::bits::ones(&cone).map(bytes).sum::<u128>().max(1);
-                let weight = VOLATILE_WEIGHT * *score as u128 * (total / changed).isqrt().max(1) * total;
+                // Per unit of re-send ratio (so per byte, over the bytes
+                // it changes, at least 1/10000 of the family's), it weighs
+                // VOLATILE_WEIGHT × its score times every other update
+                // together.
+                let changed: u128 =
+                    crate::bits::ones(&cone).map(bytes).sum::<u128>().max(total / 10_000).max(1);
+                let weight = VOLATILE_WEIGHT * *score as u128 * others * (total << 4) / changed;
                 (weight, cone)
             })
             .collect();
@@ -893,6 +1028,69 @@ mod tests {
         p.validate(&x2, budget).unwrap();
         assert!(cone_apart(&x2, &p, "jq"), "{:?}", names(&p));
         assert_ne!(p, plan_with_family(&x2, Strategy::Shared, budget, &base).unwrap());
+    }
+
+    #[test]
+    fn a_members_tiny_root_goes_on_top() {
+        // Each member has a root of its own (an env), held by no other:
+        // it joins that image's top instead of costing every image a layer.
+        let (b, d, x) = nested();
+        let with_root = |g: &Graph, root: &str| {
+            let mut infos = g.infos().to_vec();
+            let refs = g.infos().iter().map(|i| i.path.clone()).collect();
+            infos.push(PathInfo::from_raw_references(sp(root), refs, 4 * K));
+            Graph::new(infos).unwrap()
+        };
+        let (b, d, x) = (with_root(&b, "base-env"), with_root(&d, "dev-env"), with_root(&x, "xl-env"));
+        let family = fam(&[("base", &b), ("dev", &d), ("xl", &x)]);
+        for budget in [4, 6, 9] {
+            let plans: Vec<Plan> = [&b, &d, &x]
+                .iter()
+                .map(|g| plan_with_family(g, Strategy::Shared, budget, &family).unwrap())
+                .collect();
+            // (xl's root is with the compilers only xl holds: not tiny.)
+            for (p, root) in plans.iter().zip(["base-env", "dev-env"]) {
+                assert_eq!(names(p).last().unwrap(), &vec![root.to_string()], "budget {budget}");
+            }
+            // Below the roots, the smaller images' layers are the larger's.
+            let (base, dev) = (&plans[0].layers, &plans[1].layers);
+            assert_eq!(base[..base.len() - 1], dev[..base.len() - 1], "budget {budget}");
+            assert_eq!(dev[..dev.len() - 1], plans[2].layers[..dev.len() - 1], "budget {budget}");
+        }
+        // Three member classes fit the three layers below the top: without
+        // the rule, five classes (the roots' two) had to merge.
+        let xl = plan_with_family(&x, Strategy::Shared, 4, &family).unwrap();
+        let images: Vec<_> = [(&b, "base"), (&d, "dev"), (&x, "xl")]
+            .iter()
+            .map(|(g, _)| plan_layers("", &plan_with_family(g, Strategy::Shared, 4, &family).unwrap(), g))
+            .collect();
+        let size = |p: &str| {
+            x.infos()
+                .iter()
+                .chain(b.infos())
+                .chain(d.infos())
+                .find(|i| i.path.as_str() == p)
+                .map_or(0, |i| i.nar_size)
+        };
+        let r = family_report(&images, &size);
+        assert_eq!(r.stored_bytes, r.unique_closure_bytes, "{:?}", names(&xl));
+        assert_eq!(xl.layers.len(), 3, "{:?}", names(&xl));
+    }
+
+    #[test]
+    fn a_library_nearly_all_depend_on_splits_nothing() {
+        // Everything but the certificates depends on libc: its update
+        // re-sends at most 1.1x what changed in any layering, so it makes no
+        // classes; openssl, zlib and curl do.
+        let (_, _, x) = nested();
+        let desc = crate::bits::descendants(&x);
+        let member = vec![true; x.len()];
+        let v = Volatility::new(&x, &desc, &member, &History::default());
+        let libc = x.index_of(&sp("libc")).unwrap();
+        assert!(v.libraries.iter().all(|(_, paths)| !paths.contains(&libc)));
+        let named: BTreeSet<&str> =
+            v.libraries.iter().flat_map(|(_, p)| p.iter().map(|&i| x.info(i).path.name())).collect();
+        assert_eq!(named, ["curl", "openssl", "zlib"].into_iter().collect());
     }
 
     #[test]
