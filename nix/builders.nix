@@ -199,6 +199,32 @@ let
 
   # Drops from `packages` every derivation equal to one of `drop`.
   without = drop: filter (p: !(builtins.elem p drop));
+
+  # The arguments of both builders beyond the shared ones, with the defaults
+  # they have in common; each builder adds its own (name, user, workdir,
+  # maxLayers, …).
+  userArgs = {
+    uid = 1000;
+    gid = 1000;
+    extraConfig = { };
+    topLayer = { };
+  };
+
+  # The image both builders make of their arguments `a`: `contents` and the CA
+  # certificates; `baseConfig` merged with `a.extraConfig`; a top layer of the
+  # system files, `files`, then `a.topLayer` (which wins by path).
+  userImage =
+    a:
+    {
+      contents,
+      baseConfig,
+      files,
+    }:
+    toImage a {
+      contents = contents ++ [ deps.cacert ];
+      config = mergeConfig baseConfig a.extraConfig;
+      topLayer = mergeTopLayers ([ systemFiles ] ++ files ++ [ a.topLayer ]);
+    };
 in
 rec {
   # A user as a top-layer fragment: /etc/passwd, /etc/group and /etc/shadow
@@ -406,34 +432,29 @@ rec {
   mkDevContainer =
     args:
     let
-      a = builderArgs "mkDevContainer" {
-        name = "devcontainer";
-        user = "vscode";
-        uid = 1000;
-        gid = 1000;
-        workdir = "/workspace";
-        extraConfig = { };
-        topLayer = { };
-        nixConfig = "";
-        sudo = true;
-        direnv = true;
-        nixLd = true;
-        includeNixDB = true;
-        maxLayers = 100;
-      } args;
+      a = builderArgs "mkDevContainer" (
+        userArgs
+        // {
+          name = "devcontainer";
+          user = "vscode";
+          workdir = "/workspace";
+          nixConfig = "";
+          sudo = true;
+          direnv = true;
+          nixLd = true;
+          includeNixDB = true;
+          maxLayers = 100;
+        }
+      ) args;
       inherit (a)
-        packages
         user
         uid
         gid
         workdir
-        extraConfig
-        topLayer
         nixConfig
         sudo
         direnv
         nixLd
-        includeNixDB
         ;
       home = "/home/${user}";
       owned = { inherit uid gid; };
@@ -491,25 +512,19 @@ rec {
         };
       };
     in
-    toImage a (
-      {
-        # sudo comes as the setuid copy; the package itself would put a
-        # useless non-setuid sudo and its own /etc/sudoers in the image.
-        contents = without (optional sudo deps.sudo) packages ++ [ deps.cacert ];
-        config = mergeConfig baseConfig extraConfig;
-        topLayer = mergeTopLayers (
-          [
-            systemFiles
-            userFiles
-            nixFiles
-            shellFiles
-          ]
-          ++ optional sudo sudoFiles
-          ++ optional withNixLd nixLdFiles
-          ++ [ topLayer ]
-        );
-      }
-    );
+    userImage a {
+      # sudo comes as the setuid copy; the package itself would put a useless
+      # non-setuid sudo and its own /etc/sudoers in the image.
+      contents = without (optional sudo deps.sudo) a.packages;
+      inherit baseConfig;
+      files = [
+        userFiles
+        nixFiles
+        shellFiles
+      ]
+      ++ optional sudo sudoFiles
+      ++ optional withNixLd nixLdFiles;
+    };
 
   # A production container: a non-root user (default app, uid 1000) whose
   # home is the working directory, the packages, CA certificates, and nothing
@@ -517,24 +532,20 @@ rec {
   mkRuntime =
     args:
     let
-      a = builderArgs "mkRuntime" {
-        name = "runtime";
-        user = "app";
-        uid = 1000;
-        gid = 1000;
-        workdir = "/app";
-        extraConfig = { };
-        topLayer = { };
-        maxLayers = 50;
-      } args;
+      a = builderArgs "mkRuntime" (
+        userArgs
+        // {
+          name = "runtime";
+          user = "app";
+          workdir = "/app";
+          maxLayers = 50;
+        }
+      ) args;
       inherit (a)
-        packages
         user
         uid
         gid
         workdir
-        extraConfig
-        topLayer
         ;
       baseConfig = {
         # Numeric, so that Kubernetes' runAsNonRoot can check it.
@@ -551,19 +562,15 @@ rec {
         ];
       };
     in
-    toImage a (
-      {
-        contents = packages ++ [ deps.cacert ];
-        config = mergeConfig baseConfig extraConfig;
-        topLayer = mergeTopLayers [
-          systemFiles
-          (mkUser {
-            name = user;
-            inherit uid gid;
-            home = workdir;
-          })
-          topLayer
-        ];
-      }
-    );
+    userImage a {
+      contents = a.packages;
+      inherit baseConfig;
+      files = [
+        (mkUser {
+          name = user;
+          inherit uid gid;
+          home = workdir;
+        })
+      ];
+    };
 }

@@ -105,10 +105,19 @@ fn the_registry_is_the_shared_layer_cache() {
     let r = registry();
     push(&[&f.app], &format!("{}/e2e/cached:1", r.host()), &[]);
     let before = blob_uploads(&r, "e2e/cached:1");
+    let logged = r.requests().len();
     let (_, stderr) = push(&[&f.app], &format!("{}/e2e/cached:2", r.host()), &[]);
+    let requests = r.requests()[logged..].to_vec();
     assert!(stderr.contains("(3 layers not even built)"), "{stderr}");
     assert!(stderr.contains(": 0 blobs uploaded (0 bytes)"), "{stderr}");
     assert_eq!(blob_uploads(&r, "e2e/cached:2"), before, "nothing is uploaded again: {stderr}");
+    // The index lookup's HEAD of a layer is the push's: no blob is asked about twice.
+    let raw = remote_raw(&format!("{}/e2e/cached:2", r.host()));
+    for layer in raw["layers"].as_array().unwrap() {
+        let path = format!("/v2/e2e/cached/blobs/{}", layer["digest"].as_str().unwrap());
+        let heads = requests.iter().filter(|q| q.method == "HEAD" && q.path == path).count();
+        assert_eq!(heads, 1, "{path}: {requests:#?}");
+    }
 }
 
 #[test]

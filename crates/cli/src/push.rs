@@ -3,9 +3,10 @@
 //! cache: a small index there (tag `nix-layer-cache`) maps layer cache keys to blobs, so a
 //! fresh machine does not even produce the layers that went out before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -96,11 +97,18 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
         None => destination.clone(),
     };
     let index = client.read_layer_cache(&cache_repo).context("cannot read the registry's layer index")?;
+    // The blobs the HEADs below found in the cache repository: when that is the
+    // destination, the push does not ask about them again.
+    let confirmed = Mutex::new(HashSet::new());
     let remote = |key: &str| -> Option<BlobInfo> {
         let c = index.get(key)?;
         let compression = Compression::from_layer_media_type(&c.media_type)?;
         // Only what the cache repository really holds, at the recorded size.
-        (client.head_blob(&cache_repo, &c.digest).ok()?? == c.size).then_some(BlobInfo {
+        let held = client.head_blob(&cache_repo, &c.digest).ok()?? == c.size;
+        if held {
+            confirmed.lock().expect("confirmed blobs").insert(c.digest);
+        }
+        held.then_some(BlobInfo {
             diff_id: c.diff_id,
             // Unknown without the bytes; only the summary would use it.
             uncompressed_size: 0,
@@ -148,7 +156,12 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
         media_type: image.manifest().media_type(),
         mount_from: &mount_from,
     };
-    let report = client.push_image(&destination, &tags, &upload)?;
+    let present = if cache_repo.repository == destination.repository {
+        confirmed.into_inner().expect("confirmed blobs")
+    } else {
+        HashSet::new()
+    };
+    let report = client.push_image_known(&destination, &tags, &upload, &present)?;
     let new: BTreeMap<String, CachedLayer> = built
         .store_keys
         .iter()

@@ -109,6 +109,24 @@ pub(crate) fn check(format: OutputFormat, output: &Output) -> Result<(), Error> 
 /// What an output writer returns: the layers in image order.
 pub(crate) type Assemble<'a> = dyn Fn(&[&Produced]) -> Result<Image, Error> + 'a;
 
+/// What both docker-archive writers begin with: the base and top layers as uncompressed
+/// blobs and, with a layer cache, the store layers too (`None`: the writer produces them).
+struct DockerLayers {
+    base: Vec<Produced>,
+    top: Produced,
+    cached: Option<Vec<Produced>>,
+}
+
+fn docker_layers(layers: &Layers) -> Result<DockerLayers, Error> {
+    let base = layers.base(true)?;
+    let top = layers.top(Compression::None)?;
+    let cached = match layers.req.cache {
+        Some(_) => Some(layers.store_blobs(Compression::None)?),
+        None => None,
+    };
+    Ok(DockerLayers { base, top, cached })
+}
+
 /// A docker-archive file, laid out from the layer sizes and filled in place: store layers
 /// are written straight into their slots by the worker threads (or copied from the cache),
 /// base and top layers copied from their verified blobs.
@@ -118,12 +136,7 @@ pub(crate) fn docker_archive_file(
     dest: &Path,
     assemble: &Assemble,
 ) -> Result<Image, Error> {
-    let base = layers.base(true)?;
-    let top = layers.top(Compression::None)?;
-    let cached = match layers.req.cache {
-        Some(_) => Some(layers.store_blobs(Compression::None)?),
-        None => None,
-    };
+    let DockerLayers { base, top, cached } = docker_layers(layers)?;
     let store_lengths = match &cached {
         Some(store) => store.iter().map(|l| l.info.size).collect(),
         None => layers.store_lengths()?,
@@ -171,13 +184,8 @@ pub(crate) fn docker_archive_stream(
     out: &mut dyn Write,
     present: &dyn Fn(&[Digest]) -> bool,
 ) -> Result<Image, Error> {
-    let base = layers.base(true)?;
-    let top = layers.top(Compression::None)?;
+    let DockerLayers { base, top, cached } = docker_layers(layers)?;
     let mut w = DockerArchiveWriter::new(BufWriter::with_capacity(1 << 20, out), layers.req.mtime.epoch);
-    let cached = match layers.req.cache {
-        Some(_) => Some(layers.store_blobs(Compression::None)?),
-        None => None,
-    };
     let digests: Vec<(Digest, u64)> = match &cached {
         Some(store) => store.iter().map(|l| (l.info.diff_id, l.info.size)).collect(),
         None => layers.store_digests()?,

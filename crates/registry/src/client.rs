@@ -1,6 +1,6 @@
 //! The distribution API client: requests with auth and retries, blobs, manifests, pushes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -638,10 +638,31 @@ impl Client {
         blobs: &[&dyn BlobSource],
         mount_from: &[&str],
     ) -> Result<Vec<BlobReport>, Error> {
-        let mut seen = std::collections::HashSet::new();
+        self.push_blobs_known(repo, blobs, mount_from, &HashSet::new())
+    }
+
+    /// [`Client::push_blobs`], without a HEAD for the blobs in `present` (see
+    /// [`Client::push_image_known`]).
+    fn push_blobs_known(
+        &self,
+        repo: &Reference,
+        blobs: &[&dyn BlobSource],
+        mount_from: &[&str],
+        present: &HashSet<Digest>,
+    ) -> Result<Vec<BlobReport>, Error> {
+        let mut seen = HashSet::new();
         let unique: Vec<&dyn BlobSource> =
             blobs.iter().copied().filter(|b| seen.insert(b.digest())).collect();
-        self.parallel(&unique, |blob| self.push_blob(repo, blob, mount_from))
+        self.parallel(&unique, |blob| {
+            if present.contains(&blob.digest()) {
+                return Ok(BlobReport {
+                    digest: blob.digest(),
+                    size: blob.size(),
+                    outcome: BlobOutcome::Present,
+                });
+            }
+            self.push_blob(repo, blob, mount_from)
+        })
     }
 
     /// Runs `f` over `items` on up to `parallel_uploads` threads; after a failure no new
@@ -992,6 +1013,20 @@ impl Client {
         tags: &[&str],
         image: &ImageUpload,
     ) -> Result<PushReport, Error> {
+        self.push_image_known(target, tags, image, &HashSet::new())
+    }
+
+    /// [`Client::push_image`] when a HEAD of this same run already found some blobs in
+    /// `target`'s repository at their size: those in `present` are reported present without
+    /// another HEAD. Only a HEAD's answer belongs there, never a hint such as the layer
+    /// cache index's entries; every other blob is checked (and uploaded) as usual.
+    pub fn push_image_known(
+        &self,
+        target: &Reference,
+        tags: &[&str],
+        image: &ImageUpload,
+        present: &HashSet<Digest>,
+    ) -> Result<PushReport, Error> {
         let digest = Digest::of(image.manifest);
         if let Some(pinned) = target.digest.filter(|d| *d != digest) {
             return Err(Error::DigestMismatch {
@@ -1009,7 +1044,7 @@ impl Client {
         for t in &all_tags {
             target.with_tag(t)?;
         }
-        let blobs = self.push_blobs(target, image.blobs, image.mount_from)?;
+        let blobs = self.push_blobs_known(target, image.blobs, image.mount_from, present)?;
         self.push_manifest(target, &all_tags, image.manifest, image.media_type)?;
         Ok(PushReport {
             manifest_digest: digest,

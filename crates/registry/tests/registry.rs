@@ -204,6 +204,36 @@ fn a_second_image_uploads_only_its_new_blobs() {
     assert_eq!(count(reqs, "PUT", "/manifests/2"), 1);
 }
 
+/// Blobs a HEAD of the same run already found are not asked about again; the rest are
+/// HEADed, uploaded and confirmed as usual.
+#[test]
+fn blobs_known_present_are_not_headed_again() {
+    let Some(reg) = TestRegistry::start_or_skip() else { return };
+    let client = reg.client(None);
+    let (a, b) = (layer("a", 20_000), layer("b", 20_000));
+    TestImage::new(std::slice::from_ref(&a), "amd64")
+        .push(&client, &reg.reference("known:1"), &[], &[])
+        .unwrap();
+    let img = TestImage::new(&[a, b], "amd64");
+    let known = img.layers[0].digest;
+    let before = reg.requests().len();
+    let blobs = img.blobs();
+    let upload =
+        ImageUpload { blobs: &blobs, manifest: &img.manifest, media_type: OCI_MANIFEST, mount_from: &[] };
+    let present = std::collections::HashSet::from([known]);
+    let report = client.push_image_known(&reg.reference("known:2"), &[], &upload, &present).unwrap();
+    let reqs = &reg.requests()[before..];
+    assert_eq!(count(reqs, "HEAD", &known.to_string()), 0, "{reqs:#?}");
+    // The new layer and the config: a HEAD (absent), the upload, a HEAD (confirmed).
+    for d in [img.layers[1].digest, img.config.digest] {
+        assert_eq!(count(reqs, "HEAD", &format!("/blobs/{d}")), 2, "{reqs:#?}");
+    }
+    assert_eq!(upload_puts(reqs), 2, "{reqs:#?}");
+    let outcomes: Vec<_> = report.blobs.iter().map(|b| (b.digest, b.outcome.clone())).collect();
+    assert!(outcomes.contains(&(known, BlobOutcome::Present)), "{outcomes:?}");
+    assert_eq!(report.uploaded(), 2);
+}
+
 #[test]
 fn blobs_are_mounted_across_repositories() {
     let Some(reg) = TestRegistry::start_or_skip() else { return };
