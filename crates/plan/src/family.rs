@@ -41,7 +41,9 @@
 //!    re-send more than 1.1× what it changes weighs more, round by round,
 //!    and the split that misses that target least is kept.
 //!
-//!    Two rules keep the classes few: a volatile library that more than
+//!    Classes also split along the dependents of a few load-bearing paths
+//!    nothing names volatile (see [`LOAD_BEARING`]), where an unforeseen
+//!    update costs most. Two rules keep the classes few: a volatile library that more than
 //!    10/11 of the family's bytes depend on (glibc) makes none (its update
 //!    re-sends at most 1.1× in any layering), and what one member alone
 //!    holds, if tiny (its own root), goes on top of its images.
@@ -180,7 +182,16 @@ struct Volatility {
     /// Each volatile library's score and paths (ascending); libraries by
     /// name.
     libraries: Vec<(u64, Vec<usize>)>,
+    /// Load-bearing paths that nothing names volatile: those with the
+    /// largest sets of dependents (see [`LOAD_BEARING`]), by index. Classes
+    /// split along their dependents too, so that an update nobody foresaw
+    /// still finds whole classes to re-send; they weigh as any other path.
+    load_bearing: Vec<usize>,
 }
+
+/// How many load-bearing paths split classes, and the least share of the
+/// family's bytes (1/n) that must depend on each.
+const LOAD_BEARING: (usize, u128) = (8, 4);
 
 /// A volatile library's update weighs, per point of its score
 /// ([`History::volatility`]) and per unit of re-send ratio, 1/VOLATILE_SHARE
@@ -227,15 +238,40 @@ impl Volatility {
                 let cone: u128 = (0..universe.len()).filter(|&i| hit(i)).map(bytes).sum();
                 cone * ALMOST_ALL.0 < total * ALMOST_ALL.1
             })
+            .collect::<Vec<(u64, Vec<usize>)>>();
+        // The paths most of the family depends on, as cones: the largest
+        // first (ties: by index), one per set of dependents, none that a
+        // volatile library or ALMOST_ALL covers.
+        let volatile: BTreeSet<usize> = libraries.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        let cone =
+            |v: usize| (0..universe.len()).filter(|&i| i == v || desc.get(i, v)).collect::<Vec<usize>>();
+        let mut candidates: Vec<(u128, usize)> = (0..universe.len())
+            .filter(|&v| member[v] && !volatile.contains(&v))
+            .map(|v| (cone(v).into_iter().map(bytes).sum(), v))
+            .filter(|&(c, _)| c * LOAD_BEARING.1 >= total && c * ALMOST_ALL.0 < total * ALMOST_ALL.1)
             .collect();
-        Volatility { libraries }
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut seen: BTreeSet<Vec<usize>> = BTreeSet::new();
+        let load_bearing = candidates
+            .into_iter()
+            .filter(|&(_, v)| seen.insert(cone(v)))
+            .map(|(_, v)| v)
+            .take(LOAD_BEARING.0)
+            .collect();
+        Volatility { libraries, load_bearing }
     }
 
     /// The volatile libraries (indices) that path `i` is part of or
     /// depends on: the updates that change it.
+    /// Then the load-bearing paths it is or depends on, numbered after the
+    /// libraries.
     fn signature(&self, desc: &BitMatrix, i: usize) -> Vec<usize> {
-        let hit = |paths: &Vec<usize>| paths.iter().any(|&v| v == i || desc.get(i, v));
-        (0..self.libraries.len()).filter(|&l| hit(&self.libraries[l].1)).collect()
+        let hit = |v: usize| v == i || desc.get(i, v);
+        let volatile = (0..self.libraries.len()).filter(|&l| self.libraries[l].1.iter().any(|&v| hit(v)));
+        let n = self.libraries.len();
+        volatile
+            .chain((0..self.load_bearing.len()).filter(|&k| hit(self.load_bearing[k])).map(|k| n + k))
+            .collect()
     }
 }
 
@@ -1245,6 +1281,33 @@ mod tests {
         // zlib 1.16, against 2.86 for curl at first).
         let (m, r, layers) = miss(6);
         assert!(m > 0.0 && m < 0.2, "{r:?} {layers}");
+    }
+
+    #[test]
+    fn what_much_depends_on_is_kept_apart_unnamed() {
+        // lzma is in no prior and no history, but a quarter of the family's
+        // bytes depend on it: its dependents get classes of their own, so
+        // its update re-sends whole layers only.
+        let (b, d, x) = nested();
+        let mut infos = x.infos().to_vec();
+        for (n, r, s) in [
+            ("lzma", &["libc"][..], 100 * K),
+            ("dpkg", &["lzma", "libc"][..], 80 * M),
+            ("tar", &["lzma"][..], 3 * M),
+        ] {
+            infos.push(PathInfo::from_raw_references(sp(n), r.iter().map(|r| sp(r)).collect(), s));
+        }
+        let x2 = Graph::new(infos).unwrap();
+        let family = fam(&[("base", &b), ("dev", &d), ("xl", &x2)]);
+        let desc = crate::bits::descendants(&x2);
+        let v = Volatility::new(&x2, &desc, &vec![true; x2.len()], &History::default());
+        let lzma = x2.index_of(&sp("lzma")).unwrap();
+        assert!(v.load_bearing.contains(&lzma));
+        for budget in [12, 30] {
+            let p = plan_with_family(&x2, Strategy::Shared, budget, &family).unwrap();
+            p.validate(&x2, budget).unwrap();
+            assert!(cone_apart(&x2, &p, "lzma"), "budget {budget}: {:?}", names(&p));
+        }
     }
 
     #[test]
