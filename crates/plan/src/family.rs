@@ -41,9 +41,7 @@
 //!    re-send more than 1.1× what it changes weighs more, round by round,
 //!    and the split that misses that target least is kept.
 //!
-//!    Classes also split along the dependents of a few load-bearing paths
-//!    nothing names volatile (see [`LOAD_BEARING`]), where an unforeseen
-//!    update costs most. Two rules keep the classes few: a volatile library that more than
+//!    Two rules keep the classes few: a volatile library that more than
 //!    10/11 of the family's bytes depend on (glibc) makes none (its update
 //!    re-sends at most 1.1× in any layering), and what one member alone
 //!    holds, if tiny (its own root), goes on top of its images.
@@ -182,16 +180,7 @@ struct Volatility {
     /// Each volatile library's score and paths (ascending); libraries by
     /// name.
     libraries: Vec<(u64, Vec<usize>)>,
-    /// Load-bearing paths that nothing names volatile: those with the
-    /// largest sets of dependents (see [`LOAD_BEARING`]), by index. Classes
-    /// split along their dependents too, so that an update nobody foresaw
-    /// still finds whole classes to re-send; they weigh as any other path.
-    load_bearing: Vec<usize>,
 }
-
-/// How many load-bearing paths split classes, and the least share of the
-/// family's bytes (1/n) that must depend on each.
-const LOAD_BEARING: (usize, u128) = (8, 4);
 
 /// A volatile library's update weighs, per point of its score
 /// ([`History::volatility`]) and per unit of re-send ratio, 1/VOLATILE_SHARE
@@ -238,40 +227,15 @@ impl Volatility {
                 let cone: u128 = (0..universe.len()).filter(|&i| hit(i)).map(bytes).sum();
                 cone * ALMOST_ALL.0 < total * ALMOST_ALL.1
             })
-            .collect::<Vec<(u64, Vec<usize>)>>();
-        // The paths most of the family depends on, as cones: the largest
-        // first (ties: by index), one per set of dependents, none that a
-        // volatile library or ALMOST_ALL covers.
-        let volatile: BTreeSet<usize> = libraries.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-        let cone =
-            |v: usize| (0..universe.len()).filter(|&i| i == v || desc.get(i, v)).collect::<Vec<usize>>();
-        let mut candidates: Vec<(u128, usize)> = (0..universe.len())
-            .filter(|&v| member[v] && !volatile.contains(&v))
-            .map(|v| (cone(v).into_iter().map(bytes).sum(), v))
-            .filter(|&(c, _)| c * LOAD_BEARING.1 >= total && c * ALMOST_ALL.0 < total * ALMOST_ALL.1)
             .collect();
-        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut seen: BTreeSet<Vec<usize>> = BTreeSet::new();
-        let load_bearing = candidates
-            .into_iter()
-            .filter(|&(_, v)| seen.insert(cone(v)))
-            .map(|(_, v)| v)
-            .take(LOAD_BEARING.0)
-            .collect();
-        Volatility { libraries, load_bearing }
+        Volatility { libraries }
     }
 
     /// The volatile libraries (indices) that path `i` is part of or
     /// depends on: the updates that change it.
-    /// Then the load-bearing paths it is or depends on, numbered after the
-    /// libraries.
     fn signature(&self, desc: &BitMatrix, i: usize) -> Vec<usize> {
-        let hit = |v: usize| v == i || desc.get(i, v);
-        let volatile = (0..self.libraries.len()).filter(|&l| self.libraries[l].1.iter().any(|&v| hit(v)));
-        let n = self.libraries.len();
-        volatile
-            .chain((0..self.load_bearing.len()).filter(|&k| hit(self.load_bearing[k])).map(|k| n + k))
-            .collect()
+        let hit = |paths: &Vec<usize>| paths.iter().any(|&v| v == i || desc.get(i, v));
+        (0..self.libraries.len()).filter(|&l| hit(&self.libraries[l].1)).collect()
     }
 }
 
@@ -1284,29 +1248,44 @@ mod tests {
     }
 
     #[test]
-    fn what_much_depends_on_is_kept_apart_unnamed() {
-        // lzma is in no prior and no history, but a quarter of the family's
-        // bytes depend on it: its dependents get classes of their own, so
-        // its update re-sends whole layers only.
-        let (b, d, x) = nested();
-        let mut infos = x.infos().to_vec();
-        for (n, r, s) in [
-            ("lzma", &["libc"][..], 100 * K),
-            ("dpkg", &["lzma", "libc"][..], 80 * M),
-            ("tar", &["lzma"][..], 3 * M),
-        ] {
-            infos.push(PathInfo::from_raw_references(sp(n), r.iter().map(|r| sp(r)).collect(), s));
-        }
-        let x2 = Graph::new(infos).unwrap();
-        let family = fam(&[("base", &b), ("dev", &d), ("xl", &x2)]);
-        let desc = crate::bits::descendants(&x2);
-        let v = Volatility::new(&x2, &desc, &vec![true; x2.len()], &History::default());
-        let lzma = x2.index_of(&sp("lzma")).unwrap();
-        assert!(v.load_bearing.contains(&lzma));
-        for budget in [12, 30] {
-            let p = plan_with_family(&x2, Strategy::Shared, budget, &family).unwrap();
-            p.validate(&x2, budget).unwrap();
-            assert!(cone_apart(&x2, &p, "lzma"), "budget {budget}: {:?}", names(&p));
+    fn sets_that_are_not_nested_share_their_common_layers() {
+        // A base set and two sets on it that hold nothing of each other
+        // (the flake's runtime and dev sets), images of base + one set + an
+        // application: the layers of what every set holds are the same.
+        let base: &[(&str, &[&str], u64)] = &[
+            ("libc", &[], 13 * M),
+            ("busybox", &["libc"], M),
+            ("certs", &[], 200 * K),
+            ("zlib", &["libc"], 100 * K),
+        ];
+        let runtime: &[(&str, &[&str], u64)] = &[("hello", &["libc"], 10 * K)];
+        let dev: &[(&str, &[&str], u64)] = &[
+            ("tool", &["busybox"], 20 * K),
+            ("sudo", &["libc", "zlib"], 500 * K),
+            ("direnv", &["libc"], 5 * M),
+        ];
+        let closure_of = |sets: &[&[(&str, &[&str], u64)]], roots: &[&str]| {
+            let g = graph(&sets.concat());
+            let roots: Vec<usize> = roots.iter().map(|r| g.index_of(&sp(r)).unwrap()).collect();
+            g.subgraph(&g.closure(&roots)).unwrap()
+        };
+        let family = fam(&[
+            ("base", &graph(base)),
+            ("runtime", &closure_of(&[base, runtime], &["hello"])),
+            ("dev", &closure_of(&[base, dev], &["tool", "sudo", "direnv"])),
+        ]);
+        let image = |set: &[(&str, &[&str], u64)], app: &str| {
+            let mut infos = graph(&[base, set].concat()).infos().to_vec();
+            let refs = infos.iter().map(|i| i.path.clone()).collect();
+            infos.push(PathInfo::from_raw_references(sp(app), refs, 4 * K));
+            Graph::new(infos).unwrap()
+        };
+        let (rt, dv) = (image(runtime, "rt-app"), image(dev, "dev-app"));
+        // (At 2, one layer for every set: nothing to share but all.)
+        for budget in 3..=8 {
+            let a = plan_with_family(&rt, Strategy::Shared, budget, &family).unwrap();
+            let b = plan_with_family(&dv, Strategy::Shared, budget, &family).unwrap();
+            assert_eq!(a.layers[0], b.layers[0], "budget {budget}: {:?} {:?}", names(&a), names(&b));
         }
     }
 
