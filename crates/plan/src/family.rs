@@ -249,7 +249,9 @@ struct MergeCosts<'a> {
     weights: &'a Weights,
     /// Each U path's member signature (empty for the image's own paths).
     signature_of: &'a [Vec<usize>],
-    members: usize,
+    /// Who may hold a layer: each member, and each union of two members
+    /// (an image of base + one set), as member lists.
+    holders: Vec<Vec<usize>>,
 }
 
 impl MergeCosts<'_> {
@@ -261,10 +263,15 @@ impl MergeCosts<'_> {
         (self.stored(parts.clone()), needless_bytes(self.universe, self.desc, self.weights, &parts, scratch))
     }
 
-    /// The part of `paths` each member holds, for the members holding some.
+    fn holds(&self, holder: &[usize], i: usize) -> bool {
+        holder.iter().any(|m| self.signature_of[i].contains(m))
+    }
+
+    /// The part of `paths` each holder has, for the holders having some.
     fn parts(&self, paths: &[usize]) -> Vec<Vec<usize>> {
-        (0..self.members)
-            .map(|m| paths.iter().copied().filter(|&i| self.signature_of[i].contains(&m)).collect())
+        self.holders
+            .iter()
+            .map(|h| paths.iter().copied().filter(|&i| self.holds(h, i)).collect())
             .filter(|p: &Vec<usize>| !p.is_empty())
             .collect()
     }
@@ -280,10 +287,11 @@ impl MergeCosts<'_> {
     fn variants(&self, paths: &[usize]) -> Variants {
         let mut ids: BTreeMap<Vec<usize>, usize> = BTreeMap::new();
         let mut bytes = vec![0u128];
-        let of = (0..self.members)
-            .map(|m| {
-                let part: Vec<usize> =
-                    paths.iter().copied().filter(|&i| self.signature_of[i].contains(&m)).collect();
+        let of = self
+            .holders
+            .iter()
+            .map(|h| {
+                let part: Vec<usize> = paths.iter().copied().filter(|&i| self.holds(h, i)).collect();
                 if part.is_empty() {
                     return 0;
                 }
@@ -296,6 +304,14 @@ impl MergeCosts<'_> {
             .collect();
         Variants { of, bytes }
     }
+}
+
+/// Each of `n` members alone, then each union of two: a merge that no
+/// member stores twice may still give two images built on different sets
+/// different layers, so the unions count as holders too.
+fn holders(n: usize) -> Vec<Vec<usize>> {
+    let pairs = (0..n).flat_map(|a| (a + 1..n).map(move |b| vec![a, b]));
+    (0..n).map(|m| vec![m]).chain(pairs).collect()
 }
 
 /// See [`MergeCosts::variants`].
@@ -316,9 +332,9 @@ impl Variants {
 
 /// Merges classes until `room` layers fit them, and past that while a
 /// merge costs nothing, one pair at a time: the
-/// pair whose merged layer stores the fewest extra bytes in the family
-/// (none when both have the same member signature, or no member holds
-/// both), then adds the least needless update bytes (ties: the first pair
+/// pair whose merged layer stores the fewest extra bytes in the family,
+/// counting each member and each union of two (none when both have the
+/// same member signature, or no such holder has only one), then adds the least needless update bytes (ties: the first pair
 /// in class order). A function of the family only.
 fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> (Vec<Class>, u128) {
     let mut scratch = vec![0u64; costs.desc.words()];
@@ -482,7 +498,7 @@ pub fn plan_shared_with_family(
             desc: &ctx.desc,
             weights: &weights,
             signature_of: &signature_of,
-            members: family.members.len(),
+            holders: holders(family.members.len()),
         };
         let (split, shares) = split_classes(&ctx, &costs, &classes, room);
         let over = weights.over_target(&universe, &ctx, &split, &shares);
@@ -1286,6 +1302,14 @@ mod tests {
             let a = plan_with_family(&rt, Strategy::Shared, budget, &family).unwrap();
             let b = plan_with_family(&dv, Strategy::Shared, budget, &family).unwrap();
             assert_eq!(a.layers[0], b.layers[0], "budget {budget}: {:?} {:?}", names(&a), names(&b));
+            // Every layer of the runtime image whose paths the dev image
+            // holds too is one of its layers: no merge gave the dev image
+            // a layer of base paths with dev paths mixed in.
+            // (From 5 layers: four member classes and the top.)
+            let shared = a.layers.iter().filter(|l| l.iter().all(|p| dv.index_of(p).is_some()));
+            for layer in shared.filter(|_| budget >= 5) {
+                assert!(b.layers.contains(layer), "budget {budget}: {:?} {:?}", names(&a), names(&b));
+            }
         }
     }
 
