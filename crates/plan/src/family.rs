@@ -489,16 +489,19 @@ pub fn plan_shared_with_family(
     // more, and the split is made again (a few rounds at most).
     // Where no split gets every library within the target, the one that
     // misses it least (summed over the libraries) is kept.
+    // (What does not change with the boosts, once.)
+    let anc = crate::bits::ancestors(&universe);
+    let holders = holders(family.members.len());
     let mut boost = vec![1u128; volatility.libraries.len()];
     let mut best: Option<(u128, Vec<Class>, Vec<Share>)> = None;
     for _ in 0..=BOOST_ROUNDS {
-        let weights = Weights::new(&universe, &ctx.desc, &member, &volatility, &boost);
+        let weights = Weights::new(&universe, &ctx.desc, &anc, &member, &volatility, &boost);
         let costs = MergeCosts {
             universe: &universe,
             desc: &ctx.desc,
             weights: &weights,
             signature_of: &signature_of,
-            holders: holders(family.members.len()),
+            holders: holders.clone(),
         };
         let (split, shares) = split_classes(&ctx, &costs, &classes, room);
         let over = weights.over_target(&universe, &ctx, &split, &shares);
@@ -812,12 +815,12 @@ impl Weights {
     fn new(
         universe: &Graph,
         desc: &BitMatrix,
+        anc: &BitMatrix,
         member: &[bool],
         volatility: &Volatility,
         boost: &[u128],
     ) -> Weights {
         let n = universe.len();
-        let anc = crate::bits::ancestors(universe);
         let bytes = |i: usize| if member[i] { universe.info(i).nar_size as u128 } else { 0 };
         let of: Vec<u128> = (0..n).map(|q| bytes(q) + anc.ones(q).map(bytes).sum::<u128>()).collect();
         let deps = (0..n).map(|p| desc.ones(p).map(|q| of[q]).sum()).collect();
