@@ -176,18 +176,11 @@ proptest! {
     #[test]
     fn mutated_closures_never_panic(
         c in closure(),
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+        edits in nix_layer_testkit::edits(7),
         which in 0usize..4,
     ) {
         let mut bytes = serde_json::to_vec(&spellings(&c)[which]).unwrap();
-        for (at, byte, op) in edits {
-            let i = at.index(bytes.len() + 1);
-            match op {
-                0 if i < bytes.len() => bytes[i] = byte,
-                1 if i < bytes.len() => { bytes.remove(i); }
-                _ => bytes.insert(i, byte),
-            }
-        }
+        nix_layer_testkit::mutate(&mut bytes, &edits);
         if let Ok(g) = read(&bytes) {
             assert_consistent(&g);
         }

@@ -108,21 +108,7 @@ fn write_index(dir: &Path, manifest: &Value) {
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
-/// Byte edits: overwrite, delete or insert at a position.
-fn edits() -> impl Strategy<Value = Vec<(Index, u8, u8)>> {
-    proptest::collection::vec((any::<Index>(), any::<u8>(), 0u8..3), 1..8)
-}
-
-fn mutate(bytes: &mut Vec<u8>, edits: &[(Index, u8, u8)]) {
-    for (at, byte, op) in edits {
-        let i = at.index(bytes.len() + 1);
-        match op {
-            0 if i < bytes.len() => bytes[i] = *byte,
-            1 if i < bytes.len() => drop(bytes.remove(i)),
-            _ => bytes.insert(i, *byte),
-        }
-    }
-}
+use nix_layer_testkit::{edits, mutate};
 
 /// What a hostile manifest may name: a member that exists, a path
 /// outside, or something that is not a name at all.
@@ -245,7 +231,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_docker_archives_never_panic(layers in layers(), edits in edits()) {
+    fn mutated_docker_archives_never_panic(layers in layers(), edits in edits(7)) {
         let mut bytes = tar_of(&archive_members(&layers));
         mutate(&mut bytes, &edits);
         Scene::new().open_archive(&bytes);
@@ -280,7 +266,7 @@ proptest! {
     fn mutated_oci_layouts_never_panic(
         layers in layers(),
         which in 0usize..3,
-        edits in edits(),
+        edits in edits(7),
         digest_edit in any::<bool>(),
     ) {
         let scene = Scene::new();

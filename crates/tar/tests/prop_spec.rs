@@ -198,17 +198,10 @@ proptest! {
     #[test]
     fn mutated_valid_specs_never_panic(
         v in valid_spec(),
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+        edits in nix_layer_testkit::edits(5),
     ) {
         let mut bytes = serde_json::to_vec(&v).unwrap();
-        for (at, byte, op) in edits {
-            let i = at.index(bytes.len() + 1);
-            match op {
-                0 if i < bytes.len() => bytes[i] = byte,
-                1 if i < bytes.len() => { bytes.remove(i); }
-                _ => bytes.insert(i, byte),
-            }
-        }
+        nix_layer_testkit::mutate(&mut bytes, &edits);
         if let Ok(spec) = parse_spec(&bytes) {
             assert_sane(&spec);
             if !spec.entries.iter().any(|e| matches!(e.kind, SpecKind::Copy { .. })) {
