@@ -21,7 +21,11 @@ there, then reports, in one run on the same paths:
     the ideal, for popularity, auto, shared and shared with the
     family at max-layers 100, 50, 25 and 15. With the family, each image is
     planned with the family of its own variant (after a nixpkgs update the
-    catalogue is regenerated with it).
+    catalogue is regenerated with it);
+  * the time `nix-layer plan` takes for xl with `shared`: alone, with the
+    corpus family (3 members), and with a family of 11 sets cut from xl
+    (base, devTools, python, pythonDev, … as the flake's catalogue has),
+    as ratios to planning without a family.
 
 Every speed figure is a ratio against a baseline measured in the same run.
 
@@ -264,6 +268,50 @@ def any_update(layers, graph_path, size):
     return {"any_update_resend": round(sent_total / changed_total, 2), "any_update_median": round(ratios[len(ratios) // 2], 2)}
 
 
+# Sets like the flake's catalogue, cut from xl: each is the runtime base plus
+# the closure of the packages named (by name prefix).
+ELEVEN = {"base": [], "devTools": ["git-2", "vim-9", "ripgrep", "fzf", "direnv", "bat-", "tmux", "less"],
+          "nixTools": ["curl-7", "jq", "xz-utils"], "python": ["python3-3"],
+          "pythonDev": ["python3-pip", "python3-setuptools"], "node": ["nodejs"], "go": ["make-4", "binutils-2"],
+          "goDev": ["gcc-12-12"], "rust": ["libstdc++6"], "rustDev": ["g++-12-12", "build-essential"],
+          "gnupg": ["gnupg-2", "dpkg-dev"]}
+
+
+def eleven_sets(corpus, tmp):
+    nodes = {n["path"]: n for n in json.load(open(f"{corpus}/xl-v1.closure-graph.json"))}
+    base = {n["path"] for n in json.load(open(f"{corpus}/runtime-v1.closure-graph.json")) if n["path"] in nodes}
+    files = []
+    for name, prefixes in ELEVEN.items():
+        todo = [p for p in nodes if any(p.split("-", 1)[1].startswith(x) for x in prefixes)]
+        seen = set(base)
+        while todo:
+            p = todo.pop()
+            if p not in seen:
+                seen.add(p)
+                todo += nodes[p]["references"]
+        files.append(os.path.join(tmp, f"{name}.closure-graph.json"))
+        json.dump([nodes[p] for p in sorted(seen)], open(files[-1], "w"))
+    return files
+
+
+def plan_time(corpus):
+    """Seconds to plan xl with `shared` (best of 3), without a family and with two."""
+    graph = f"{corpus}/xl-v1.closure-graph.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        families = {"none": [], "corpus (3 members)": [f"{corpus}/{p}-v1.closure-graph.json" for p in PROFILES],
+                    "11 sets": eleven_sets(corpus, tmp)}
+        rows = []
+        for m in (100, 25, 15):
+            def run(members):
+                args = [BIN, "plan", "--graph", graph, "--max-layers", str(m), "--strategy", "shared"]
+                return best(3, lambda: timed(args + (["--family", *members] if members else [])))[0]
+            alone = run([])
+            for name, members in families.items():
+                t = run(members) if members else alone
+                rows.append({"family": name, "max_layers": m, "plan_s": round(t, 3), "vs_no_family": round(t / alone, 1)})
+        return rows
+
+
 def table(rows):
     keys = list(rows[0].keys())
     print("| " + " | ".join(keys) + " |")
@@ -291,6 +339,8 @@ def main():
         size.update(graph_sizes(args.corpus, name))
     strategies = ("popularity", "auto", "shared", "shared+family")
     table([sharing(args.corpus, s, m, size) for m in (100, 50, 25, 15) for s in strategies])
+    print("## Planning time (`nix-layer plan` of xl with `shared`, best of 3)\n")
+    table(plan_time(args.corpus))
 
 
 def speed(args):

@@ -260,51 +260,56 @@ struct MergeCosts<'a> {
 
 impl MergeCosts<'_> {
     /// What a layer of `paths` costs in the family: the bytes stored (each
-    /// member holds the part of it in its closure; equal parts are one
-    /// layer) and the [`needless_bytes`] of updates summed over the members.
+    /// holder has the part of it in its closure; equal parts are one layer)
+    /// and the [`needless_bytes`] of updates summed over the holders.
     fn of(&self, paths: &[usize], scratch: &mut [u64]) -> Cost {
-        let parts = self.parts(paths);
-        (self.stored(parts.clone()), needless_bytes(self.universe, self.desc, self.weights, &parts, scratch))
+        let (of, parts) = self.holder_parts(paths);
+        let mut count = vec![0u128; parts.len() + 1];
+        of.iter().for_each(|&id| count[id] += 1);
+        let stored = parts.iter().flatten().map(|&i| self.universe.info(i).nar_size as u128).sum();
+        let needless = parts.iter().zip(&count[1..]).fold(0u128, |t, (part, &n)| {
+            let one =
+                needless_bytes(self.universe, self.desc, self.weights, std::slice::from_ref(part), scratch);
+            t.saturating_add(one.saturating_mul(n))
+        });
+        (stored, needless)
     }
 
-    fn holds(&self, holder: &[usize], i: usize) -> bool {
-        holder.iter().any(|m| self.signature_of[i].contains(m))
+    /// The part of `paths` each holder has, as ids (0: none; equal parts,
+    /// equal ids, numbered in holder order), and the parts by id - 1. A
+    /// holder has the paths whose member signature meets it, so the parts
+    /// follow from the few signatures `paths` have.
+    fn holder_parts(&self, paths: &[usize]) -> (Vec<usize>, Vec<Vec<usize>>) {
+        let sig = |i: usize| self.signature_of[i].as_slice();
+        let mut sigs: Vec<&[usize]> = paths.iter().map(|&i| sig(i)).collect();
+        sigs.sort_unstable();
+        sigs.dedup();
+        let sig_of: Vec<usize> =
+            paths.iter().map(|&i| sigs.binary_search(&sig(i)).expect("collected")).collect();
+        let mut ids: BTreeMap<Vec<bool>, usize> = BTreeMap::new();
+        let mut parts: Vec<Vec<usize>> = Vec::new();
+        let mut of = Vec::with_capacity(self.holders.len());
+        for h in self.holders {
+            let meets: Vec<bool> = sigs.iter().map(|s| h.iter().any(|m| s.contains(m))).collect();
+            if !meets.contains(&true) {
+                of.push(0);
+                continue;
+            }
+            let id = *ids.entry(meets).or_insert_with_key(|meets| {
+                parts.push(paths.iter().zip(&sig_of).filter(|&(_, &k)| meets[k]).map(|(&i, _)| i).collect());
+                parts.len()
+            });
+            of.push(id);
+        }
+        (of, parts)
     }
 
-    /// The part of `paths` each holder has, for the holders having some.
-    fn parts(&self, paths: &[usize]) -> Vec<Vec<usize>> {
-        self.holders
-            .iter()
-            .map(|h| paths.iter().copied().filter(|&i| self.holds(h, i)).collect())
-            .filter(|p: &Vec<usize>| !p.is_empty())
-            .collect()
-    }
-
-    fn stored(&self, mut parts: Vec<Vec<usize>>) -> u128 {
-        parts.sort_unstable();
-        parts.dedup();
-        parts.iter().flatten().map(|&i| self.universe.info(i).nar_size as u128).sum()
-    }
-
-    /// Which part of `paths` each member holds, as ids (0: none; equal
-    /// parts, equal ids), and each id's bytes.
+    /// Which part of `paths` each holder has, as ids (see `holder_parts`),
+    /// and each id's bytes.
     fn variants(&self, paths: &[usize]) -> Variants {
-        let mut ids: BTreeMap<Vec<usize>, usize> = BTreeMap::new();
-        let mut bytes = vec![0u128];
-        let of = self
-            .holders
-            .iter()
-            .map(|h| {
-                let part: Vec<usize> = paths.iter().copied().filter(|&i| self.holds(h, i)).collect();
-                if part.is_empty() {
-                    return 0;
-                }
-                let next = bytes.len();
-                *ids.entry(part).or_insert_with_key(|part| {
-                    bytes.push(part.iter().map(|&i| self.universe.info(i).nar_size as u128).sum());
-                    next
-                })
-            })
+        let (of, parts) = self.holder_parts(paths);
+        let bytes = std::iter::once(0)
+            .chain(parts.iter().map(|p| p.iter().map(|&i| self.universe.info(i).nar_size as u128).sum()))
             .collect();
         Variants { of, bytes }
     }
@@ -327,10 +332,16 @@ struct Variants {
 impl Variants {
     /// The bytes the family stores for the two classes merged.
     fn stored_merged(&self, other: &Variants) -> u128 {
-        let mut seen: Vec<(usize, usize)> = self.of.iter().copied().zip(other.of.iter().copied()).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen.iter().map(|&(a, b)| self.bytes[a] + other.bytes[b]).sum()
+        // Each distinct pair of parts is one layer.
+        let width = other.bytes.len();
+        let mut seen = vec![false; self.bytes.len() * width];
+        let mut stored = 0;
+        for (&a, &b) in self.of.iter().zip(&other.of) {
+            if !std::mem::replace(&mut seen[a * width + b], true) {
+                stored += self.bytes[a] + other.bytes[b];
+            }
+        }
+        stored
     }
 }
 
@@ -1031,7 +1042,9 @@ fn needless_bytes(
             }
             scratch[p / 64] |= 1 << (p % 64);
         }
-        let closure: u128 = crate::bits::ones(scratch).map(|q| w.of[q]).sum();
+        // Every member path weighs UPDATE: the closure's weight is a count.
+        let closure: u128 =
+            scratch.iter().zip(&w.counted).map(|(a, m)| (a & m).count_ones() as u128).sum::<u128>() * UPDATE;
         scratch.iter_mut().for_each(|w| *w = 0);
         for &p in layer {
             total += universe.info(p).nar_size as u128 * (closure - w.of[p] - w.deps[p]);
@@ -1059,6 +1072,9 @@ const UPDATE: u128 = 1 << 24;
 /// everything that depends on it), and that summed over each path's
 /// dependencies; and the volatile libraries' updates.
 struct Weights {
+    /// The member paths (a bit set over U): each one's update weighs
+    /// UPDATE, the others' nothing.
+    counted: Vec<u64>,
     of: Vec<u128>,
     deps: Vec<u128>,
     /// Each volatile library's update: its weight, the paths it changes
@@ -1087,6 +1103,8 @@ impl Weights {
         let n = universe.len();
         let bytes = |i: usize| if member[i] { universe.info(i).nar_size as u128 } else { 0 };
         let of: Vec<u128> = (0..n).map(|q| if member[q] { UPDATE } else { 0 }).collect();
+        let mut counted = vec![0u64; desc.words()];
+        (0..n).filter(|&q| member[q]).for_each(|q| counted[q / 64] |= 1 << (q % 64));
         let deps = (0..n).map(|p| desc.ones(p).map(|q| of[q]).sum()).collect();
         let total: u128 = (0..n).map(bytes).sum::<u128>().max(1);
         let others: u128 = of.iter().sum::<u128>() >> 4;
@@ -1111,7 +1129,7 @@ impl Weights {
                 (per_ratio / changed.max(total / 10_000), cone, changed)
             })
             .collect();
-        Weights { of, deps, libraries }
+        Weights { counted, of, deps, libraries }
     }
 }
 
