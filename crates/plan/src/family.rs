@@ -48,7 +48,9 @@
 //!    Two rules keep the classes few: a volatile library that more than
 //!    10/11 of the family's bytes depend on (glibc) makes none (its update
 //!    re-sends at most 1.1× in any layering), and what one member alone
-//!    holds, if tiny (its own root), goes on top of its images.
+//!    holds, if tiny (its own root), goes on top of its images, and so does
+//!    a member's sole root (its env) if tiny, whatever else that member
+//!    holds alone.
 //! 4. **Order.** Classes held by more members first (they change least and
 //!    are most widely shared), then by signature; within a class by closure
 //!    size as in `shared`. The empty class goes on top with every layer the
@@ -474,15 +476,32 @@ pub fn plan_shared_with_family(
     for i in (0..n).filter(|&i| signature_of[i].len() == 1) {
         *alone.entry(signature_of[i][0]).or_default() += bytes(i);
     }
-    let on_top = |sig: &[usize]| match sig {
+    // So does a member's sole root (its closure is the root's: an env, a
+    // wrapper) when tiny, whatever else that member alone holds: it depends
+    // on every volatile library, so it would make a class of its own.
+    let anc = crate::bits::ancestors(&universe);
+    let sole_root: Vec<Option<usize>> = (0..family.members.len())
+        .map(|m| {
+            let in_m = |i: usize| signature_of[i].contains(&m);
+            let mut roots = (0..n).filter(|&i| in_m(i) && !anc.ones(i).any(in_m));
+            match (roots.next(), roots.next()) {
+                (Some(r), None) => Some(r),
+                _ => None,
+            }
+        })
+        .collect();
+    let on_top = |i: usize, sig: &[usize]| match sig {
         [] => true,
-        [m] => alone[m] * TINY_ALONE < member_bytes,
+        [m] => {
+            alone[m] * TINY_ALONE < member_bytes
+                || (sole_root[*m] == Some(i) && bytes(i) * TINY_ALONE < member_bytes)
+        }
         _ => false,
     };
     let mut by_signature: BTreeMap<(Vec<usize>, Vec<usize>), Vec<usize>> = BTreeMap::new();
     let mut own: Vec<usize> = Vec::new();
     for (i, sig) in signature_of.iter().enumerate() {
-        if on_top(sig) {
+        if on_top(i, sig) {
             own.push(i);
         } else {
             by_signature.entry((sig.clone(), volatility.signature(&ctx.desc, i))).or_default().push(i);
@@ -505,7 +524,6 @@ pub fn plan_shared_with_family(
     // Where no split gets every library within the target, the one that
     // misses it least (summed over the libraries) is kept.
     // (What does not change with the boosts, once.)
-    let anc = crate::bits::ancestors(&universe);
     let holders = holders(family.members.len());
     let rank = name_ranks(&universe);
     let mut boost = vec![1u128; volatility.libraries.len()];
@@ -1500,8 +1518,10 @@ mod tests {
 
     #[test]
     fn a_members_tiny_root_goes_on_top() {
-        // Each member has a root of its own (an env), held by no other:
-        // it joins that image's top instead of costing every image a layer.
+        // Each member has a root of its own (an env), held by no other and
+        // depended on by nothing: it joins that image's top instead of
+        // costing every image a layer (and a class of its own, as it depends
+        // on every volatile library).
         let (b, d, x) = nested();
         let with_root = |g: &Graph, root: &str| {
             let mut infos = g.infos().to_vec();
@@ -1516,8 +1536,9 @@ mod tests {
                 .iter()
                 .map(|g| plan_with_family(g, Strategy::Shared, budget, &family).unwrap())
                 .collect();
-            // (xl's root is with the compilers only xl holds: not tiny.)
-            for (p, root) in plans.iter().zip(["base-env", "dev-env"]) {
+            // (xl also holds compilers no other member has; its root is
+            // still its sole root, and tiny.)
+            for (p, root) in plans.iter().zip(["base-env", "dev-env", "xl-env"]) {
                 assert_eq!(names(p).last().unwrap(), &vec![root.to_string()], "budget {budget}");
             }
             // Below the roots, the smaller images' layers are the larger's.
@@ -1526,7 +1547,7 @@ mod tests {
             assert_eq!(dev[..dev.len() - 1], plans[2].layers[..dev.len() - 1], "budget {budget}");
         }
         // Three member classes fit the three layers below the top: without
-        // the rule, five classes (the roots' two) had to merge.
+        // the rule, the roots made classes of their own that had to merge.
         let xl = plan_with_family(&x, Strategy::Shared, 4, &family).unwrap();
         let images: Vec<_> = [(&b, "base"), (&d, "dev"), (&x, "xl")]
             .iter()
@@ -1542,7 +1563,8 @@ mod tests {
         };
         let r = family_report(&images, &size);
         assert_eq!(r.stored_bytes, r.unique_closure_bytes, "{:?}", names(&xl));
-        assert_eq!(xl.layers.len(), 3, "{:?}", names(&xl));
+        // The three classes below, xl's root on top.
+        assert_eq!(xl.layers.len(), 4, "{:?}", names(&xl));
     }
 
     #[test]
