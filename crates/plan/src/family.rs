@@ -29,8 +29,8 @@
 //!    the bytes an update would re-send needlessly (see `needless_bytes`:
 //!    every path may be updated, each as likely, an update changing it and
 //!    all that depends on it; and each volatile library's update as a whole,
-//!    weighted by how volatile it is), summed over the classes; exact, by dynamic programming. This
-//!    depends only on the members and the history, never on the image, so
+//!    weighted by how volatile it is), summed over the classes; exact, by
+//!    dynamic programming. This depends only on the members and the history, never on the image, so
 //!    every image planned with the same family gets the same split. If there
 //!    are more classes than layers, classes are merged in pairs (see
 //!    `merge_by_cost`: first what stores nothing twice, then what re-sends
@@ -351,8 +351,9 @@ impl Variants {
 /// merge costs nothing, one pair at a time: the
 /// pair whose merged layer stores the fewest extra bytes in the family,
 /// counting each member and each union of two (none when both have the
-/// same member signature, or no such holder has only one), then adds the least needless update bytes (ties: the first pair
-/// in class order). A function of the family only.
+/// same member signature, or no such holder has only one), then adds the
+/// least needless update bytes (ties: the first pair in class order). A
+/// function of the family only.
 fn merge_by_cost(costs: &MergeCosts, mut classes: Vec<Class>, room: usize) -> (Vec<Class>, u128) {
     let mut scratch = vec![0u64; costs.desc.words()];
     let mut alone: Vec<Cost> = classes.iter().map(|c| costs.of(&c.paths, &mut scratch)).collect();
@@ -635,18 +636,26 @@ impl Weights {
     /// [`RESEND_TARGET`] of what it changes through the family's layers, and
     /// by how much (in millionths of what it changes).
     fn over_target(&self, universe: &Graph, classes: &[Vec<Vec<usize>>]) -> Vec<(usize, u128)> {
-        let groups: Vec<&Vec<usize>> = classes.iter().flatten().collect();
-        let bytes = |g: &&Vec<usize>| g.iter().map(|&i| universe.info(i).nar_size as u128).sum::<u128>();
         (0..self.libraries.len())
             .filter_map(|l| {
-                let (_, cone, changed) = &self.libraries[l];
-                let hit = |i: usize| cone[i / 64] >> (i % 64) & 1 == 1;
-                let sent: u128 = groups.iter().filter(|g| g.iter().any(|&i| hit(i))).map(bytes).sum();
+                let changed = &self.libraries[l].2;
+                let sent: u128 = classes.iter().flatten().map(|g| self.resent(universe, l, g)).sum();
                 let (sent, allowed) = (sent * RESEND_TARGET.1, changed * RESEND_TARGET.0);
                 (sent > allowed)
                     .then(|| (l, (sent - allowed) * 1_000_000 / (changed * RESEND_TARGET.1).max(1)))
             })
             .collect()
+    }
+
+    /// The bytes of layer `g` if volatile library `l`'s update re-sends it
+    /// (changes one of its paths), else 0.
+    fn resent(&self, universe: &Graph, l: usize, g: &[usize]) -> u128 {
+        let cone = &self.libraries[l].1;
+        if g.iter().any(|&i| cone[i / 64] >> (i % 64) & 1 == 1) {
+            g.iter().map(|&i| universe.info(i).nar_size as u128).sum()
+        } else {
+            0
+        }
     }
 }
 
@@ -681,12 +690,11 @@ fn name_ranks(universe: &Graph) -> Vec<usize> {
 /// - where no move helps, two layers merge and such a set of paths becomes
 ///   a layer of its own, if that helps.
 ///
-/// No volatile library's update may come to re-send more than
-/// [`RESEND_TARGET`] of what it changes by these, nor more than before if it
-/// already did. In name order, so the same after an update as before
-/// wherever the costs allow.
-/// `classes`: each class's layers; a layer keeps its place (its class's
-/// order), whatever it holds.
+/// No volatile library's update may come to re-send more by these, except,
+/// where classes had to be merged (`merged`: layers are scarce), up to
+/// [`RESEND_TARGET`] of what it changes. In name order, so the same after
+/// an update as before wherever the costs allow. `classes`: each class's
+/// layers; a layer keeps its place (its class's order), whatever it holds.
 fn refine(costs: &MergeCosts, rank: &[usize], classes: &mut [Vec<Vec<usize>>], merged: bool) {
     let flat: Vec<Vec<usize>> = classes.iter().flatten().cloned().collect();
     let mut layers = Refine::new(costs, rank, flat);
@@ -751,14 +759,8 @@ impl<'a> Refine<'a> {
         self.costs.of(paths, &mut self.scratch)
     }
 
-    /// The bytes of `g` if volatile library `l`'s update re-sends it.
     fn sent_by(&self, l: usize, g: &[usize]) -> u128 {
-        let cone = &self.costs.weights.libraries[l].1;
-        if g.iter().any(|&i| cone[i / 64] >> (i % 64) & 1 == 1) {
-            g.iter().map(|&i| self.costs.universe.info(i).nar_size as u128).sum()
-        } else {
-            0
-        }
+        self.costs.weights.resent(self.costs.universe, l, g)
     }
 
     /// The cost of the layers `change` replaces, before and after, as
@@ -795,15 +797,16 @@ impl<'a> Refine<'a> {
         true
     }
 
-    /// Whether layer `to` holds a path of a member signature that `paths`
-    /// have: a move or merge elsewhere would only store more (the ones
-    /// worth trying; a heuristic).
-    fn kin(&self, paths: &[usize], to: usize) -> bool {
+    /// The layers other than `from` that hold a path of a member signature
+    /// that `paths` have: a move or merge elsewhere would only store more
+    /// (the ones worth trying; a heuristic).
+    fn kin(&self, paths: &[usize], from: usize) -> Vec<usize> {
         let sig = &self.costs.signature_of;
         let mut mine: Vec<&Vec<usize>> = paths.iter().map(|&i| &sig[i]).collect();
         mine.sort_unstable();
         mine.dedup();
-        self.groups[to].iter().any(|&i| mine.binary_search(&&sig[i]).is_ok())
+        let holds = |g: &Vec<usize>| g.iter().any(|&i| mine.binary_search(&&sig[i]).is_ok());
+        (0..self.groups.len()).filter(|&t| t != from && holds(&self.groups[t])).collect()
     }
 
     /// The sets a move may take from layer `from`: for each q of its
@@ -838,9 +841,7 @@ impl<'a> Refine<'a> {
             }
             let left = self.of(&keep);
             let mut options: Vec<(Delta, Change)> = Vec::new();
-            let targets: Vec<usize> =
-                (0..self.groups.len()).filter(|&t| t != from && self.kin(&take, t)).collect();
-            for to in targets {
+            for to in self.kin(&take, from) {
                 let mut joined = [&self.groups[to][..], &take[..]].concat();
                 joined.sort_unstable();
                 let c = self.of(&joined);
@@ -880,8 +881,7 @@ impl<'a> Refine<'a> {
         // Each merge: its cost change, the merged layer, and the layer freed.
         let mut merges: Vec<(Delta, Replaced, usize)> = Vec::new();
         for a in 0..k {
-            let kin: Vec<usize> = (a + 1..k).filter(|&b| self.kin(&self.groups[a], b)).collect();
-            for b in kin {
+            for b in self.kin(&self.groups[a], a).into_iter().filter(|&b| b > a) {
                 let mut joined = [&self.groups[a][..], &self.groups[b][..]].concat();
                 joined.sort_unstable();
                 let c = self.of(&joined);
@@ -1065,7 +1065,7 @@ fn needless_bytes(
             scratch.iter().zip(&w.counted).map(|(a, m)| (a & m).count_ones() as u128).sum::<u128>() * UPDATE;
         scratch.iter_mut().for_each(|w| *w = 0);
         for &p in layer {
-            total += universe.info(p).nar_size as u128 * (closure - w.of[p] - w.deps[p]);
+            total += universe.info(p).nar_size as u128 * (closure - w.of(p) - w.deps[p]);
         }
         // A volatile library's update re-sends the layer if it changes one
         // of its paths, and with it the paths it does not change.
@@ -1093,7 +1093,6 @@ struct Weights {
     /// The member paths (a bit set over U): each one's update weighs
     /// UPDATE, the others' nothing.
     counted: Vec<u64>,
-    of: Vec<u128>,
     deps: Vec<u128>,
     /// Each volatile library's update: its weight, the paths it changes
     /// (the library's paths and their dependents, a bit set over U) and
@@ -1105,8 +1104,9 @@ impl Weights {
     /// `member[i]`: whether path i is in a member; the paths of no member
     /// (the image's own) are left out, so the weights depend only on the
     /// family. Any member path may be updated, each as likely as any other
-    /// (as the bench's every-package-in-turn measure counts them); each volatile library changes as a whole, weighted per unit
-    /// of re-send ratio (so a library whose update is small, where
+    /// (as the bench's every-package-in-turn measure counts them); each
+    /// volatile library changes as a whole, weighted per unit of re-send
+    /// ratio (so a library whose update is small, where
     /// re-sending a little more is a big ratio, counts more per byte) by its
     /// score times `boost[l]` / [`VOLATILE_SHARE`] times all other updates
     /// together.
@@ -1120,12 +1120,12 @@ impl Weights {
     ) -> Weights {
         let n = universe.len();
         let bytes = |i: usize| if member[i] { universe.info(i).nar_size as u128 } else { 0 };
-        let of: Vec<u128> = (0..n).map(|q| if member[q] { UPDATE } else { 0 }).collect();
+        let of = |q: usize| if member[q] { UPDATE } else { 0 };
         let mut counted = vec![0u64; desc.words()];
         (0..n).filter(|&q| member[q]).for_each(|q| counted[q / 64] |= 1 << (q % 64));
-        let deps = (0..n).map(|p| desc.ones(p).map(|q| of[q]).sum()).collect();
+        let deps = (0..n).map(|p| desc.ones(p).map(of).sum()).collect();
         let total: u128 = (0..n).map(bytes).sum::<u128>().max(1);
-        let others: u128 = of.iter().sum::<u128>() >> 4;
+        let others: u128 = (0..n).map(of).sum::<u128>() >> 4;
         let libraries = volatility
             .libraries
             .iter()
@@ -1147,7 +1147,16 @@ impl Weights {
                 (per_ratio / changed.max(total / 10_000), cone, changed)
             })
             .collect();
-        Weights { counted, of, deps, libraries }
+        Weights { counted, deps, libraries }
+    }
+
+    /// What path `p`'s own update weighs.
+    fn of(&self, p: usize) -> u128 {
+        if self.counted[p / 64] >> (p % 64) & 1 == 1 {
+            UPDATE
+        } else {
+            0
+        }
     }
 }
 
