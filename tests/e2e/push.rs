@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use nix_layer_registry::testing::{TestRegistry, TestRegistryConfig};
+use nix_layer_registry_testkit::{TestRegistry, TestRegistryConfig};
 
 use crate::support::*;
 

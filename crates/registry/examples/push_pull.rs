@@ -1,14 +1,14 @@
 //! Pushes an image of file-backed layers to a throw-away local registry, pushes it again,
 //! pushes a one-layer change, and pulls it back verified, printing time, bytes and requests.
 //!
-//! `cargo run --release -p nix-layer-registry --features testing --example push_pull [MiB per layer] [layers]`
+//! `cargo run --release -p nix-layer-registry --example push_pull [MiB per layer] [layers]`
 
 use std::io::Write;
 use std::time::Instant;
 
 use nix_layer_blob::Digest;
-use nix_layer_registry::testing::{test_client, TestRegistry};
 use nix_layer_registry::{BlobSource, BytesBlob, FileBlob, ImageUpload, OCI_MANIFEST};
+use nix_layer_registry_testkit::{test_client, TestRegistry};
 
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("a number"));

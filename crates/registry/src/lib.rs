@@ -57,8 +57,6 @@ mod error;
 mod manifest;
 mod reference;
 mod referrers;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use auth::{AuthEnvironment, CredentialSource, Credentials, IDENTITY_TOKEN_USER};
 pub use cache_index::{CachedLayer, LayerCacheIndex, CACHE_ARTIFACT_TYPE, CACHE_TAG};

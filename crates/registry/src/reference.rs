@@ -24,7 +24,13 @@ pub struct Reference {
 impl Reference {
     /// Parses a reference; see the type's documentation for the defaults.
     pub fn parse(input: &str) -> Result<Reference, Error> {
-        let bad = |reason: &str| Error::BadReference { input: input.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| Error::BadReference { input: redact(input), reason: reason.to_owned() };
+        // `user:password@host/…`: refused without echoing the password.
+        if credentials_end(input).is_some() {
+            return Err(bad(
+                "credentials do not belong in a reference; use --creds, docker login or an auth file",
+            ));
+        }
         let (rest, digest) = match input.split_once('@') {
             Some((rest, d)) => (rest, Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?)),
             None => (input, None),
@@ -37,6 +43,9 @@ impl Reference {
         };
         if let Some(tag) = tag {
             check_tag(tag).map_err(bad)?;
+        }
+        if !name.contains('/') && looks_like_registry(name, tag) {
+            return Err(bad("it names a registry but no repository; write `HOST[:PORT]/REPOSITORY[:TAG]`"));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
@@ -80,11 +89,7 @@ impl Reference {
 
     /// The host the distribution API is served from.
     pub fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB {
-            DOCKER_HUB_API
-        } else {
-            &self.registry
-        }
+        api_host(&self.registry)
     }
 
     /// What `/v2/<repo>/manifests/<…>` takes: the digest when pinned, else the tag, else `latest`.
@@ -95,6 +100,36 @@ impl Reference {
             (None, None) => "latest".to_owned(),
         }
     }
+}
+
+/// The host a registry name's distribution API is served from.
+pub(crate) fn api_host(registry: &str) -> &str {
+    if registry == DOCKER_HUB {
+        DOCKER_HUB_API
+    } else {
+        registry
+    }
+}
+
+/// Where a `user:password@` prefix ends: the last `@` that does not start a digest.
+fn credentials_end(input: &str) -> Option<usize> {
+    input.match_indices('@').map(|(i, _)| i).filter(|i| !input[i + 1..].starts_with("sha256:")).last()
+}
+
+/// `input` with any `user:password@` masked, for error messages.
+fn redact(input: &str) -> String {
+    match credentials_end(input) {
+        Some(at) => format!("***@{}", &input[at + 1..]),
+        None => input.to_owned(),
+    }
+}
+
+/// `host:port`, `localhost` or an IPv4 address: what names a registry, not a repository.
+fn looks_like_registry(name: &str, tag: Option<&str>) -> bool {
+    let port = tag.is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
+    let ipv4 = name.split('.').count() == 4
+        && name.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    name == "localhost" || ipv4 || (port && name.contains('.'))
 }
 
 impl FromStr for Reference {

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::thread;
 
 use nix_layer_blob::{compress_bytes, Compression, Digest};
-use nix_layer_registry::testing::{test_client, LoggedRequest, TestRegistry, TestRegistryConfig};
 use nix_layer_registry::{
     AuthEnvironment, BlobOutcome, BlobSource, BytesBlob, CachedLayer, Client, ClientOptions,
     CredentialSource, Credentials, Descriptor, Error, ImageUpload, Platform, Reference, ReferrersVia,
     IDENTITY_TOKEN_USER, OCI_INDEX, OCI_MANIFEST,
 };
+use nix_layer_registry_testkit::{test_client, LoggedRequest, TestRegistry, TestRegistryConfig};
 
 // ------------------------------------------------------------------ fixtures
 

@@ -1,6 +1,13 @@
-//! A real registry for tests: Debian's `docker-registry` (the CNCF distribution server) on
-//! 127.0.0.1, with filesystem storage in a temporary directory and its access log kept so
-//! tests can count requests. Shared with the workspace's end-to-end tests (feature `testing`).
+//! Real parts for registry tests, shared by the registry crate's tests and the workspace's
+//! end-to-end tests (not published):
+//!
+//! - [`TestRegistry`]: Debian's `docker-registry` (the CNCF distribution server) on
+//!   127.0.0.1, with filesystem storage in a temporary directory and its access log kept so
+//!   tests can count requests; optionally with basic or token auth, or behind TLS with a
+//!   private CA made for the test ([`PrivateCa`]).
+//! - [`FaultProxy`]: a scriptable in-process HTTP proxy in front of it that stalls,
+//!   trickles, sends endless bodies, redirects, answers errors or drops connections, and
+//!   records what each request carried (for table-driven fault tests).
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
@@ -16,7 +23,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use nix_layer_blob::Digest;
 
-use crate::{AuthEnvironment, Client, ClientOptions, CredentialSource, Credentials, Reference, RetryPolicy};
+use nix_layer_registry::{
+    AuthEnvironment, Client, ClientOptions, CredentialSource, Credentials, Reference, RetryPolicy,
+};
+
+mod proxy;
+mod tls;
+
+pub use proxy::{Fault, FaultProxy, Rule, Seen};
+pub use tls::PrivateCa;
 
 /// Where Debian installs the registry; `NIX_LAYER_TEST_REGISTRY` overrides it.
 pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
@@ -40,6 +55,8 @@ pub struct TestRegistryConfig {
     /// Require bearer tokens, issued by a token server started beside the registry to this
     /// user and password (JWTs signed with a throw-away RSA key through `openssl`).
     pub token_auth: Option<(String, String)>,
+    /// Serve HTTPS with this certificate and key (see [`PrivateCa::server_cert`]).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running registry, stopped and deleted on drop.
@@ -58,7 +75,8 @@ impl TestRegistry {
     }
 
     /// Starts a registry without auth, or returns `None` after a loud message when the
-    /// binary is not installed (the only reason a registry test may skip).
+    /// binary is not installed (the only reason a registry test may skip). In CI (`CI` set)
+    /// a missing binary fails the test instead.
     pub fn start_or_skip() -> Option<TestRegistry> {
         Self::start_configured_or_skip(&TestRegistryConfig::default())
     }
@@ -72,6 +90,9 @@ impl TestRegistry {
     pub fn start_configured_or_skip(config: &TestRegistryConfig) -> Option<TestRegistry> {
         let bin = Self::binary();
         if !bin.exists() {
+            if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+                panic!("{} is not installed and CI is set: registry tests must run", bin.display());
+            }
             eprintln!(
                 "\n!!!!!!!! SKIPPED: {} is not installed (apt-get install docker-registry); \
                  registry tests did NOT run !!!!!!!!\n",
@@ -95,6 +116,13 @@ impl TestRegistry {
                 dir.path().join("storage").display(),
                 cfg.relative_urls
             );
+            if let Some((cert, key)) = &cfg.tls {
+                config.push_str(&format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                ));
+            }
             if let Some((user, password)) = &cfg.htpasswd {
                 let hash = bcrypt::hash(password, 4).map_err(io::Error::other)?;
                 let htpasswd = dir.path().join("htpasswd");
@@ -120,6 +148,9 @@ impl TestRegistry {
             let config_path = dir.path().join("config.yml");
             std::fs::write(&config_path, config)?;
             let child = Command::new(bin)
+                // A proxy of the test's environment must not stand between it and 127.0.0.1.
+                .env_remove("http_proxy")
+                .env_remove("https_proxy")
                 .arg("serve")
                 .arg(&config_path)
                 .stdin(Stdio::null())
@@ -147,6 +178,7 @@ impl TestRegistry {
                 s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n")?;
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
+                // Go's TLS server answers plain HTTP with a 400: up either way.
                 if answer.starts_with("HTTP/1.") {
                     return Ok(());
                 }
@@ -307,13 +339,13 @@ impl TokenServer {
     }
 }
 
-fn openssl(args: &[&str]) -> Command {
+pub(crate) fn openssl(args: &[&str]) -> Command {
     let mut c = Command::new("openssl");
     c.args(args).stdin(Stdio::null());
     c
 }
 
-fn check_output(out: std::process::Output) -> io::Result<Vec<u8>> {
+pub(crate) fn check_output(out: std::process::Output) -> io::Result<Vec<u8>> {
     if !out.status.success() {
         return Err(io::Error::other(format!("openssl failed: {}", String::from_utf8_lossy(&out.stderr))));
     }
