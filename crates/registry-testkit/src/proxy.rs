@@ -45,7 +45,7 @@ pub enum Fault {
 }
 
 /// A fault for the requests whose method is `method` (any if empty) and whose path and
-/// query contain `path`; applied `times` times (0: always).
+/// query contain `path` (equal it, if it starts with `=`); applied `times` times (0: always).
 #[derive(Clone, Debug)]
 pub struct Rule {
     pub method: String,
@@ -209,7 +209,11 @@ fn matching_fault(s: &Shared, head: &Head) -> Option<Fault> {
     let mut rules = s.rules.lock().unwrap();
     for (rule, used) in rules.iter_mut() {
         let method_ok = rule.method.is_empty() || rule.method == head.method;
-        if method_ok && head.target.contains(&rule.path) && (rule.times == 0 || *used < rule.times) {
+        let path_ok = match rule.path.strip_prefix('=') {
+            Some(exact) => head.target == exact,
+            None => head.target.contains(&rule.path),
+        };
+        if method_ok && path_ok && (rule.times == 0 || *used < rule.times) {
             *used += 1;
             return Some(rule.fault.clone());
         }

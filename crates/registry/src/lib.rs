@@ -62,7 +62,7 @@ pub use auth::{AuthEnvironment, CredentialSource, Credentials, IDENTITY_TOKEN_US
 pub use cache_index::{CachedLayer, LayerCacheIndex, CACHE_ARTIFACT_TYPE, CACHE_TAG};
 pub use client::{
     BlobOutcome, BlobReport, BlobSource, BytesBlob, Client, ClientOptions, FileBlob, ImageUpload, PushReport,
-    ResolvedImage, RetryPolicy,
+    ResolvedImage, RetryPolicy, Timeouts,
 };
 pub use error::Error;
 pub use manifest::{

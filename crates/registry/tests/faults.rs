@@ -1,0 +1,460 @@
+//! The client against a real registry (Debian's `docker-registry`) behind a fault-injecting
+//! proxy: every fault of a network or a registry gone wrong fails within the time its
+//! options promise (or is survived), downloads are bounded by their size, and credentials
+//! go only to the registry's own origin. Table-driven: one row per fault.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use nix_layer_blob::Digest;
+use nix_layer_registry::{
+    AuthEnvironment, BlobSource, BytesBlob, Client, ClientOptions, CredentialSource, Credentials, Error,
+    ImageUpload, Reference, RetryPolicy, Timeouts, OCI_MANIFEST,
+};
+use nix_layer_registry_testkit::{Fault, FaultProxy, Rule, TestRegistry, TestRegistryConfig};
+
+/// Short timeouts so each fault costs seconds; the bound they promise is checked.
+fn fast_options() -> ClientOptions {
+    ClientOptions {
+        plain_http: true,
+        retry: RetryPolicy {
+            attempts: 3,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+        },
+        timeouts: Timeouts {
+            connect: Duration::from_secs(1),
+            response: Duration::from_secs(1),
+            stall: Duration::from_secs(1),
+            min_progress: 1024,
+            give_up: Duration::from_secs(2),
+        },
+        ..ClientOptions::default()
+    }
+}
+
+fn client(options: ClientOptions, creds: Option<Credentials>) -> Client {
+    Client::new(options, CredentialSource { explicit: creds, env: AuthEnvironment::default() })
+}
+
+/// Reproducible noise (xorshift).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A config and one layer blob (the registry does not look inside) and their manifest.
+struct Image {
+    config: BytesBlob,
+    layer: BytesBlob,
+    manifest: Vec<u8>,
+}
+
+impl Image {
+    fn new(seed: u64, layer_len: usize) -> Image {
+        let config =
+            BytesBlob::new(format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes());
+        let layer = BytesBlob::new(noise(seed, layer_len));
+        let d = |b: &BytesBlob, t: &str| serde_json::json!({ "mediaType": t, "digest": b.digest.to_string(), "size": b.bytes.len() });
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": d(&config, "application/vnd.oci.image.config.v1+json"),
+            "layers": [d(&layer, "application/vnd.oci.image.layer.v1.tar")],
+        }))
+        .unwrap();
+        Image { config, layer, manifest }
+    }
+
+    fn push(&self, client: &Client, target: &Reference, tags: &[&str]) -> Result<Digest, Error> {
+        let blobs: [&dyn BlobSource; 2] = [&self.config, &self.layer];
+        let upload = ImageUpload {
+            blobs: &blobs,
+            manifest: &self.manifest,
+            media_type: OCI_MANIFEST,
+            mount_from: &[],
+        };
+        client.push_image(target, tags, &upload).map(|r| r.manifest_digest)
+    }
+}
+
+/// Counts what a download wrote, to prove an endless body was cut at the blob's size.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Op {
+    /// Push a fresh image with a layer of this many bytes under tags v1 and v2.
+    Push(usize),
+    /// Download the layer of an image pushed beforehand, bounded by its size.
+    FetchSized,
+    /// Read the manifest of an image pushed beforehand.
+    GetManifest,
+}
+
+type Check = fn(&Result<(), Error>, &FaultProxy, &Client, &Reference, u64) -> Result<(), String>;
+
+struct Case {
+    name: &'static str,
+    rules: Vec<Rule>,
+    op: Op,
+    check: Check,
+    /// The registry keeps answering other requests (HEADs between tries), so the give-up
+    /// clock never runs: each try is bounded instead.
+    per_try: bool,
+}
+
+fn fails_unreachable(
+    r: &Result<(), Error>,
+    _: &FaultProxy,
+    _: &Client,
+    _: &Reference,
+    _: u64,
+) -> Result<(), String> {
+    match r {
+        Err(e @ Error::Unreachable { .. }) => {
+            let text = e.to_string();
+            (!text.is_empty()).then_some(()).ok_or(text)
+        }
+        other => Err(format!("expected Unreachable, got {other:?}")),
+    }
+}
+
+fn fails_stalled(
+    r: &Result<(), Error>,
+    _: &FaultProxy,
+    _: &Client,
+    _: &Reference,
+    _: u64,
+) -> Result<(), String> {
+    match r {
+        Err(e) if e.to_string().contains("stalled") => Ok(()),
+        other => Err(format!("expected a stall, got {other:?}")),
+    }
+}
+
+fn succeeds(r: &Result<(), Error>, _: &FaultProxy, _: &Client, _: &Reference, _: u64) -> Result<(), String> {
+    r.as_ref().map(|_| ()).map_err(|e| format!("expected success, got {e}"))
+}
+
+fn cut_at_size(
+    r: &Result<(), Error>,
+    _: &FaultProxy,
+    _: &Client,
+    _: &Reference,
+    written: u64,
+) -> Result<(), String> {
+    match r {
+        Err(Error::SizeMismatch { .. }) if written <= 5_000 => Ok(()),
+        other => Err(format!(
+            "expected a size mismatch with at most 5000 bytes written ({written}), got {other:?}"
+        )),
+    }
+}
+
+fn manifest_too_long(
+    r: &Result<(), Error>,
+    _: &FaultProxy,
+    _: &Client,
+    _: &Reference,
+    _: u64,
+) -> Result<(), String> {
+    match r {
+        Err(e @ Error::Protocol { .. }) if e.to_string().contains("longer than") => Ok(()),
+        other => Err(format!("expected a too-long manifest, got {other:?}")),
+    }
+}
+
+fn rejected_500(
+    r: &Result<(), Error>,
+    _: &FaultProxy,
+    _: &Client,
+    _: &Reference,
+    _: u64,
+) -> Result<(), String> {
+    match r {
+        Err(Error::Rejected { status: 500, .. }) => Ok(()),
+        other => Err(format!("expected HTTP 500, got {other:?}")),
+    }
+}
+
+fn session_cancelled(
+    r: &Result<(), Error>,
+    p: &FaultProxy,
+    _: &Client,
+    _: &Reference,
+    _: u64,
+) -> Result<(), String> {
+    if !matches!(r, Err(Error::Rejected { status: 400, .. })) {
+        return Err(format!("expected HTTP 400, got {r:?}"));
+    }
+    let deletes =
+        p.seen().iter().filter(|s| s.method == "DELETE" && s.path.contains("/blobs/uploads/")).count();
+    (deletes > 0)
+        .then_some(())
+        .ok_or_else(|| format!("no DELETE of the abandoned upload session: {:?}", p.seen()))
+}
+
+fn no_tag_moved(
+    r: &Result<(), Error>,
+    _: &FaultProxy,
+    c: &Client,
+    target: &Reference,
+    _: u64,
+) -> Result<(), String> {
+    if !matches!(r, Err(Error::DigestMismatch { .. })) {
+        return Err(format!("expected a disputed digest, got {r:?}"));
+    }
+    for tag in ["v1", "v2"] {
+        let at = target.with_tag(tag).unwrap();
+        if c.head_manifest(&at).map_err(|e| e.to_string())?.is_some() {
+            return Err(format!("tag {tag} was written although the registry disputed the digest"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn faults_fail_in_bounded_time_or_are_survived() {
+    let Some(reg) = TestRegistry::start_or_skip() else { return };
+    let direct = client(fast_options(), None);
+    let seeded = Image::new(7, 5_000);
+    seeded.push(&direct, &reg.reference("seeded:v1"), &[]).unwrap();
+    let blob = |f| Rule::new("GET", &format!("/blobs/{}", seeded.layer.digest), f);
+    let cases = vec![
+        Case {
+            name: "API check never answered",
+            rules: vec![Rule::new("GET", "=/v2/", Fault::Stall)],
+            op: Op::Push(1_000),
+            check: fails_unreachable,
+            per_try: false,
+        },
+        Case {
+            name: "blob HEAD never answered",
+            rules: vec![Rule::new("HEAD", "/blobs/", Fault::Stall)],
+            op: Op::Push(1_000),
+            check: fails_unreachable,
+            per_try: false,
+        },
+        Case {
+            name: "connections dropped",
+            rules: vec![Rule::new("", "/v2/", Fault::Drop)],
+            op: Op::Push(1_000),
+            check: fails_unreachable,
+            per_try: false,
+        },
+        Case {
+            name: "blob body stops",
+            rules: vec![blob(Fault::StallBody(10))],
+            op: Op::FetchSized,
+            check: fails_unreachable,
+            per_try: false,
+        },
+        Case {
+            name: "blob body trickles",
+            rules: vec![blob(Fault::Trickle(Duration::from_millis(200)))],
+            op: Op::FetchSized,
+            check: fails_stalled,
+            per_try: false,
+        },
+        Case {
+            name: "endless blob body",
+            rules: vec![blob(Fault::EndlessBody)],
+            op: Op::FetchSized,
+            check: cut_at_size,
+            per_try: false,
+        },
+        Case {
+            name: "endless manifest body",
+            rules: vec![Rule::new("GET", "/manifests/", Fault::EndlessBody)],
+            op: Op::GetManifest,
+            check: manifest_too_long,
+            per_try: false,
+        },
+        Case {
+            name: "upload body never read",
+            rules: vec![Rule::new("PUT", "/blobs/uploads/", Fault::NoReadBody)],
+            op: Op::Push(24 << 20),
+            check: fails_unreachable,
+            per_try: true,
+        },
+        Case {
+            name: "one 503 on the manifest",
+            rules: vec![Rule::new("PUT", "/manifests/", Fault::Status(503)).times(1)],
+            op: Op::Push(1_000),
+            check: succeeds,
+            per_try: false,
+        },
+        Case {
+            name: "one dropped HEAD",
+            rules: vec![Rule::new("HEAD", "/blobs/", Fault::Drop).times(1)],
+            op: Op::Push(1_000),
+            check: succeeds,
+            per_try: false,
+        },
+        Case {
+            name: "upload sessions always 500",
+            rules: vec![Rule::new("POST", "/blobs/uploads/", Fault::Status(500))],
+            op: Op::Push(1_000),
+            check: rejected_500,
+            per_try: false,
+        },
+        Case {
+            name: "rejected upload is cancelled",
+            rules: vec![Rule::new("PUT", "/blobs/uploads/", Fault::Status(400))],
+            op: Op::Push(1_000),
+            check: session_cancelled,
+            per_try: false,
+        },
+        Case {
+            name: "disputed manifest digest",
+            rules: vec![Rule::new(
+                "PUT",
+                "/manifests/",
+                Fault::Header("Docker-Content-Digest".into(), format!("sha256:{}", "0".repeat(64))),
+            )],
+            op: Op::Push(1_000),
+            check: no_tag_moved,
+            per_try: false,
+        },
+    ];
+    let options = fast_options();
+    // The last request starts before the give-up time and ends within its timeouts; the
+    // rest is scheduling slack on a loaded machine.
+    let slack = Duration::from_secs(3);
+    let t = &options.timeouts;
+    let per_try = (t.connect + t.response + t.stall) * options.retry.attempts;
+    let mut failures = Vec::new();
+    for (i, case) in cases.into_iter().enumerate() {
+        let proxy = FaultProxy::start(reg.port(), case.rules).unwrap();
+        let c = client(options.clone(), None);
+        // Made before the clock starts: hashing a large blob is not the fault's time.
+        let image = match case.op {
+            Op::Push(len) => Some(Image::new(100 + i as u64, len)),
+            _ => None,
+        };
+        let started = Instant::now();
+        let mut written = Counter(0);
+        let (target, result) = match case.op {
+            Op::Push(_) => {
+                let target = Reference::parse(&format!("{}/case{i}:v1", proxy.host())).unwrap();
+                (target.clone(), image.as_ref().unwrap().push(&c, &target, &["v2"]).map(|_| ()))
+            }
+            Op::FetchSized => {
+                let target = Reference::parse(&format!("{}/seeded", proxy.host())).unwrap();
+                let size = seeded.layer.bytes.len() as u64;
+                (
+                    target.clone(),
+                    c.fetch_blob_sized(&target, &seeded.layer.digest, size, &mut written).map(|_| ()),
+                )
+            }
+            Op::GetManifest => {
+                let target = Reference::parse(&format!("{}/seeded:v1", proxy.host())).unwrap();
+                (target.clone(), c.get_manifest(&target).map(|_| ()))
+            }
+        };
+        let took = started.elapsed();
+        let bound = if case.per_try { per_try } else { options.give_up_bound() } + slack;
+        eprintln!("{}: {:?} in {took:?}", case.name, result.as_ref().map_err(|e| e.to_string()));
+        if took > bound {
+            failures.push(format!("{}: took {took:?}, the bound is {bound:?}", case.name));
+        }
+        // Checks read the registry directly, past the faults.
+        let at = reg.reference(&target.repository);
+        if let Err(why) = (case.check)(&result, &proxy, &direct, &at, written.0) {
+            failures.push(format!("{}: {why}", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn the_default_timeouts_give_up_within_two_minutes() {
+    let o = ClientOptions::default();
+    assert!(o.give_up_bound() <= Duration::from_secs(120), "{:?}", o.give_up_bound());
+    // Every phase is bounded.
+    let t = &o.timeouts;
+    for d in [t.connect, t.response, t.stall, t.give_up] {
+        assert!(d > Duration::ZERO && d < Duration::from_secs(120));
+    }
+    assert!(t.min_progress > 0);
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// An upload `Location` and a download redirect on another host (another port) get no
+/// credentials, though the registry's own requests do; the other host completes them with
+/// its own (as a storage backend would), so the push and the pull succeed.
+#[test]
+fn credentials_never_follow_uploads_or_redirects_to_another_host() {
+    let Some(reg) = TestRegistry::start_with_htpasswd_or_skip("alice", "s3cret") else { return };
+    let foreign = FaultProxy::start_with(reg.port(), vec![], Some(basic("alice", "s3cret"))).unwrap();
+    let proxy = FaultProxy::start(
+        reg.port(),
+        vec![
+            Rule::new("POST", "/blobs/uploads/", Fault::LocationTo(foreign.origin())),
+            Rule::new("GET", "/blobs/sha256:", Fault::Redirect(foreign.origin())),
+        ],
+    )
+    .unwrap();
+    let c = client(fast_options(), Some(Credentials::parse("alice:s3cret").unwrap()));
+    let target = Reference::parse(&format!("{}/team/app:v1", proxy.host())).unwrap();
+    let img = Image::new(3, 20_000);
+    img.push(&c, &target, &[]).unwrap();
+    let mut got = Vec::new();
+    c.fetch_blob(&target, &img.layer.digest, &mut got).unwrap();
+    assert_eq!(got, img.layer.bytes);
+
+    let there = foreign.seen();
+    assert!(there.iter().any(|s| s.method == "PUT"), "the uploads went to the other host: {there:?}");
+    assert!(there.iter().any(|s| s.method == "GET"), "the download was redirected: {there:?}");
+    let leaked: Vec<_> = there.iter().filter(|s| s.authorization.is_some()).collect();
+    assert!(leaked.is_empty(), "credentials sent to another host: {leaked:?}");
+    let here = proxy.seen();
+    assert!(
+        here.iter().any(|s| s.authorization.as_deref() == Some(basic("alice", "s3cret").as_str())),
+        "the registry itself was given the credentials: {here:?}"
+    );
+}
+
+/// The bearer flow: the login goes to the token realm the challenge names (the token
+/// server, another port), the registry sees only bearer tokens.
+#[test]
+fn the_token_flow_sends_the_login_to_the_realm_and_the_token_to_the_registry() {
+    let token_auth = Some(("ci".to_owned(), "t0ken".to_owned()));
+    let Some(reg) =
+        TestRegistry::start_configured_or_skip(&TestRegistryConfig { token_auth, ..Default::default() })
+    else {
+        return;
+    };
+    let proxy = FaultProxy::start(reg.port(), vec![]).unwrap();
+    let c = client(fast_options(), Some(Credentials::parse("ci:t0ken").unwrap()));
+    let target = Reference::parse(&format!("{}/org/app:v1", proxy.host())).unwrap();
+    Image::new(5, 2_000).push(&c, &target, &[]).unwrap();
+    assert!(reg.tokens_issued() >= 1);
+    let seen = proxy.seen();
+    assert!(
+        seen.iter().any(|s| s.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer "))),
+        "{seen:?}"
+    );
+    let basic: Vec<_> =
+        seen.iter().filter(|s| s.authorization.as_deref().is_some_and(|a| a.starts_with("Basic "))).collect();
+    assert!(basic.is_empty(), "the password went to the registry instead of the realm: {basic:?}");
+}
