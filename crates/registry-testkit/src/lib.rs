@@ -488,4 +488,21 @@ mod tests {
         );
         assert_eq!(parse_access_line("time=x level=info msg=y"), None);
     }
+
+    /// The only test of this binary that touches the environment.
+    #[test]
+    fn a_missing_registry_fails_in_ci_and_skips_loudly_elsewhere() {
+        let ci = std::env::var_os("CI");
+        std::env::set_var("NIX_LAYER_TEST_REGISTRY", "/nonexistent/docker-registry");
+        std::env::set_var("CI", "true");
+        let in_ci = std::panic::catch_unwind(TestRegistry::start_or_skip);
+        std::env::remove_var("CI");
+        let elsewhere = TestRegistry::start_or_skip();
+        std::env::remove_var("NIX_LAYER_TEST_REGISTRY");
+        if let Some(v) = ci {
+            std::env::set_var("CI", v);
+        }
+        assert!(in_ci.is_err(), "CI set: a missing registry must fail the test");
+        assert!(elsewhere.is_none());
+    }
 }

@@ -13,7 +13,12 @@ pub enum Error {
     /// `request` is `METHOD url`.
     #[error("cannot reach registry {registry} ({request}) after {attempts} attempt(s): {cause}")]
     Unreachable { registry: String, request: String, attempts: u32, cause: String },
-    #[error("TLS with registry {registry} failed ({url}): {cause} (a registry that speaks plain HTTP needs the plain-HTTP option)")]
+    /// A certificate the trust roots do not vouch for, or a failed handshake. The fix is
+    /// trust, never giving TLS up, so the message names the trust roots.
+    #[error(
+        "TLS with registry {registry} failed ({url}): {cause} (the trust roots are the system store, \
+         $SSL_CERT_FILE and $SSL_CERT_DIR: add the registry's CA there)"
+    )]
     Tls { registry: String, url: String, cause: String },
     #[error(
         "registry {registry} refused access to {scope} (HTTP {status}){}: {message}",

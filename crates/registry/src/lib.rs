@@ -7,12 +7,21 @@
 //!
 //! Authentication follows the container tools ([`CredentialSource`]): auth files
 //! (`$REGISTRY_AUTH_FILE`, podman's, Docker's), credential helpers, explicit credentials and
-//! `GITHUB_TOKEN` for ghcr.io; basic and bearer-token flows. TLS always, unless
-//! [`ClientOptions::plain_http`] is set.
+//! `GITHUB_TOKEN` for ghcr.io; basic and bearer-token flows. Credentials go only to the
+//! registry's own origin (scheme, host and port): never to an upload `Location` or a
+//! redirect elsewhere, and in the bearer flow the login goes only to the token realm the
+//! registry names. TLS always, unless [`ClientOptions::plain_http`] is set, trusting the
+//! system store plus `$SSL_CERT_FILE` and `$SSL_CERT_DIR`.
+//!
+//! Every request is bounded ([`Timeouts`]): connect, response, a stall window over which
+//! each body (either direction) must move a minimum of bytes, and a give-up time after
+//! which no request or retry to a silent registry starts. Downloads are bounded by their
+//! descriptor's size ([`Client::fetch_blob_sized`]), manifests by 4 MiB.
 //!
 //! Crates: `ureq` 3 for HTTP (blocking, small, streams request bodies from any `Read`
 //! with a `Content-Length`, no async runtime to carry into a CLI that parallelises with
-//! threads), with `rustls` on `ring` and the bundled Mozilla roots (`webpki-roots`): pure
+//! threads), with `rustls` on `ring` (ureq's feature also brings the Mozilla roots of
+//! `webpki-roots`, used only on a machine without a trust store): pure
 //! Rust plus a C/assembly crypto core built by `cc`, so no cmake, no system OpenSSL and no
 //! network at build time (reqwest would bring tokio/hyper; aws-lc-rs needs cmake).
 //! `base64` decodes auth files. Credential helpers are run as Docker runs them (there is no

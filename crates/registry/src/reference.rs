@@ -229,4 +229,30 @@ mod tests {
             assert!(err.to_string().contains(&format!("`{bad}`")), "{bad}: {err}");
         }
     }
+
+    #[test]
+    fn a_registry_without_a_repository_is_refused_not_sent_to_docker_hub() {
+        for input in ["127.0.0.1:5000", "localhost:5000", "localhost", "127.0.0.1", "registry.example:5000"] {
+            let err = Reference::parse(input).unwrap_err().to_string();
+            assert!(err.contains("no repository"), "{input}: {err}");
+        }
+        // Docker Hub names are still names.
+        assert_eq!(parts("busybox:1.36").1, "library/busybox");
+        assert_eq!(parts("example.com/app").0, "example.com");
+        assert_eq!(parts(&format!("alpine@{D}")).3.as_deref(), Some(D));
+    }
+
+    #[test]
+    fn a_password_in_a_reference_is_never_echoed() {
+        for input in [
+            "user:hunter2@reg.example/app:v1",
+            "user:hun@ter2@reg.example:5000/app",
+            "user:hunter2@reg.example/app@sha256:00",
+            "user:hunter2@reg.example/UPPER",
+        ] {
+            let err = Reference::parse(input).unwrap_err().to_string();
+            assert!(!err.contains("hunter2") && !err.contains("ter2"), "{input}: {err}");
+            assert!(err.contains("credentials do not belong"), "{input}: {err}");
+        }
+    }
 }
