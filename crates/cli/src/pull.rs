@@ -60,7 +60,7 @@ pub fn fetch_base(
     let layout = OciLayout::open_or_create(&tmp)?;
     let (config, layers) = resolved.manifest.blobs().context("the base image's manifest is not valid")?;
     for d in std::iter::once(&config).chain(&layers) {
-        client.fetch_blob_to_path(&r, &d.digest, &layout.blob_path(&d.digest))?;
+        client.fetch_blob_to_path_sized(&r, &d.digest, d.size, &layout.blob_path(&d.digest))?;
     }
     let manifest = Document::from_bytes(resolved.manifest.bytes.clone(), &resolved.manifest.media_type);
     layout.add_document(&manifest)?;

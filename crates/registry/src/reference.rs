@@ -113,7 +113,7 @@ pub(crate) fn api_host(registry: &str) -> &str {
 
 /// Where a `user:password@` prefix ends: the last `@` that does not start a digest.
 fn credentials_end(input: &str) -> Option<usize> {
-    input.match_indices('@').map(|(i, _)| i).filter(|i| !input[i + 1..].starts_with("sha256:")).last()
+    input.match_indices('@').map(|(i, _)| i).rfind(|i| !input[i + 1..].starts_with("sha256:"))
 }
 
 /// `input` with any `user:password@` masked, for error messages.

@@ -440,7 +440,6 @@ impl Client {
 }
 
 /// Reads a blob source while hashing it and keeping its own I/O error apart from the
-
 /// network's, so a failing source is reported as such (and not retried).
 /// The registry's consumption is watched too: a server that reads our body slower than
 /// the minimum progress stalls the upload.
