@@ -99,13 +99,13 @@ impl Client {
     /// `Some(referrers)` if the registry serves the referrers API, `None` if not.
     fn referrers_api(&self, repo: &Reference, subject: &Digest) -> Result<Option<Vec<Descriptor>>, Error> {
         let req = self.req("GET", repo, &format!("referrers/{subject}"), pull_scope(&repo.repository));
-        let mut resp = self.send(&req, ReqBody::Empty)?;
+        let resp = self.send(&req, ReqBody::Empty)?;
         match resp.status().as_u16() {
             200 => {}
             401 | 403 => return Err(self.status_error(&req, "the referrers query", resp)),
             _ => return Ok(None),
         }
-        let body = resp.body_mut().with_config().limit(4 << 20).read_to_vec();
+        let body = self.body_reader(&req, resp, 4 << 20).read_all();
         let doc = body.ok().and_then(|b| serde_json::from_slice::<IndexDoc>(&b).ok());
         // A 200 that is not an index is not the referrers API (some servers answer any path).
         Ok(doc.map(|d| d.manifests))
