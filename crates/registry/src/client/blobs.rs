@@ -89,11 +89,15 @@ impl Client {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                    // Cut off at the first byte too many: `actual` is a lower bound.
                     return Err(Error::SizeMismatch {
-                        what: format!("blob {digest} downloaded from {}/{}", repo.registry, repo.repository),
+                        what: format!(
+                            "blob {digest} downloaded from {}/{} (its body runs past its size; cut off)",
+                            repo.registry, repo.repository
+                        ),
                         expected: size.unwrap_or(0),
                         actual: size.unwrap_or(0) + 1,
-                    })
+                    });
                 }
                 Err(e) => return Err(body.error(e)),
             };
