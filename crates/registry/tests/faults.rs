@@ -458,3 +458,33 @@ fn the_token_flow_sends_the_login_to_the_realm_and_the_token_to_the_registry() {
         seen.iter().filter(|s| s.authorization.as_deref().is_some_and(|a| a.starts_with("Basic "))).collect();
     assert!(basic.is_empty(), "the password went to the registry instead of the realm: {basic:?}");
 }
+
+/// The auth state is not locked across network I/O: while one registry's API check hangs,
+/// a push to another registry through the same client goes on.
+#[test]
+fn a_hanging_registry_does_not_hold_up_another() {
+    let Some(reg) = TestRegistry::start_or_skip() else { return };
+    let hanging = FaultProxy::start(reg.port(), vec![Rule::new("GET", "=/v2/", Fault::Stall)]).unwrap();
+    let healthy = FaultProxy::start(reg.port(), vec![]).unwrap();
+    let mut options = fast_options();
+    options.timeouts.response = Duration::from_secs(3);
+    options.timeouts.give_up = Duration::from_secs(4);
+    let c = client(options, None);
+    let (slow_image, image) = (Image::new(11, 1_000), Image::new(12, 1_000));
+    let slow_target = Reference::parse(&format!("{}/slow:v1", hanging.host())).unwrap();
+    let target = Reference::parse(&format!("{}/quick:v1", healthy.host())).unwrap();
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| slow_image.push(&c, &slow_target, &[]));
+        // Let the slow push get into its API check.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !hanging.seen().iter().any(|r| r.path == "/v2/") {
+            assert!(Instant::now() < deadline, "the slow push never reached the registry");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        image.push(&c, &target, &[]).unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "the healthy push waited {took:?} for the hanging registry");
+        assert!(slow.join().unwrap().is_err());
+    });
+}
