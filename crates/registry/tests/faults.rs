@@ -488,3 +488,26 @@ fn a_hanging_registry_does_not_hold_up_another() {
         assert!(slow.join().unwrap().is_err());
     });
 }
+
+/// A base image's blob fetched to a file: an endless body is cut off at the descriptor's
+/// size and leaves no file behind (nor a temporary one).
+#[test]
+fn an_endless_blob_leaves_no_file() {
+    let Some(reg) = TestRegistry::start_or_skip() else { return };
+    let img = Image::new(21, 3_000);
+    img.push(&client(fast_options(), None), &reg.reference("base:v1"), &[]).unwrap();
+    let proxy =
+        FaultProxy::start(reg.port(), vec![Rule::new("GET", "/blobs/sha256:", Fault::EndlessBody)]).unwrap();
+    let c = client(fast_options(), None);
+    let target = Reference::parse(&format!("{}/base", proxy.host())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("blob");
+    let size = img.layer.bytes.len() as u64;
+    let err = c.fetch_blob_to_path_sized(&target, &img.layer.digest, size, &dest).unwrap_err();
+    assert!(matches!(err, Error::SizeMismatch { .. }), "{err:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "files left behind");
+    // Without the fault, the same call fetches the blob.
+    proxy.set_rules(vec![]);
+    assert_eq!(c.fetch_blob_to_path_sized(&target, &img.layer.digest, size, &dest).unwrap(), size);
+    assert_eq!(std::fs::read(&dest).unwrap(), img.layer.bytes);
+}
