@@ -289,7 +289,7 @@ fn faults_fail_in_bounded_time_or_are_survived() {
         Case {
             name: "upload body never read",
             rules: vec![Rule::new("PUT", "/blobs/uploads/", Fault::NoReadBody)],
-            op: Op::Push(24 << 20),
+            op: Op::Push(4 << 20),
             check: fails_unreachable,
             per_try: true,
         },
