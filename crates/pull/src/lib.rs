@@ -1,0 +1,241 @@
+//! Base images from a registry (`--from-image REG/repo@sha256:…`), pinned by digest.
+//!
+//! A base is fetched once into a local OCI layout (every blob verified as it arrives) and
+//! kept under its pin AND the wanted platform, so `--variant v6` never reuses what a
+//! `--variant v7` build kept. A kept layout is checked against the pin every time it is
+//! used: the pin's blob must hash to the pin, the image it selects for the platform must be
+//! the one the layout names, and every blob must match its descriptor. A layout that fails
+//! is fetched again once; if the fresh copy fails too, the build fails. The image's config
+//! must be for the wanted platform: a single-platform pin of another architecture is refused.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix_layer_blob::Digest;
+use nix_layer_image::{Document, OciLayout, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
+use nix_layer_registry::{Client, Platform, Reference};
+use nix_layer_scratch::ScratchDir;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+
+/// The name the base image has in its kept layout (what the build opens).
+pub const BASE_NAME: &str = "base";
+
+/// Prefix of fetches under way (and of layouts being discarded) in the bases directory.
+const SCRATCH_PREFIX: &str = ".fetch-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "--from-image {0}: a registry image must be pinned by digest, so the build is reproducible: \
+         give `{0}@sha256:…` (`skopeo inspect docker://{0}` shows the digest)"
+    )]
+    NotPinned(String),
+    #[error("the base image {reference} is for {actual}, but this build is for {wanted}; {hint}")]
+    PlatformMismatch { reference: String, wanted: String, actual: String, hint: String },
+    #[error("the base image {reference} does not match its pin: {problem}")]
+    PinMismatch { reference: String, problem: String },
+    #[error("neither XDG_CACHE_HOME nor HOME is set: give --cache DIR to keep base images")]
+    NoCacheDir,
+    #[error("{action} `{}`: {cause}", path.display())]
+    Io { action: &'static str, path: PathBuf, cause: std::io::Error },
+    #[error(transparent)]
+    Registry(#[from] nix_layer_registry::Error),
+    #[error(transparent)]
+    Image(#[from] nix_layer_image::Error),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |cause| Error::Io { action, path: path.to_owned(), cause }
+}
+
+/// Whether `--from-image ARG` names a registry image rather than a file or directory: it
+/// is not an existing path, and it is pinned (`…@sha256:…`) or starts with a registry host
+/// (`host.name/…`, `host:port/…`, `localhost/…`), so that an unpinned registry image gets
+/// "pin it by digest" rather than "no such file".
+pub fn is_registry_reference(arg: &str) -> bool {
+    if Path::new(arg).exists() {
+        return false;
+    }
+    if arg.contains("@sha256:") {
+        return true;
+    }
+    let Some((first, _)) = arg.split_once('/') else { return false };
+    let host_like = first.contains('.') || first.contains(':') || first == "localhost";
+    host_like && !arg.starts_with('.') && Reference::parse(arg).is_ok()
+}
+
+/// Where fetched base images are kept: under the layer cache when there is one, else in
+/// `$XDG_CACHE_HOME/nix-layer/bases` (`~/.cache/…`).
+pub fn bases_dir(cache: Option<&Path>) -> Result<PathBuf, Error> {
+    if let Some(c) = cache {
+        return Ok(c.join("bases"));
+    }
+    let home_cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or(Error::NoCacheDir)?;
+    Ok(home_cache.join("nix-layer").join("bases"))
+}
+
+/// The kept layout's directory name: the pin and the whole wanted platform.
+fn kept_name(pin: &Digest, platform: &Platform) -> String {
+    let mut name = format!("{}-{}-{}", pin.hex(), platform.os, platform.architecture);
+    if let Some(v) = &platform.variant {
+        name.push('-');
+        name.push_str(v);
+    }
+    name
+}
+
+/// The local OCI layout of `reference` (pinned by digest) for `platform`, its image named
+/// [`BASE_NAME`]: the kept one when it still matches the pin, else fetched (again) now.
+pub fn fetch_base(
+    client: &Client,
+    reference: &str,
+    platform: &Platform,
+    cache: Option<&Path>,
+) -> Result<PathBuf, Error> {
+    let r = Reference::parse(reference)?;
+    let Some(pin) = r.digest else {
+        return Err(Error::NotPinned(reference.to_owned()));
+    };
+    let bases = bases_dir(cache)?;
+    let dest = bases.join(kept_name(&pin, platform));
+    if dest.join("oci-layout").is_file() {
+        if verify_kept(&dest, &pin, platform, reference).is_ok() {
+            return Ok(dest);
+        }
+        // Damaged or replaced: set aside (removed with the scratch directory), fetched again.
+        let aside = ScratchDir::new_in(&bases, SCRATCH_PREFIX).map_err(io_err("cannot create a directory in", &bases))?;
+        fs::rename(&dest, aside.path().join("stale")).map_err(io_err("cannot set aside the damaged base image", &dest))?;
+    }
+    fs::create_dir_all(&bases).map_err(io_err("cannot create", &bases))?;
+    nix_layer_scratch::sweep(&bases, SCRATCH_PREFIX);
+    let scratch = ScratchDir::new_in(&bases, SCRATCH_PREFIX).map_err(io_err("cannot create a directory in", &bases))?;
+    let tmp = scratch.path().join("layout");
+    fetch_into(client, &r, platform, &tmp)?;
+    verify_kept(&tmp, &pin, platform, reference)?;
+    match fs::rename(&tmp, &dest) {
+        Ok(()) => Ok(dest),
+        // Another build kept it meanwhile: used only if it too matches the pin.
+        Err(_) if dest.join("oci-layout").is_file() => {
+            verify_kept(&dest, &pin, platform, reference)?;
+            Ok(dest)
+        }
+        Err(e) => Err(io_err("cannot move the base image to", &dest)(e)),
+    }
+}
+
+/// Fetches the image into a new layout at `dir`: the pinned index (if the pin is one), the
+/// platform's manifest, its config and layers, each verified by the client as it arrives.
+fn fetch_into(client: &Client, r: &Reference, platform: &Platform, dir: &Path) -> Result<(), Error> {
+    let resolved = client.resolve_image(r, platform)?;
+    let layout = OciLayout::open_or_create(dir)?;
+    if let Some(index) = &resolved.index {
+        layout.add_document(&Document::from_bytes(index.bytes.clone(), &index.media_type))?;
+    }
+    let manifest = Document::from_bytes(resolved.manifest.bytes.clone(), &resolved.manifest.media_type);
+    let parsed = parse_manifest(&manifest, &r.to_string())?;
+    let blobs = std::iter::once(parsed.config()).chain(parsed.layers());
+    for d in blobs {
+        let digest = digest_of(d)?;
+        let path = layout.blob_path(&digest);
+        if path.is_file() {
+            continue; // a config that is also a layer, or a layer listed twice
+        }
+        client.fetch_blob_to_path(r, &digest, &path)?;
+        // Downloaded through a private temporary file: readable as the umask allows, so
+        // another user of a shared cache can read it.
+        fs::set_permissions(&path, fs::Permissions::from_mode(nix_layer_scratch::final_mode(0o644)))
+            .map_err(io_err("cannot set the mode of", &path))?;
+    }
+    layout.add_document(&manifest)?;
+    name_base(&layout, &manifest)
+}
+
+fn parse_manifest(doc: &Document, reference: &str) -> Result<ImageManifest, Error> {
+    oci_spec::image::ImageManifest::from_reader(doc.bytes()).map_err(|e| Error::PinMismatch {
+        reference: reference.to_owned(),
+        problem: format!("its manifest is not an image manifest: {e}"),
+    })
+}
+
+fn digest_of(d: &Descriptor) -> Result<Digest, Error> {
+    Ok(d.digest().to_string().parse::<Digest>().map_err(nix_layer_image::Error::from)?)
+}
+
+/// Names `manifest` (already stored) [`BASE_NAME`] in `layout`'s index.
+pub fn name_base(layout: &OciLayout, manifest: &Document) -> Result<(), Error> {
+    let mut entry = manifest.descriptor();
+    entry.set_annotations(Some(HashMap::from([(REF_NAME_ANNOTATION.to_owned(), BASE_NAME.to_owned())])));
+    Ok(layout.add_index_entry(entry)?)
+}
+
+/// The OCI platform of an index entry, in the registry client's terms.
+fn platform_of(p: &oci_spec::image::Platform) -> Platform {
+    Platform { os: p.os().to_string(), architecture: p.architecture().to_string(), variant: p.variant().clone() }
+}
+
+/// Checks a kept layout against the pin: the pin's blob hashes to the pin; the image named
+/// [`BASE_NAME`] is the pin itself or, for an index, its entry for `platform`; the manifest,
+/// config and every layer match their descriptors; the config is for `platform`.
+pub fn verify_kept(dir: &Path, pin: &Digest, platform: &Platform, reference: &str) -> Result<(), Error> {
+    let mismatch = |problem: String| Error::PinMismatch { reference: reference.to_owned(), problem };
+    let layout = OciLayout::open_existing(dir)?;
+    let images = layout.images()?;
+    let Some((_, base)) = images.iter().find(|(name, _)| name.as_deref() == Some(BASE_NAME)) else {
+        return Err(mismatch(format!("the kept layout {} names no `{BASE_NAME}` image", dir.display())));
+    };
+    let pin_path = layout.blob_path(pin);
+    let mut pinned = Vec::new();
+    nix_layer_blob::open_no_follow(&pin_path)
+        .and_then(|f| f.take(MAX_DOCUMENT_SIZE + 1).read_to_end(&mut pinned))
+        .map_err(io_err("cannot read the pinned manifest", &pin_path))?;
+    if Digest::of(&pinned) != *pin {
+        return Err(mismatch(format!("the kept copy of the pinned manifest {} has other bytes", pin_path.display())));
+    }
+    let expected = if base.digest().to_string() == pin.to_string() {
+        *pin
+    } else {
+        let index = ImageIndex::from_reader(pinned.as_slice())
+            .map_err(|_| mismatch("the kept layout names another image than the pin".into()))?;
+        let chosen = index
+            .manifests()
+            .iter()
+            .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(&platform_of(p))))
+            .ok_or_else(|| mismatch(format!("the pinned index has no image for {platform}")))?;
+        digest_of(chosen)?
+    };
+    if base.digest().to_string() != expected.to_string() {
+        return Err(mismatch(format!(
+            "the kept layout names {} but the pin selects {expected} for {platform}",
+            base.digest()
+        )));
+    }
+    let manifest = layout.read_manifest(base)?;
+    let (config, _) = layout.read_config(manifest.config())?;
+    let actual = Platform {
+        os: config.os().to_string(),
+        architecture: config.architecture().to_string(),
+        variant: config.variant().clone(),
+    };
+    if !platform.matches(&actual) {
+        return Err(Error::PlatformMismatch {
+            reference: reference.to_owned(),
+            wanted: platform.to_string(),
+            actual: actual.to_string(),
+            hint: format!(
+                "build with --arch {}{} or pin the image (or index) for {platform}",
+                actual.architecture,
+                actual.variant.as_ref().map(|v| format!(" --variant {v}")).unwrap_or_default()
+            ),
+        });
+    }
+    for layer in manifest.layers() {
+        layout.verify_blob(layer)?;
+    }
+    Ok(())
+}
