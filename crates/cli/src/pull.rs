@@ -18,6 +18,11 @@ pub fn client(plain_http: bool, creds: Option<&str>) -> Result<Client> {
 }
 
 /// The local OCI layout of `reference` for `platform` (see [`nix_layer_pull::fetch_base`]).
-pub fn fetch_base(client: &Client, reference: &str, platform: &Platform, cache: Option<&Path>) -> Result<PathBuf> {
+pub fn fetch_base(
+    client: &Client,
+    reference: &str,
+    platform: &Platform,
+    cache: Option<&Path>,
+) -> Result<PathBuf> {
     Ok(nix_layer_pull::fetch_base(client, reference, platform, cache)?)
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use nix_layer_scratch::ScratchFile;
 use nix_layer_tar::{EntryKind, Header, TarWriter};
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
+use oci_spec::image::{
+    Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
+};
 use serde_json::{json, Value};
 
 use crate::model::{Document, REF_NAME_ANNOTATION};
@@ -278,7 +280,12 @@ impl OciLayout {
     /// The images of `index.json` with their names (`org.opencontainers.image.ref.name`,
     /// `None` for an unnamed entry), in index order.
     pub fn images(&self) -> Result<Vec<(Option<String>, Descriptor)>, Error> {
-        Ok(self.read_index()?.manifests().iter().map(|d| (ref_name(d).map(str::to_owned), d.clone())).collect())
+        Ok(self
+            .read_index()?
+            .manifests()
+            .iter()
+            .map(|d| (ref_name(d).map(str::to_owned), d.clone()))
+            .collect())
     }
 
     /// A blob's bytes (at most [`MAX_DOCUMENT_SIZE`]), checked against `desc`.
@@ -288,7 +295,10 @@ impl OciLayout {
         if desc.size() > MAX_DOCUMENT_SIZE {
             return Err(Error::BadLayout {
                 path: self.dir.clone(),
-                problem: format!("the document {digest} is {} bytes, more than a document may be", desc.size()),
+                problem: format!(
+                    "the document {digest} is {} bytes, more than a document may be",
+                    desc.size()
+                ),
             });
         }
         let mut bytes = Vec::new();

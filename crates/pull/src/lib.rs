@@ -109,12 +109,15 @@ pub fn fetch_base(
             return Ok(dest);
         }
         // Damaged or replaced: set aside (removed with the scratch directory), fetched again.
-        let aside = ScratchDir::new_in(&bases, SCRATCH_PREFIX).map_err(io_err("cannot create a directory in", &bases))?;
-        fs::rename(&dest, aside.path().join("stale")).map_err(io_err("cannot set aside the damaged base image", &dest))?;
+        let aside = ScratchDir::new_in(&bases, SCRATCH_PREFIX)
+            .map_err(io_err("cannot create a directory in", &bases))?;
+        fs::rename(&dest, aside.path().join("stale"))
+            .map_err(io_err("cannot set aside the damaged base image", &dest))?;
     }
     fs::create_dir_all(&bases).map_err(io_err("cannot create", &bases))?;
     nix_layer_scratch::sweep(&bases, SCRATCH_PREFIX);
-    let scratch = ScratchDir::new_in(&bases, SCRATCH_PREFIX).map_err(io_err("cannot create a directory in", &bases))?;
+    let scratch =
+        ScratchDir::new_in(&bases, SCRATCH_PREFIX).map_err(io_err("cannot create a directory in", &bases))?;
     let tmp = scratch.path().join("layout");
     fetch_into(client, &r, platform, &tmp)?;
     verify_kept(&tmp, &pin, platform, reference)?;
@@ -176,7 +179,11 @@ pub fn name_base(layout: &OciLayout, manifest: &Document) -> Result<(), Error> {
 
 /// The OCI platform of an index entry, in the registry client's terms.
 fn platform_of(p: &oci_spec::image::Platform) -> Platform {
-    Platform { os: p.os().to_string(), architecture: p.architecture().to_string(), variant: p.variant().clone() }
+    Platform {
+        os: p.os().to_string(),
+        architecture: p.architecture().to_string(),
+        variant: p.variant().clone(),
+    }
 }
 
 /// Checks a kept layout against the pin: the pin's blob hashes to the pin; the image named
@@ -195,7 +202,10 @@ pub fn verify_kept(dir: &Path, pin: &Digest, platform: &Platform, reference: &st
         .and_then(|f| f.take(MAX_DOCUMENT_SIZE + 1).read_to_end(&mut pinned))
         .map_err(io_err("cannot read the pinned manifest", &pin_path))?;
     if Digest::of(&pinned) != *pin {
-        return Err(mismatch(format!("the kept copy of the pinned manifest {} has other bytes", pin_path.display())));
+        return Err(mismatch(format!(
+            "the kept copy of the pinned manifest {} has other bytes",
+            pin_path.display()
+        )));
     }
     let expected = if base.digest().to_string() == pin.to_string() {
         *pin
