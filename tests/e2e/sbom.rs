@@ -218,3 +218,86 @@ fn build_writes_the_sbom_beside_the_image() {
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("-o PATH"));
 }
+
+/// The store paths a docker-archive's layers hold (`nix/store/<name>` entries, any depth),
+/// read with the image crate's archive reader (it follows layer symlinks).
+fn store_paths_in_layers(archive: &Path) -> BTreeSet<String> {
+    let image = nix_layer_image::BaseImage::open(archive).unwrap();
+    let mut held = BTreeSet::new();
+    for i in 0..image.layers.len() {
+        image
+            .for_each_entry(i, &mut |name, _| {
+                let Some(rest) =
+                    name.trim_start_matches("./").trim_start_matches('/').strip_prefix("nix/store/")
+                else {
+                    return;
+                };
+                if let Some(top) = rest.split('/').next().filter(|t| !t.is_empty()) {
+                    held.insert(format!("/nix/store/{top}"));
+                }
+            })
+            .unwrap();
+    }
+    held
+}
+
+/// `build --sbom` lists exactly the store paths the image's layers hold, for every
+/// combination of `--root`, `--contents`, `--no-store-paths` and `--from-image`.
+#[test]
+fn build_sbom_lists_exactly_the_store_paths_the_image_holds() {
+    let f = fixtures();
+    let dir = scratch();
+    let base = dir.path().join("base.tar");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.hello]))
+        .args(["--name", "sbom/base:1", "--quiet", "-o"])
+        .arg(&base));
+    assert!(!store_paths_in_layers(&base).is_empty(), "the base holds store paths");
+    let closure = f.closure(&[&f.app, &f.other]);
+    let mut checked = 0;
+    for root in [false, true] {
+        for contents in [false, true] {
+            for no_store_paths in [false, true] {
+                for from_image in [false, true] {
+                    let case = format!(
+                        "root={root} contents={contents} no-store-paths={no_store_paths} from-image={from_image}"
+                    );
+                    let out = dir.path().join(format!("{checked}.tar"));
+                    let mut c = nix_layer();
+                    c.arg("build").arg("--closure").args(&closure);
+                    c.args(["--name", "sbom/case:1", "--sbom", "--quiet"]);
+                    if root {
+                        c.args(["--root", &f.app]);
+                    }
+                    if contents {
+                        c.args(["--contents", &f.other]);
+                    }
+                    if no_store_paths {
+                        c.arg("--no-store-paths");
+                    }
+                    if from_image {
+                        c.arg("--from-image").arg(&base);
+                    }
+                    run(c.arg("-o").arg(&out));
+                    let sidecar = dir.path().join(format!("{checked}.tar.cdx.json"));
+                    let doc: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+                    let listed: BTreeSet<String> = doc["components"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| c["bom-ref"].as_str().unwrap().to_owned())
+                        .collect();
+                    let held = store_paths_in_layers(&out);
+                    assert_eq!(listed, held, "{case}");
+                    if !no_store_paths || from_image {
+                        assert!(!held.is_empty(), "{case}: the case holds store paths");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 16);
+}
