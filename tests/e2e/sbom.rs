@@ -118,7 +118,8 @@ fn sbom_bad_arguments_fail_and_write_nothing() {
 /// it (verifying every blob) and reads back the same bytes.
 #[test]
 fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
-    use nix_layer_sbom::{referrer, Descriptor, Format, SbomTime};
+    use nix_layer_sbom::{referrer, Format, SbomTime};
+    use oci_spec::image::Descriptor;
     let f = fixtures();
     let dir = scratch();
     let layout = dir.path().join("layout");
@@ -132,26 +133,17 @@ fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
     let doc = run(common("sbom").args(["-o", "-"])).stdout;
     let index_path = layout.join("index.json");
     let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    let image = &index["manifests"][0];
-    let subject = Descriptor {
-        media_type: image["mediaType"].as_str().unwrap().to_owned(),
-        digest: image["digest"].as_str().unwrap().to_owned(),
-        size: image["size"].as_u64().unwrap(),
-    };
+    let subject: Descriptor = serde_json::from_value(index["manifests"][0].clone()).unwrap();
     let r = referrer(Format::CycloneDx, &doc, &subject, &SbomTime::parse("1970-01-01T00:00:01Z").unwrap())
         .unwrap();
-    let blob = |d: &Descriptor| layout.join("blobs/sha256").join(d.digest.strip_prefix("sha256:").unwrap());
+    let blob = |d: &Descriptor| layout.join("blobs/sha256").join(d.digest().digest());
     for (d, bytes) in &r.blobs {
         std::fs::write(blob(d), bytes).unwrap();
     }
-    std::fs::write(blob(&r.descriptor), &r.manifest).unwrap();
-    index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
-        "mediaType": r.descriptor.media_type,
-        "digest": r.descriptor.digest,
-        "size": r.descriptor.size,
-        "artifactType": r.artifact_type,
-        "annotations": {"org.opencontainers.image.ref.name": "sbom"},
-    }));
+    std::fs::write(blob(&r.descriptor), &r.bytes).unwrap();
+    let mut entry = serde_json::to_value(&r.descriptor).unwrap();
+    entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "sbom"});
+    index["manifests"].as_array_mut().unwrap().push(entry);
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 
     let copy = dir.path().join("copy");
@@ -161,9 +153,9 @@ fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
         .arg(format!("oci:{}:sbom", copy.display())));
     let raw =
         run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:sbom", copy.display())));
-    assert_eq!(raw.stdout, r.manifest, "the manifest arrives byte for byte");
+    assert_eq!(raw.stdout, r.bytes, "the manifest arrives byte for byte");
     let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
-    assert_eq!(manifest["subject"]["digest"], subject.digest.as_str());
+    assert_eq!(manifest["subject"]["digest"], subject.digest().to_string());
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_owned();
     assert_eq!(std::fs::read(copy.join("blobs/sha256").join(layer)).unwrap(), doc, "the SBOM is the layer");
     // The image itself is still there and intact next to its SBOM.

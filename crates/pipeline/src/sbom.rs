@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use nix_layer_graph::{Graph, PathInfo};
 use nix_layer_image::{Document, Image, OciLayout, Timestamp, REF_NAME_ANNOTATION};
-use nix_layer_sbom::{referrer, Descriptor, Format, Sbom, SbomTime};
+use nix_layer_sbom::{referrer, Format, Sbom, SbomTime};
 
 use nix_layer_store::StorePath;
 
@@ -97,21 +97,16 @@ pub(crate) fn attach(
             .map_err(|e| crate::io_err(format!("cannot write {}", dest.display()))(e.source))?;
         return Ok(());
     }
-    let m = image.manifest();
-    let subject =
-        Descriptor { media_type: m.media_type().to_owned(), digest: m.digest().to_string(), size: m.len() };
     let created = SbomTime::parse(&Timestamp::from_epoch(req.created.epoch).map_err(Error::Invalid)?.rfc3339)
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    let r =
-        referrer(Format::CycloneDx, &doc, &subject, &created).map_err(|e| Error::Invalid(e.to_string()))?;
+    let r = referrer(Format::CycloneDx, &doc, &image.manifest().descriptor(), &created)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let layout = OciLayout::open_or_create(output)?;
     for (d, bytes) in &r.blobs {
-        layout.add_document(&Document::from_bytes(bytes.clone(), &d.media_type))?;
+        layout.add_document(&Document::from_bytes(bytes.clone(), &d.media_type().to_string()))?;
     }
-    let manifest = Document::from_bytes(r.manifest.clone(), &r.descriptor.media_type);
-    layout.add_document(&manifest)?;
-    let mut entry = manifest.descriptor();
-    entry.set_artifact_type(Some(oci_spec::image::MediaType::from(r.artifact_type)));
+    layout.add_document(&Document::from_bytes(r.bytes.clone(), nix_layer_sbom::OCI_MANIFEST_MEDIA_TYPE))?;
+    let mut entry = r.descriptor.clone();
     entry.set_annotations(Some(HashMap::from([(
         REF_NAME_ANNOTATION.to_owned(),
         format!("{}-sbom", image.reference()),
