@@ -57,7 +57,7 @@ pub fn referrer(
     subject: &Descriptor,
     created: &SbomTime,
 ) -> Result<Referrer, Error> {
-    check_digest(&subject.digest().to_string())?;
+    check_digest(subject.digest().as_ref())?;
     let subject = Descriptor::new(subject.media_type().clone(), subject.size(), subject.digest().clone());
     let mut config = descriptor_of(EMPTY_MEDIA_TYPE, EMPTY);
     config.set_data(Some("e30=".to_owned()));
