@@ -103,7 +103,7 @@ pub(crate) fn attach(
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let layout = OciLayout::open_or_create(output)?;
     for (d, bytes) in &r.blobs {
-        layout.add_document(&Document::from_bytes(bytes.clone(), &d.media_type().to_string()))?;
+        layout.add_document(&Document::from_bytes(bytes.clone(), d.media_type().as_ref()))?;
     }
     layout.add_document(&Document::from_bytes(r.bytes.clone(), nix_layer_sbom::OCI_MANIFEST_MEDIA_TYPE))?;
     let mut entry = r.descriptor.clone();
