@@ -83,6 +83,36 @@ impl OciLayout {
         Ok(layout)
     }
 
+    /// Opens an existing layout only to read it: nothing is created, swept or written
+    /// (a layout in the Nix store or another user's cache is read-only). `oci-layout` and
+    /// `index.json` are checked.
+    pub fn open_read(dir: &Path) -> Result<Self, Error> {
+        let bad = |problem: String| Error::BadLayout { path: dir.to_owned(), problem };
+        let marker = dir.join("oci-layout");
+        let bytes = match nix_layer_blob::open_no_follow(&marker) {
+            Ok(f) => {
+                let mut bytes = Vec::new();
+                io::Read::read_to_end(&mut io::Read::take(f, 4096), &mut bytes)
+                    .map_err(Error::io("cannot read", &marker))?;
+                bytes
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(bad(
+                    "the directory has no `oci-layout` file, so it is not an OCI image layout".into()
+                ))
+            }
+            Err(e) => return Err(Error::io("cannot read", &marker)(e)),
+        };
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("`oci-layout` is not valid JSON: {e}")))?;
+        if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
+            return Err(bad("`oci-layout` declares no imageLayoutVersion".into()));
+        }
+        let layout = OciLayout { dir: dir.to_owned() };
+        layout.read_index()?;
+        Ok(layout)
+    }
+
     /// Opens a layout that must already exist.
     pub fn open_existing(dir: &Path) -> Result<Self, Error> {
         if !dir.join("oci-layout").is_file() {
@@ -535,6 +565,52 @@ mod tests {
             let mode = fs::metadata(root.join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o644 & !mask, "{f}");
         }
+    }
+
+    /// The typed reader: names, manifest and config as oci-spec types, every blob checked
+    /// against its descriptor (bytes, length), nothing written by a read-only open.
+    #[test]
+    fn typed_reads_are_verified_and_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = blob(dir.path(), b"layer bytes", Compression::Gzip);
+        let root = dir.path().join("layout");
+        let manifest_digest = add(&OciLayout::open_or_create(&root).unwrap(), "app:1", &[&layer]);
+        let before = blob_names(&OciLayout { dir: root.clone() });
+        let layout = OciLayout::open_read(&root).unwrap();
+        let images = layout.images().unwrap();
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].0.as_deref(), Some("app:1"));
+        assert_eq!(images[0].1.digest().to_string(), manifest_digest.to_string());
+        let manifest = layout.read_manifest(&images[0].1).unwrap();
+        let (config, bytes) = layout.read_config(manifest.config()).unwrap();
+        assert_eq!(config.architecture().to_string(), "amd64");
+        assert_eq!(Digest::of(&bytes).to_string(), manifest.config().digest().to_string());
+        layout.verify_blob(&manifest.layers()[0]).unwrap();
+        assert_eq!(blob_names(&layout), before, "a read writes nothing");
+
+        let path_of = |d: &Descriptor| layout.blob_path(&d.digest().to_string().parse().unwrap());
+        let tamper = |path: &Path, bytes: &[u8]| {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+            fs::write(path, bytes).unwrap();
+        };
+        // Other bytes of the same length, then a longer file: both refused.
+        let layer_path = path_of(&manifest.layers()[0]);
+        let mut flipped = fs::read(&layer_path).unwrap();
+        flipped[5] ^= 1;
+        tamper(&layer_path, &flipped);
+        let e = layout.verify_blob(&manifest.layers()[0]).unwrap_err().to_string();
+        assert!(e.contains("damaged"), "{e}");
+        let config_path = path_of(manifest.config());
+        let mut longer = bytes.clone();
+        longer.push(b' ');
+        tamper(&config_path, &longer);
+        assert!(layout.read_config(manifest.config()).is_err());
+        // A missing marker: not a layout, and nothing created.
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let e = OciLayout::open_read(&empty).unwrap_err().to_string();
+        assert!(e.contains("not an OCI image layout"), "{e}");
+        assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
     }
 
     /// The case that used to lose an image: two names with the same tag.

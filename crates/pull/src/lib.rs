@@ -191,7 +191,7 @@ fn platform_of(p: &oci_spec::image::Platform) -> Platform {
 /// config and every layer match their descriptors; the config is for `platform`.
 pub fn verify_kept(dir: &Path, pin: &Digest, platform: &Platform, reference: &str) -> Result<(), Error> {
     let mismatch = |problem: String| Error::PinMismatch { reference: reference.to_owned(), problem };
-    let layout = OciLayout::open_existing(dir)?;
+    let layout = OciLayout::open_read(dir)?;
     let images = layout.images()?;
     let Some((_, base)) = images.iter().find(|(name, _)| name.as_deref() == Some(BASE_NAME)) else {
         return Err(mismatch(format!("the kept layout {} names no `{BASE_NAME}` image", dir.display())));
