@@ -13,6 +13,8 @@ use nix_layer_store::StorePath;
 use crate::{BuildRequest, Error, ImagePlan};
 
 /// The CycloneDX document of exactly the store paths `image` holds (see [`held_graph`]).
+/// A caller without the plan (a push) gets the same one from [`crate::plan_image`]`(req)`:
+/// planning is deterministic.
 pub fn document(req: &BuildRequest, plan: &ImagePlan, image: &Image) -> Result<Vec<u8>, Error> {
     let r = image.reference();
     let created = Timestamp::from_epoch(req.created.epoch).map_err(Error::Invalid)?;
