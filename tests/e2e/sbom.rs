@@ -200,6 +200,15 @@ fn build_writes_the_sbom_beside_the_image() {
         .arg(format!("oci:{}:sbom/app:1", layout.display())))
     .stdout;
     assert_eq!(manifest["subject"]["digest"], String::from_utf8(image).unwrap().trim());
+    // Made by the one referrer function (what push sends too): the same bytes from the
+    // document, the subject and the image's time.
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_owned();
+    let sbom_doc = std::fs::read(layout.join("blobs/sha256").join(layer)).unwrap();
+    let subject: oci_spec::image::Descriptor = serde_json::from_value(manifest["subject"].clone()).unwrap();
+    let created = nix_layer_sbom::SbomTime::parse("1970-01-01T00:00:01Z").unwrap();
+    let again =
+        nix_layer_sbom::referrer(nix_layer_sbom::Format::CycloneDx, &sbom_doc, &subject, &created).unwrap();
+    assert_eq!(again.bytes, raw, "build --sbom writes nix_layer_sbom::referrer's bytes");
     // Streams have nowhere to put it.
     let o = nix_layer()
         .arg("build")
