@@ -252,3 +252,41 @@ fn an_unpinned_registry_image_is_told_to_pin() {
     assert!(matches!(e, Error::NotPinned(_)), "{e}");
     assert!(e.to_string().contains("127.0.0.1:5000/base:1@sha256:"), "{e}");
 }
+
+/// A blob longer than its descriptor says: the download stops at the declared size (an
+/// endless body cannot fill the disk) and the build fails, nothing kept.
+#[test]
+fn a_blob_longer_than_its_descriptor_is_cut_off() {
+    let Some(r) = registry() else { return };
+    let client = r.client(None);
+    let tar = layer("etc/big", &vec![7u8; 1 << 20]);
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [Digest::of(&tar).to_string()] },
+    }))
+    .unwrap();
+    let mut layer_desc = desc("application/vnd.oci.image.layer.v1.tar", &tar);
+    layer_desc["size"] = json!(1000);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": desc("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [layer_desc],
+    }))
+    .unwrap();
+    let reference = r.reference("bases/long");
+    let blobs = [BytesBlob::new(config), BytesBlob::new(tar)];
+    let refs: Vec<&dyn BlobSource> = blobs.iter().map(|b| b as &dyn BlobSource).collect();
+    client.push_blobs(&reference, &refs, &[]).unwrap();
+    let digest = client.push_manifest(&reference, &[], &manifest, OCI_MANIFEST).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let e = fetch_base(
+        &client,
+        &format!("{}/bases/long@{digest}", r.host()),
+        &p("linux/amd64"),
+        Some(cache.path()),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::TooLong { size: 1000, .. }), "{e}");
+    let kept: Vec<_> = fs::read_dir(cache.path().join("bases")).unwrap().collect();
+    assert!(kept.is_empty(), "nothing kept: {kept:?}");
+}
