@@ -29,7 +29,8 @@ const SCRATCH_PREFIX: &str = ".fetch-";
 pub enum Error {
     #[error(
         "--from-image {0}: a registry image must be pinned by digest, so the build is reproducible: \
-         give `{0}@sha256:…` (`skopeo inspect docker://{0}` shows the digest)"
+         give `{0}@sha256:…` (`skopeo inspect docker://{0}` shows the digest); if it was meant \
+         as a file or directory, that does not exist"
     )]
     NotPinned(String),
     #[error("the base image {reference} is for {actual}, but this build is for {wanted}; {hint}")]
