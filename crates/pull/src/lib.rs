@@ -10,20 +10,24 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use nix_layer_blob::Digest;
-use nix_layer_image::{Document, OciLayout, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
+use nix_layer_image::{Document, OciLayout, REF_NAME_ANNOTATION};
 use nix_layer_registry::{Client, Platform, Reference};
 use nix_layer_scratch::ScratchDir;
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use oci_spec::image::{Descriptor, ImageManifest};
+
+mod download;
+mod verify;
+
+pub use verify::verify_kept;
 
 /// The name the base image has in its kept layout (what the build opens).
 pub const BASE_NAME: &str = "base";
 
 /// Prefix of fetches under way (and of layouts being discarded) in the bases directory.
-const SCRATCH_PREFIX: &str = ".fetch-";
+pub(crate) const SCRATCH_PREFIX: &str = ".fetch-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,7 +56,7 @@ pub enum Error {
     Image(#[from] nix_layer_image::Error),
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+pub(crate) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |cause| Error::Io { action, path: path.to_owned(), cause }
 }
 
@@ -154,77 +158,10 @@ fn fetch_into(client: &Client, r: &Reference, platform: &Platform, dir: &Path) -
         if path.is_file() {
             continue; // a config that is also a layer, or a layer listed twice
         }
-        fetch_bounded(client, r, &digest, d.size(), &path)?;
+        download::fetch_bounded(client, r, &digest, d.size(), &path)?;
     }
     layout.add_document(&manifest)?;
     name_base(&layout, &manifest)
-}
-
-/// Downloads blob `digest` of `size` bytes to `dest`: never more than `size` bytes are
-/// written (a registry sending an endless body is cut off at once), the digest is checked
-/// by the client, and `dest` appears only once both hold, readable as the umask allows
-/// (another user of a shared cache can read it). A transfer cut off mid-body is tried once
-/// more.
-fn fetch_bounded(
-    client: &Client,
-    r: &Reference,
-    digest: &Digest,
-    size: u64,
-    dest: &Path,
-) -> Result<(), Error> {
-    let dir = dest.parent().expect("a blob path has a parent");
-    let mut attempt = 0;
-    loop {
-        let tmp = nix_layer_scratch::ScratchFile::new_in(dir, SCRATCH_PREFIX)
-            .map_err(io_err("cannot create a file in", dir))?;
-        let mut out = Bounded { inner: std::io::BufWriter::new(tmp.file()), left: size, overflowed: false };
-        let fetched = client.fetch_blob(r, digest, &mut out);
-        if out.overflowed {
-            return Err(Error::TooLong { reference: r.to_string(), digest: *digest, size });
-        }
-        match fetched {
-            Ok(n) if n == size => {
-                std::io::Write::flush(&mut out.inner).map_err(io_err("cannot write", tmp.path()))?;
-                drop(out);
-                tmp.set_mode(nix_layer_scratch::final_mode(0o644))
-                    .map_err(io_err("cannot set the mode of", tmp.path()))?;
-                tmp.persist(dest).map_err(|e| io_err("cannot store the blob as", dest)(e.source))?;
-                return Ok(());
-            }
-            // Shorter than declared, with the right digest: the manifest lies.
-            Ok(n) => {
-                return Err(Error::PinMismatch {
-                    reference: r.to_string(),
-                    problem: format!("blob {digest} has {n} bytes but its descriptor says {size}"),
-                })
-            }
-            Err(e) if attempt == 0 && e.is_transient() => attempt += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// A writer that refuses to go past `left` bytes.
-struct Bounded<W> {
-    inner: W,
-    left: u64,
-    overflowed: bool,
-}
-
-impl<W: std::io::Write> std::io::Write for Bounded<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if buf.len() as u64 > self.left {
-            self.overflowed = true;
-            return Err(std::io::Error::other("more bytes than the descriptor declares"));
-        }
-        let n = self.inner.write(buf)?;
-        self.left -= n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 fn parse_manifest(doc: &Document, reference: &str) -> Result<ImageManifest, Error> {
@@ -234,7 +171,7 @@ fn parse_manifest(doc: &Document, reference: &str) -> Result<ImageManifest, Erro
     })
 }
 
-fn digest_of(d: &Descriptor) -> Result<Digest, Error> {
+pub(crate) fn digest_of(d: &Descriptor) -> Result<Digest, Error> {
     Ok(d.digest().to_string().parse::<Digest>().map_err(nix_layer_image::Error::from)?)
 }
 
@@ -243,77 +180,4 @@ pub fn name_base(layout: &OciLayout, manifest: &Document) -> Result<(), Error> {
     let mut entry = manifest.descriptor();
     entry.set_annotations(Some(HashMap::from([(REF_NAME_ANNOTATION.to_owned(), BASE_NAME.to_owned())])));
     Ok(layout.add_index_entry(entry)?)
-}
-
-/// The OCI platform of an index entry, in the registry client's terms.
-fn platform_of(p: &oci_spec::image::Platform) -> Platform {
-    Platform {
-        os: p.os().to_string(),
-        architecture: p.architecture().to_string(),
-        variant: p.variant().clone(),
-    }
-}
-
-/// Checks a kept layout against the pin: the pin's blob hashes to the pin; the image named
-/// [`BASE_NAME`] is the pin itself or, for an index, its entry for `platform`; the manifest,
-/// config and every layer match their descriptors; the config is for `platform`.
-pub fn verify_kept(dir: &Path, pin: &Digest, platform: &Platform, reference: &str) -> Result<(), Error> {
-    let mismatch = |problem: String| Error::PinMismatch { reference: reference.to_owned(), problem };
-    let layout = OciLayout::open_read(dir)?;
-    let images = layout.images()?;
-    let Some((_, base)) = images.iter().find(|(name, _)| name.as_deref() == Some(BASE_NAME)) else {
-        return Err(mismatch(format!("the kept layout {} names no `{BASE_NAME}` image", dir.display())));
-    };
-    let pin_path = layout.blob_path(pin);
-    let mut pinned = Vec::new();
-    nix_layer_blob::open_no_follow(&pin_path)
-        .and_then(|f| f.take(MAX_DOCUMENT_SIZE + 1).read_to_end(&mut pinned))
-        .map_err(io_err("cannot read the pinned manifest", &pin_path))?;
-    if Digest::of(&pinned) != *pin {
-        return Err(mismatch(format!(
-            "the kept copy of the pinned manifest {} has other bytes",
-            pin_path.display()
-        )));
-    }
-    let expected = if base.digest().to_string() == pin.to_string() {
-        *pin
-    } else {
-        let index = ImageIndex::from_reader(pinned.as_slice())
-            .map_err(|_| mismatch("the kept layout names another image than the pin".into()))?;
-        let chosen = index
-            .manifests()
-            .iter()
-            .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(&platform_of(p))))
-            .ok_or_else(|| mismatch(format!("the pinned index has no image for {platform}")))?;
-        digest_of(chosen)?
-    };
-    if base.digest().to_string() != expected.to_string() {
-        return Err(mismatch(format!(
-            "the kept layout names {} but the pin selects {expected} for {platform}",
-            base.digest()
-        )));
-    }
-    let manifest = layout.read_manifest(base)?;
-    let (config, _) = layout.read_config(manifest.config())?;
-    let actual = Platform {
-        os: config.os().to_string(),
-        architecture: config.architecture().to_string(),
-        variant: config.variant().clone(),
-    };
-    if !platform.matches(&actual) {
-        return Err(Error::PlatformMismatch {
-            reference: reference.to_owned(),
-            wanted: platform.to_string(),
-            actual: actual.to_string(),
-            hint: format!(
-                "build with --arch {}{} or pin the image (or index) for {platform}",
-                actual.architecture,
-                actual.variant.as_ref().map(|v| format!(" --variant {v}")).unwrap_or_default()
-            ),
-        });
-    }
-    for layer in manifest.layers() {
-        layout.verify_blob(layer)?;
-    }
-    Ok(())
 }
