@@ -367,3 +367,228 @@ fn another_users_cache_is_used_read_only() {
     assert!(!stderr.contains("(0 from cache)"), "hits are served: {stderr}");
     verify_layout(&out);
 }
+
+/// Base images from a registry (`--from-image REG/repo@sha256:…`), as an attacker and a
+/// shared cache would try them.
+mod registry_bases {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    use nix_layer_blob::Digest;
+    use nix_layer_registry_testkit::TestRegistry;
+    use nix_layer_registry::{BlobSource, BytesBlob, Client, Platform, OCI_INDEX, OCI_MANIFEST};
+    use nix_layer_tar::{EntryKind, Header, TarWriter};
+    use serde_json::{json, Value};
+
+    use crate::support::*;
+
+    fn registry() -> TestRegistry {
+        TestRegistry::start_or_skip().expect("docker-registry is not installed; scripts/setup.sh installs it")
+    }
+
+    fn desc(media_type: &str, bytes: &[u8]) -> Value {
+        json!({ "mediaType": media_type, "digest": Digest::of(bytes).to_string(), "size": bytes.len() })
+    }
+
+    /// A one-layer image for `platform` whose Env names the platform and `repo`, pushed by
+    /// digest; returns its index entry (with the platform).
+    fn push_image(client: &Client, r: &TestRegistry, repo: &str, platform: &str) -> Value {
+        let p = Platform::parse(platform).unwrap();
+        let mut t = TarWriter::new(Vec::new());
+        let h = Header {
+            name: b"etc/base-platform".to_vec(),
+            kind: EntryKind::Regular { size: platform.len() as u64 },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+            mtime: 1,
+        };
+        t.append_bytes(&h, platform.as_bytes()).unwrap();
+        let tar = t.finish().unwrap();
+        let mut config = json!({
+            "architecture": p.architecture, "os": p.os,
+            "config": { "Env": [format!("BASE={repo} {platform}")] },
+            "rootfs": { "type": "layers", "diff_ids": [Digest::of(&tar).to_string()] },
+        });
+        if let Some(v) = &p.variant {
+            config["variant"] = json!(v);
+        }
+        let config = serde_json::to_vec(&config).unwrap();
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": desc("application/vnd.oci.image.config.v1+json", &config),
+            "layers": [desc("application/vnd.oci.image.layer.v1.tar", &tar)],
+        }))
+        .unwrap();
+        let reference = r.reference(repo);
+        let blobs = [BytesBlob::new(config), BytesBlob::new(tar)];
+        let refs: Vec<&dyn BlobSource> = blobs.iter().map(|b| b as &dyn BlobSource).collect();
+        client.push_blobs(&reference, &refs, &[]).unwrap();
+        client.push_manifest(&reference, &[], &manifest, OCI_MANIFEST).unwrap();
+        let mut d = desc(OCI_MANIFEST, &manifest);
+        d["platform"] = serde_json::to_value(&p).unwrap();
+        d
+    }
+
+    fn pinned(r: &TestRegistry, repo: &str, entry: &Value) -> String {
+        format!("{}/{repo}@{}", r.host(), entry["digest"].as_str().unwrap())
+    }
+
+    /// `nix-layer build --from-image BASE ARGS -o OUT --cache CACHE` under umask 022.
+    fn build(base: &str, cache: &Path, out: &Path, args: &[&str]) -> Output {
+        let f = fixtures();
+        Command::new("sh")
+            .args(["-c", "umask 022; exec \"$0\" \"$@\""])
+            .arg(nix_layer().get_program())
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[&f.other]))
+            .args(["--name", "derived:1", "--format", "oci", "--plain-http", "--quiet", "--from-image", base])
+            .args(args)
+            .arg("--cache")
+            .arg(cache)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    }
+
+    fn built(o: Output) {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// The `BASE=…` Env entry the built image inherited.
+    fn inherited(out: &Path) -> String {
+        let env = nix_layer_image::BaseImage::open(out).unwrap().env();
+        env.into_iter().find(|e| e.starts_with("BASE=")).unwrap_or_default()
+    }
+
+    fn kept(cache: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(cache.join("bases"))
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn flip(path: &Path) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// After `--arch arm --variant v7`, a `--variant v6` build gets the v6 image.
+    #[test]
+    fn a_v6_build_never_reuses_the_kept_v7_base() {
+        let r = registry();
+        let client = r.client(None);
+        let entries: Vec<Value> =
+            ["linux/arm/v7", "linux/arm/v6"].iter().map(|p| push_image(&client, &r, "e2e/arm", p)).collect();
+        let index =
+            serde_json::to_vec(&json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries }))
+                .unwrap();
+        let digest = client.push_manifest(&r.reference("e2e/arm"), &["1"], &index, OCI_INDEX).unwrap();
+        let base = format!("{}/e2e/arm@{digest}", r.host());
+        let dir = scratch();
+        let cache = dir.path().join("cache");
+        for v in ["v7", "v6"] {
+            let out = dir.path().join(v);
+            built(build(&base, &cache, &out, &["--arch", "arm", "--variant", v]));
+            assert_eq!(inherited(&out), format!("BASE=e2e/arm linux/arm/{v}"));
+        }
+    }
+
+    /// A single-platform amd64 pin built for arm64: refused, nothing written.
+    #[test]
+    fn a_base_of_another_platform_is_refused() {
+        let r = registry();
+        let entry = push_image(&r.client(None), &r, "e2e/amd", "linux/amd64");
+        let dir = scratch();
+        let out = dir.path().join("out");
+        let o = build(&pinned(&r, "e2e/amd", &entry), &dir.path().join("cache"), &out, &["--arch", "arm64"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "exit 0 with an arm64 config over amd64 layers");
+        assert!(err.contains("linux/amd64") && err.contains("linux/arm64"), "{err}");
+        assert!(!out.exists());
+    }
+
+    /// Another self-consistent image swapped in under the pin is not used; a damaged kept
+    /// blob is fetched again; kept files are readable by others under umask 022.
+    #[test]
+    fn a_kept_base_is_checked_against_its_pin_every_time() {
+        let r = registry();
+        let client = r.client(None);
+        let one = push_image(&client, &r, "e2e/one", "linux/amd64");
+        let other = push_image(&client, &r, "e2e/other", "linux/amd64");
+        let (base, impostor) = (pinned(&r, "e2e/one", &one), pinned(&r, "e2e/other", &other));
+        let dir = scratch();
+        let (cache, cache2) = (dir.path().join("cache"), dir.path().join("cache2"));
+        built(build(&base, &cache, &dir.path().join("a"), &["--arch", "amd64"]));
+        assert_eq!(inherited(&dir.path().join("a")), "BASE=e2e/one linux/amd64");
+        let kept_one = kept(&cache);
+        assert_eq!(kept_one.len(), 1, "{kept_one:?}");
+        for f in walkdir(&kept_one[0]) {
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+            assert_eq!(mode & 0o044, 0o044, "{} is {mode:o}: another user cannot read it", f.display());
+        }
+
+        // The other image, kept elsewhere, copied over the first one's directory.
+        built(build(&impostor, &cache2, &dir.path().join("b"), &["--arch", "amd64"]));
+        let kept_other = kept(&cache2);
+        run(Command::new("rm").arg("-rf").arg(&kept_one[0]));
+        run(Command::new("cp").arg("-a").arg(&kept_other[0]).arg(&kept_one[0]));
+        let c = dir.path().join("c");
+        built(build(&base, &cache, &c, &["--arch", "amd64"]));
+        assert_eq!(inherited(&c), "BASE=e2e/one linux/amd64", "the swapped-in image was used");
+
+        // A kept layer flipped on disk: fetched again, the build succeeds.
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(kept_one[0].join("blobs/sha256").join(&one["digest"].as_str().unwrap()[7..]))
+                .unwrap(),
+        )
+        .unwrap();
+        let layer = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_owned();
+        flip(&kept_one[0].join("blobs/sha256").join(&layer));
+        let d = dir.path().join("d");
+        built(build(&base, &cache, &d, &["--arch", "amd64"]));
+        assert_eq!(inherited(&d), "BASE=e2e/one linux/amd64");
+        // Damaged in the registry too: an error, nothing written.
+        flip(&r.blob_data_path(&format!("sha256:{layer}").parse().unwrap()));
+        flip(&kept_one[0].join("blobs/sha256").join(&layer));
+        let e = dir.path().join("e");
+        let o = build(&base, &cache, &e, &["--arch", "amd64"]);
+        assert!(!o.status.success() && !e.exists(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// An unpinned registry image: "pin it by digest", not "No such file or directory".
+    #[test]
+    fn an_unpinned_registry_base_is_told_to_pin_it() {
+        let dir = scratch();
+        let out = dir.path().join("out");
+        let o = build("127.0.0.1:1/e2e/base:1", &dir.path().join("cache"), &out, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && !out.exists());
+        assert!(err.contains("pinned by digest") && !err.contains("No such file"), "{err}");
+    }
+
+    fn walkdir(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![dir.to_owned()];
+        let mut i = 0;
+        while i < out.len() {
+            if out[i].is_dir() {
+                out.extend(std::fs::read_dir(&out[i]).unwrap().map(|e| e.unwrap().path()));
+            }
+            i += 1;
+        }
+        out
+    }
+}

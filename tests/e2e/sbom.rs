@@ -118,7 +118,8 @@ fn sbom_bad_arguments_fail_and_write_nothing() {
 /// it (verifying every blob) and reads back the same bytes.
 #[test]
 fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
-    use nix_layer_sbom::{referrer, Descriptor, Format, SbomTime};
+    use nix_layer_sbom::{referrer, Format, SbomTime};
+    use oci_spec::image::Descriptor;
     let f = fixtures();
     let dir = scratch();
     let layout = dir.path().join("layout");
@@ -132,26 +133,17 @@ fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
     let doc = run(common("sbom").args(["-o", "-"])).stdout;
     let index_path = layout.join("index.json");
     let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    let image = &index["manifests"][0];
-    let subject = Descriptor {
-        media_type: image["mediaType"].as_str().unwrap().to_owned(),
-        digest: image["digest"].as_str().unwrap().to_owned(),
-        size: image["size"].as_u64().unwrap(),
-    };
+    let subject: Descriptor = serde_json::from_value(index["manifests"][0].clone()).unwrap();
     let r = referrer(Format::CycloneDx, &doc, &subject, &SbomTime::parse("1970-01-01T00:00:01Z").unwrap())
         .unwrap();
-    let blob = |d: &Descriptor| layout.join("blobs/sha256").join(d.digest.strip_prefix("sha256:").unwrap());
+    let blob = |d: &Descriptor| layout.join("blobs/sha256").join(d.digest().digest());
     for (d, bytes) in &r.blobs {
         std::fs::write(blob(d), bytes).unwrap();
     }
-    std::fs::write(blob(&r.descriptor), &r.manifest).unwrap();
-    index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
-        "mediaType": r.descriptor.media_type,
-        "digest": r.descriptor.digest,
-        "size": r.descriptor.size,
-        "artifactType": r.artifact_type,
-        "annotations": {"org.opencontainers.image.ref.name": "sbom"},
-    }));
+    std::fs::write(blob(&r.descriptor), &r.bytes).unwrap();
+    let mut entry = serde_json::to_value(&r.descriptor).unwrap();
+    entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "sbom"});
+    index["manifests"].as_array_mut().unwrap().push(entry);
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 
     let copy = dir.path().join("copy");
@@ -161,9 +153,9 @@ fn sbom_referrer_in_an_oci_layout_is_read_by_skopeo() {
         .arg(format!("oci:{}:sbom", copy.display())));
     let raw =
         run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:sbom", copy.display())));
-    assert_eq!(raw.stdout, r.manifest, "the manifest arrives byte for byte");
+    assert_eq!(raw.stdout, r.bytes, "the manifest arrives byte for byte");
     let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
-    assert_eq!(manifest["subject"]["digest"], subject.digest.as_str());
+    assert_eq!(manifest["subject"]["digest"], subject.digest().to_string());
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_owned();
     assert_eq!(std::fs::read(copy.join("blobs/sha256").join(layer)).unwrap(), doc, "the SBOM is the layer");
     // The image itself is still there and intact next to its SBOM.
@@ -208,6 +200,15 @@ fn build_writes_the_sbom_beside_the_image() {
         .arg(format!("oci:{}:sbom/app:1", layout.display())))
     .stdout;
     assert_eq!(manifest["subject"]["digest"], String::from_utf8(image).unwrap().trim());
+    // Made by the one referrer function (what push sends too): the same bytes from the
+    // document, the subject and the image's time.
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_owned();
+    let sbom_doc = std::fs::read(layout.join("blobs/sha256").join(layer)).unwrap();
+    let subject: oci_spec::image::Descriptor = serde_json::from_value(manifest["subject"].clone()).unwrap();
+    let created = nix_layer_sbom::SbomTime::parse("1970-01-01T00:00:01Z").unwrap();
+    let again =
+        nix_layer_sbom::referrer(nix_layer_sbom::Format::CycloneDx, &sbom_doc, &subject, &created).unwrap();
+    assert_eq!(again.bytes, raw, "build --sbom writes nix_layer_sbom::referrer's bytes");
     // Streams have nowhere to put it.
     let o = nix_layer()
         .arg("build")
@@ -217,4 +218,87 @@ fn build_writes_the_sbom_beside_the_image() {
         .output()
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("-o PATH"));
+}
+
+/// The store paths a docker-archive's layers hold (`nix/store/<name>` entries, any depth),
+/// read with the image crate's archive reader (it follows layer symlinks).
+fn store_paths_in_layers(archive: &Path) -> BTreeSet<String> {
+    let image = nix_layer_image::BaseImage::open(archive).unwrap();
+    let mut held = BTreeSet::new();
+    for i in 0..image.layers.len() {
+        image
+            .for_each_entry(i, &mut |name, _| {
+                let Some(rest) =
+                    name.trim_start_matches("./").trim_start_matches('/').strip_prefix("nix/store/")
+                else {
+                    return;
+                };
+                if let Some(top) = rest.split('/').next().filter(|t| !t.is_empty()) {
+                    held.insert(format!("/nix/store/{top}"));
+                }
+            })
+            .unwrap();
+    }
+    held
+}
+
+/// `build --sbom` lists exactly the store paths the image's layers hold, for every
+/// combination of `--root`, `--contents`, `--no-store-paths` and `--from-image`.
+#[test]
+fn build_sbom_lists_exactly_the_store_paths_the_image_holds() {
+    let f = fixtures();
+    let dir = scratch();
+    let base = dir.path().join("base.tar");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.hello]))
+        .args(["--name", "sbom/base:1", "--quiet", "-o"])
+        .arg(&base));
+    assert!(!store_paths_in_layers(&base).is_empty(), "the base holds store paths");
+    let closure = f.closure(&[&f.app, &f.other]);
+    let mut checked = 0;
+    for root in [false, true] {
+        for contents in [false, true] {
+            for no_store_paths in [false, true] {
+                for from_image in [false, true] {
+                    let case = format!(
+                        "root={root} contents={contents} no-store-paths={no_store_paths} from-image={from_image}"
+                    );
+                    let out = dir.path().join(format!("{checked}.tar"));
+                    let mut c = nix_layer();
+                    c.arg("build").arg("--closure").args(&closure);
+                    c.args(["--name", "sbom/case:1", "--sbom", "--quiet"]);
+                    if root {
+                        c.args(["--root", &f.app]);
+                    }
+                    if contents {
+                        c.args(["--contents", &f.other]);
+                    }
+                    if no_store_paths {
+                        c.arg("--no-store-paths");
+                    }
+                    if from_image {
+                        c.arg("--from-image").arg(&base);
+                    }
+                    run(c.arg("-o").arg(&out));
+                    let sidecar = dir.path().join(format!("{checked}.tar.cdx.json"));
+                    let doc: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+                    let listed: BTreeSet<String> = doc["components"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| c["bom-ref"].as_str().unwrap().to_owned())
+                        .collect();
+                    let held = store_paths_in_layers(&out);
+                    assert_eq!(listed, held, "{case}");
+                    if !no_store_paths || from_image {
+                        assert!(!held.is_empty(), "{case}: the case holds store paths");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 16);
 }

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use nix_layer_blob::{Digest, HashingWriter};
-use nix_layer_image::{Document, OciLayout, REF_NAME_ANNOTATION};
+use nix_layer_image::{Document, OciLayout};
 use nix_layer_registry::{Reference, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use nix_layer_scratch::{ScratchDir, ScratchFile};
 
 /// The name the pulled image has in its layout (what `fromImage` opens).
-pub const BASE_NAME: &str = "base";
+#[cfg(test)]
+use nix_layer_pull::BASE_NAME;
 
 /// Credentials for a fetch in a Nix build, where no `--creds` can be given: `user:password`.
 pub const CREDS_ENV: &str = "NIX_LAYER_REGISTRY_CREDS";
@@ -110,12 +111,7 @@ fn manifest_media_type(bytes: &[u8], path: &Path) -> Result<String> {
 
 /// Names `manifest` (already stored) `base` in `layout`'s index.
 pub fn name_base(layout: &OciLayout, manifest: &Document) -> Result<()> {
-    let mut entry = manifest.descriptor();
-    entry.set_annotations(Some(std::collections::HashMap::from([(
-        REF_NAME_ANNOTATION.to_owned(),
-        BASE_NAME.to_owned(),
-    )])));
-    Ok(layout.add_index_entry(entry)?)
+    Ok(nix_layer_pull::name_base(layout, manifest)?)
 }
 
 /// `assemble-layout`: an OCI layout of the manifest and its blobs (each copied and checked

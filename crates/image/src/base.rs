@@ -9,7 +9,7 @@ use nix_layer_blob::{open_no_follow, write_blob, write_stored_blob, HashingReade
 use nix_layer_scratch::ScratchFile;
 use serde_json::Value;
 
-use crate::{diff_ids_of, Compression, Digest, Error, LayerBlob};
+use crate::{diff_ids_of, Compression, Digest, Error, LayerBlob, OciLayout};
 
 /// What an OCI manifest says about a stored layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,88 +204,50 @@ impl BaseImage {
     /// multi-platform image) is followed to its first Linux manifest.
     pub fn open_oci_layout(dir: &Path, ref_name: Option<&str>) -> Result<BaseImage, Error> {
         let bad = |problem: String| Error::BadBaseImage { path: dir.to_owned(), problem };
-        if !dir.join("oci-layout").is_file() {
-            return Err(bad(
-                "the directory has no `oci-layout` file, so it is not an OCI image layout".into()
-            ));
-        }
-        let blob_path = |digest: &Digest| dir.join("blobs").join("sha256").join(digest.hex());
-        let read_blob = |desc: &Value, what: &str| -> Result<Vec<u8>, Error> {
-            let digest: Digest = desc["digest"]
-                .as_str()
-                .ok_or_else(|| bad(format!("the {what} descriptor has no digest")))?
-                .parse()?;
-            let path = blob_path(&digest);
-            let mut bytes = Vec::new();
-            open_no_follow(&path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(Error::io("cannot read the blob (symlinks are not followed)", &path))?;
-            if Digest::of(&bytes) != digest {
-                return Err(Error::DigestMismatch {
-                    what: format!("the {what} blob `{}`", path.display()),
-                    expected: digest,
-                    actual: Digest::of(&bytes),
-                    hint: "the layout is damaged; copy the image again",
-                });
-            }
-            Ok(bytes)
-        };
-        let read_json_blob = |desc: &Value, what: &str| -> Result<Value, Error> {
-            serde_json::from_slice(&read_blob(desc, what)?)
-                .map_err(|e| bad(format!("the {what} is not valid JSON: {e}")))
-        };
-
-        let index_path = dir.join("index.json");
-        let index: Value = serde_json::from_slice(
-            &fs::read(&index_path).map_err(Error::io("cannot read the layout's index", &index_path))?,
-        )
-        .map_err(|e| bad(format!("index.json is not valid JSON: {e}")))?;
-        let manifests =
-            index["manifests"].as_array().ok_or_else(|| bad("index.json has no manifests list".into()))?;
-        let ref_of = |m: &Value| m["annotations"][crate::REF_NAME_ANNOTATION].as_str().map(str::to_owned);
+        // Typed and verified reads: every document is checked against its descriptor.
+        let layout = OciLayout::open_read(dir)?;
+        let images = layout.images()?;
         let mut desc = match ref_name {
-            None => manifests.first().ok_or_else(|| bad("the layout holds no image".into()))?.clone(),
-            Some(want) => {
-                manifests.iter().find(|m| ref_of(m).as_deref() == Some(want)).cloned().ok_or_else(|| {
-                    let names: Vec<String> = manifests.iter().filter_map(ref_of).collect();
+            None => images.first().ok_or_else(|| bad("the layout holds no image".into()))?.1.clone(),
+            Some(want) => images
+                .iter()
+                .find(|(name, _)| name.as_deref() == Some(want))
+                .map(|(_, d)| d.clone())
+                .ok_or_else(|| {
+                    let names: Vec<&str> = images.iter().filter_map(|(n, _)| n.as_deref()).collect();
                     bad(format!("it has no image named `{want}`; it has: {}", names.join(", ")))
-                })?
-            }
+                })?,
         };
-        if is_index_type(desc["mediaType"].as_str().unwrap_or_default()) {
-            let nested = read_json_blob(&desc, "image index")?;
-            let list = nested["manifests"].as_array().cloned().unwrap_or_default();
+        if is_index_type(desc.media_type().as_ref()) {
+            let nested = layout.read_image_index(&desc)?;
+            let list = nested.manifests();
             desc = list
                 .iter()
-                .find(|m| m["platform"]["os"] == "linux")
+                .find(|m| m.platform().as_ref().is_some_and(|p| p.os().to_string() == "linux"))
                 .or(list.first())
                 .cloned()
                 .ok_or_else(|| bad("its image index lists no manifest".into()))?;
         }
-        let manifest = read_json_blob(&desc, "manifest")?;
-        let config_bytes = read_blob(&manifest["config"], "config")?;
+        let manifest = layout.read_manifest(&desc)?;
+        let config_bytes = layout.read_blob(manifest.config())?;
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("the config is not valid JSON: {e}")))?;
         let diff_ids = diff_ids_of(&config).map_err(bad)?;
-        let layer_descs = manifest["layers"].as_array().cloned().unwrap_or_default();
-        if diff_ids.len() != layer_descs.len() {
+        if diff_ids.len() != manifest.layers().len() {
             return Err(bad(format!(
                 "the config lists {} diff_ids but the manifest {} layers",
                 diff_ids.len(),
-                layer_descs.len()
+                manifest.layers().len()
             )));
         }
         let mut layers = Vec::new();
-        for (d, diff_id) in layer_descs.iter().zip(diff_ids) {
-            let media_type = d["mediaType"].as_str().unwrap_or_default().to_owned();
+        for (d, diff_id) in manifest.layers().iter().zip(diff_ids) {
+            let media_type = d.media_type().to_string();
             let compression = Compression::from_layer_media_type(&media_type)
                 .ok_or_else(|| bad(format!("layer media type `{media_type}` is not a tar layer")))?;
-            let digest: Digest = d["digest"]
-                .as_str()
-                .ok_or_else(|| bad("a layer descriptor has no digest".into()))?
-                .parse()?;
-            let size = d["size"].as_u64().ok_or_else(|| bad("a layer descriptor has no size".into()))?;
-            let path = blob_path(&digest);
+            let digest: Digest = d.digest().to_string().parse()?;
+            let size = d.size();
+            let path = layout.blob_path(&digest);
             let meta = fs::symlink_metadata(&path).map_err(Error::io("cannot find the layer blob", &path))?;
             if !meta.is_file() {
                 return Err(bad(format!(

@@ -35,7 +35,7 @@ pub use docker_archive::{DockerArchiveWriter, SlotArchive};
 pub use model::{
     platform_descriptor, platform_index, Document, Image, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION,
 };
-pub use oci_layout::{write_oci_archive, IndexKind, OciLayout};
+pub use oci_layout::{write_oci_archive, IndexKind, OciLayout, VerifiedBlob, MAX_DOCUMENT_SIZE};
 pub use reference::ImageRef;
 pub use time::Timestamp;
 

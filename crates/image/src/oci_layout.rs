@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use nix_layer_scratch::ScratchFile;
 use nix_layer_tar::{EntryKind, Header, TarWriter};
-use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+use oci_spec::image::{
+    Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
+};
 use serde_json::{json, Value};
 
 use crate::model::{Document, REF_NAME_ANNOTATION};
@@ -78,6 +80,36 @@ impl OciLayout {
         let blobs = layout.blobs_dir();
         fs::create_dir_all(&blobs).map_err(Error::io("cannot create the blob directory", &blobs))?;
         layout.sweep();
+        Ok(layout)
+    }
+
+    /// Opens an existing layout only to read it: nothing is created, swept or written
+    /// (a layout in the Nix store or another user's cache is read-only). `oci-layout` and
+    /// `index.json` are checked.
+    pub fn open_read(dir: &Path) -> Result<Self, Error> {
+        let bad = |problem: String| Error::BadLayout { path: dir.to_owned(), problem };
+        let marker = dir.join("oci-layout");
+        let bytes = match nix_layer_blob::open_no_follow(&marker) {
+            Ok(f) => {
+                let mut bytes = Vec::new();
+                io::Read::read_to_end(&mut io::Read::take(f, 4096), &mut bytes)
+                    .map_err(Error::io("cannot read", &marker))?;
+                bytes
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(bad(
+                    "the directory has no `oci-layout` file, so it is not an OCI image layout".into()
+                ))
+            }
+            Err(e) => return Err(Error::io("cannot read", &marker)(e)),
+        };
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("`oci-layout` is not valid JSON: {e}")))?;
+        if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
+            return Err(bad("`oci-layout` declares no imageLayoutVersion".into()));
+        }
+        let layout = OciLayout { dir: dir.to_owned() };
+        layout.read_index()?;
         Ok(layout)
     }
 
@@ -268,6 +300,136 @@ impl OciLayout {
     }
 }
 
+/// The largest JSON document (index, manifest, config) a layout read accepts: real ones
+/// are kilobytes; a bigger file is damage or an attack, not an image.
+pub const MAX_DOCUMENT_SIZE: u64 = 8 << 20;
+
+/// Reading: every blob is checked against its descriptor (size and digest) before its
+/// bytes are used, and blob names are never followed through symlinks.
+impl OciLayout {
+    /// The images of `index.json` with their names (`org.opencontainers.image.ref.name`,
+    /// `None` for an unnamed entry), in index order.
+    pub fn images(&self) -> Result<Vec<(Option<String>, Descriptor)>, Error> {
+        Ok(self
+            .read_index()?
+            .manifests()
+            .iter()
+            .map(|d| (ref_name(d).map(str::to_owned), d.clone()))
+            .collect())
+    }
+
+    /// A blob's bytes (at most [`MAX_DOCUMENT_SIZE`]), checked against `desc`.
+    pub fn read_blob(&self, desc: &Descriptor) -> Result<Vec<u8>, Error> {
+        let digest = descriptor_digest(desc)?;
+        let path = self.blob_path(&digest);
+        if desc.size() > MAX_DOCUMENT_SIZE {
+            return Err(Error::BadLayout {
+                path: self.dir.clone(),
+                problem: format!(
+                    "the document {digest} is {} bytes, more than a document may be",
+                    desc.size()
+                ),
+            });
+        }
+        let mut bytes = Vec::new();
+        let mut blob = self.open_blob(desc)?;
+        io::Read::read_to_end(&mut blob, &mut bytes).map_err(Error::io("cannot read the blob", &path))?;
+        Ok(bytes)
+    }
+
+    /// A reader over a blob that fails (`InvalidData`) at its end unless the bytes had
+    /// exactly `desc`'s size and digest; it never reads past that size.
+    pub fn open_blob(&self, desc: &Descriptor) -> Result<VerifiedBlob, Error> {
+        let digest = descriptor_digest(desc)?;
+        let path = self.blob_path(&digest);
+        let file = nix_layer_blob::open_no_follow(&path)
+            .map_err(Error::io("cannot open the blob (symlinks are not followed)", &path))?;
+        Ok(VerifiedBlob {
+            // One byte more than declared, so a longer file is noticed.
+            inner: Some(nix_layer_blob::HashingReader::new(io::Read::take(file, desc.size() + 1))),
+            expected: (digest, desc.size()),
+            path,
+        })
+    }
+
+    /// Reads the whole blob and checks it against `desc`.
+    pub fn verify_blob(&self, desc: &Descriptor) -> Result<(), Error> {
+        let mut blob = self.open_blob(desc)?;
+        let path = blob.path.clone();
+        io::copy(&mut blob, &mut io::sink()).map_err(Error::io("cannot read the blob", &path))?;
+        Ok(())
+    }
+
+    /// The image manifest `desc` points at (OCI or Docker schema 2), verified.
+    pub fn read_manifest(&self, desc: &Descriptor) -> Result<ImageManifest, Error> {
+        self.read_json(desc, "image manifest")
+    }
+
+    /// The image index `desc` points at (OCI index or Docker manifest list), verified.
+    pub fn read_image_index(&self, desc: &Descriptor) -> Result<ImageIndex, Error> {
+        self.read_json(desc, "image index")
+    }
+
+    /// An image config, verified, with its bytes as stored (their digest is the image's
+    /// identity, so callers that copy it must keep them).
+    pub fn read_config(&self, desc: &Descriptor) -> Result<(ImageConfiguration, Vec<u8>), Error> {
+        let bytes = self.read_blob(desc)?;
+        let config = serde_json::from_slice(&bytes).map_err(|e| Error::BadLayout {
+            path: self.dir.clone(),
+            problem: format!("the config {} is not an image config: {e}", desc.digest()),
+        })?;
+        Ok((config, bytes))
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(&self, desc: &Descriptor, what: &str) -> Result<T, Error> {
+        let bytes = self.read_blob(desc)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadLayout {
+            path: self.dir.clone(),
+            problem: format!("the {what} {} is not valid: {e}", desc.digest()),
+        })
+    }
+}
+
+fn descriptor_digest(desc: &Descriptor) -> Result<Digest, Error> {
+    Ok(desc.digest().to_string().parse()?)
+}
+
+/// A blob being read from a layout; see [`OciLayout::open_blob`].
+pub struct VerifiedBlob {
+    /// `None` once the end was reached and checked.
+    inner: Option<nix_layer_blob::HashingReader<io::Take<File>>>,
+    expected: (Digest, u64),
+    path: PathBuf,
+}
+
+impl VerifiedBlob {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl io::Read for VerifiedBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(inner) = self.inner.as_mut() else { return Ok(0) };
+        let n = inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let (_, digest, size) = self.inner.take().expect("checked above").finish();
+            if (digest, size) != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the blob {} holds {size} bytes of digest {digest}, not {} bytes of {}: the layout is damaged",
+                        self.path.display(),
+                        self.expected.1,
+                        self.expected.0
+                    ),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
 fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations().as_ref()?.get(REF_NAME_ANNOTATION).map(String::as_str)
 }
@@ -403,6 +565,52 @@ mod tests {
             let mode = fs::metadata(root.join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o644 & !mask, "{f}");
         }
+    }
+
+    /// The typed reader: names, manifest and config as oci-spec types, every blob checked
+    /// against its descriptor (bytes, length), nothing written by a read-only open.
+    #[test]
+    fn typed_reads_are_verified_and_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = blob(dir.path(), b"layer bytes", Compression::Gzip);
+        let root = dir.path().join("layout");
+        let manifest_digest = add(&OciLayout::open_or_create(&root).unwrap(), "app:1", &[&layer]);
+        let before = blob_names(&OciLayout { dir: root.clone() });
+        let layout = OciLayout::open_read(&root).unwrap();
+        let images = layout.images().unwrap();
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].0.as_deref(), Some("app:1"));
+        assert_eq!(images[0].1.digest().to_string(), manifest_digest.to_string());
+        let manifest = layout.read_manifest(&images[0].1).unwrap();
+        let (config, bytes) = layout.read_config(manifest.config()).unwrap();
+        assert_eq!(config.architecture().to_string(), "amd64");
+        assert_eq!(Digest::of(&bytes).to_string(), manifest.config().digest().to_string());
+        layout.verify_blob(&manifest.layers()[0]).unwrap();
+        assert_eq!(blob_names(&layout), before, "a read writes nothing");
+
+        let path_of = |d: &Descriptor| layout.blob_path(&d.digest().to_string().parse().unwrap());
+        let tamper = |path: &Path, bytes: &[u8]| {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+            fs::write(path, bytes).unwrap();
+        };
+        // Other bytes of the same length, then a longer file: both refused.
+        let layer_path = path_of(&manifest.layers()[0]);
+        let mut flipped = fs::read(&layer_path).unwrap();
+        flipped[5] ^= 1;
+        tamper(&layer_path, &flipped);
+        let e = layout.verify_blob(&manifest.layers()[0]).unwrap_err().to_string();
+        assert!(e.contains("damaged"), "{e}");
+        let config_path = path_of(manifest.config());
+        let mut longer = bytes.clone();
+        longer.push(b' ');
+        tamper(&config_path, &longer);
+        assert!(layout.read_config(manifest.config()).is_err());
+        // A missing marker: not a layout, and nothing created.
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let e = OciLayout::open_read(&empty).unwrap_err().to_string();
+        assert!(e.contains("not an OCI image layout"), "{e}");
+        assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
     }
 
     /// The case that used to lose an image: two names with the same tag.

@@ -334,6 +334,29 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The typed layout reader base images use takes a blob only with exactly its
+    /// descriptor's bytes: any edit (same length or not) of a layer or the config is
+    /// refused, an unedited blob is read.
+    #[test]
+    fn the_layout_reader_takes_only_exact_blobs(layers in layers(), edits in edits(7), config in any::<bool>()) {
+        let scene = Scene::new();
+        let dir = scene.path("layout");
+        write_layout(&dir, &layers);
+        let layout = nix_layer_image::OciLayout::open_read(&dir).unwrap();
+        let images = layout.images().unwrap();
+        let manifest = layout.read_manifest(&images[0].1).unwrap();
+        let desc = if config { manifest.config().clone() } else { manifest.layers()[0].clone() };
+        let path = dir.join("blobs/sha256").join(desc.digest().digest());
+        let original = fs::read(&path).unwrap();
+        let mut bytes = original.clone();
+        mutate(&mut bytes, &edits);
+        fs::write(&path, &bytes).unwrap();
+        let read = layout.verify_blob(&desc);
+        prop_assert_eq!(read.is_ok(), bytes == original, "{:?}", read.err());
+    }
+}
+
 /// A layout whose blob is a symlink to a file outside it (with the right
 /// bytes, so every digest matches) must not be read through the link.
 #[test]

@@ -138,7 +138,10 @@ fn component(e: &Entry) -> Component {
     if let Some(h) = &info.nar_hash {
         properties.push(Property { name: "nix:nar_hash", value: h.to_nix32() });
     }
-    properties.push(Property { name: "nix:nar_size", value: info.nar_size.to_string() });
+    // A path only a base image holds has no known NAR: no size rather than a false 0.
+    if info.nar_hash.is_some() || info.nar_size > 0 {
+        properties.push(Property { name: "nix:nar_size", value: info.nar_size.to_string() });
+    }
     if let Some(o) = e.parsed.output {
         properties.push(Property { name: "nix:output", value: o.to_owned() });
     }

@@ -3,8 +3,13 @@
 //! config is the empty descriptor, and whose `subject` is the image
 //! manifest. Registries with the referrers API list it for the image; in an
 //! OCI layout it goes in the index next to the image.
+//!
+//! [`referrer`] is the one place this manifest is made: `build --sbom` stores it in a
+//! layout and `push --sbom` sends the same bytes, so one SBOM has one referrer digest.
 
-use serde::Serialize;
+use std::collections::HashMap;
+
+use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
 use sha2::{Digest as _, Sha256};
 
 use crate::{check_digest, Error, Format, SbomTime};
@@ -15,117 +20,79 @@ pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY: &[u8] = b"{}";
 
-/// A content descriptor: what the subject and the blobs are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    pub media_type: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
-    pub size: u64,
+/// The descriptor of `bytes` as `media_type`.
+pub fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+    Descriptor::new(
+        MediaType::from(media_type),
+        bytes.len() as u64,
+        digest.parse::<oci_spec::image::Digest>().expect("a sha256 digest is valid"),
+    )
 }
 
-impl Descriptor {
-    /// The descriptor of `bytes` as `media_type`.
-    pub fn of(media_type: &str, bytes: &[u8]) -> Descriptor {
-        Descriptor {
-            media_type: media_type.to_owned(),
-            digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
-            size: bytes.len() as u64,
-        }
-    }
-}
-
-/// An SBOM referrer, ready to store: write every blob (digest → bytes), then
-/// the manifest; push the blobs, then the manifest.
+/// An SBOM referrer, ready to store or push: write (push) every blob, then the manifest
+/// bytes, exactly as they are.
 #[derive(Debug, Clone)]
 pub struct Referrer {
-    /// The manifest's bytes, exactly as they are to be stored and pushed.
-    pub manifest: Vec<u8>,
-    /// Its descriptor (media type [`OCI_MANIFEST_MEDIA_TYPE`]).
+    /// The manifest, typed.
+    pub manifest: ImageManifest,
+    /// Its bytes, exactly as they are to be stored and pushed (their digest is the
+    /// referrer's identity).
+    pub bytes: Vec<u8>,
+    /// The manifest's descriptor, with its `artifactType` (for an index entry or a
+    /// referrers listing).
     pub descriptor: Descriptor,
-    /// The artifact type, for the index entry / referrers listing.
-    pub artifact_type: &'static str,
-    /// The empty config and the document, by digest.
+    /// The empty config and the document, with their descriptors.
     pub blobs: Vec<(Descriptor, Vec<u8>)>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Manifest<'a> {
-    schema_version: u32,
-    media_type: &'static str,
-    artifact_type: &'static str,
-    config: Config<'a>,
-    layers: [Layer<'a>; 1],
-    subject: &'a Descriptor,
-    annotations: Annotations<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Config<'a> {
-    #[serde(flatten)]
-    descriptor: &'a Descriptor,
-    /// The empty config inline (base64 of `{}`), as image-spec suggests.
-    data: &'static str,
-}
-
-#[derive(Serialize)]
-struct Layer<'a> {
-    #[serde(flatten)]
-    descriptor: &'a Descriptor,
-    annotations: LayerAnnotations,
-}
-
-#[derive(Serialize)]
-struct LayerAnnotations {
-    #[serde(rename = "org.opencontainers.image.title")]
-    title: String,
-}
-
-#[derive(Serialize)]
-struct Annotations<'a> {
-    #[serde(rename = "org.opencontainers.image.created")]
-    created: &'a str,
-}
-
-/// The referrer manifest of `document` (in `format`) for the image manifest
-/// `subject`. `created` is the image's time, so the bytes are deterministic.
+/// The referrer manifest of `document` (in `format`) for the image manifest `subject`:
+/// artifact type and layer media type the format's, the empty config (inline as
+/// `e30=`), the layer titled `sbom.cdx.json` / `sbom.spdx.json`, and `created` (the
+/// image's time) as its only annotation, so the same inputs give the same bytes. Only
+/// the subject's media type, digest and size are kept.
 pub fn referrer(
     format: Format,
     document: &[u8],
     subject: &Descriptor,
     created: &SbomTime,
 ) -> Result<Referrer, Error> {
-    check_digest(&subject.digest)?;
-    let config = Descriptor::of(EMPTY_MEDIA_TYPE, EMPTY);
-    let layer = Descriptor::of(format.media_type(), document);
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: OCI_MANIFEST_MEDIA_TYPE,
-        artifact_type: format.media_type(),
-        config: Config { descriptor: &config, data: "e30=" },
-        layers: [Layer {
-            descriptor: &layer,
-            annotations: LayerAnnotations { title: format!("sbom{}", format.file_suffix()) },
-        }],
-        subject,
-        annotations: Annotations { created: created.as_str() },
-    };
+    check_digest(subject.digest().as_ref())?;
+    let subject = Descriptor::new(subject.media_type().clone(), subject.size(), subject.digest().clone());
+    let mut config = descriptor_of(EMPTY_MEDIA_TYPE, EMPTY);
+    config.set_data(Some("e30=".to_owned()));
+    let mut layer = descriptor_of(format.media_type(), document);
+    layer.set_annotations(Some(HashMap::from([(
+        "org.opencontainers.image.title".to_owned(),
+        format!("sbom{}", format.file_suffix()),
+    )])));
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .artifact_type(MediaType::from(format.media_type()))
+        .config(config.clone())
+        .layers(vec![layer.clone()])
+        .subject(subject)
+        .annotations(HashMap::from([(
+            "org.opencontainers.image.created".to_owned(),
+            created.as_str().to_owned(),
+        )]))
+        .build()
+        .expect("every required manifest field is set");
+    // One annotation per map: the bytes do not depend on a map's order.
     let bytes = serde_json::to_vec(&manifest).expect("manifests serialise");
+    let mut descriptor = descriptor_of(OCI_MANIFEST_MEDIA_TYPE, &bytes);
+    descriptor.set_artifact_type(Some(MediaType::from(format.media_type())));
     Ok(Referrer {
-        descriptor: Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, &bytes),
-        manifest: bytes,
-        artifact_type: format.media_type(),
+        manifest,
+        bytes,
+        descriptor,
         blobs: vec![(config, EMPTY.to_vec()), (layer, document.to_vec())],
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use oci_spec::image::ImageManifest;
-
     use super::*;
     use crate::tests::{graph, image};
     use crate::Sbom;
@@ -134,35 +101,39 @@ mod tests {
     fn referrer_manifest_is_an_oci_artifact_of_the_image() {
         let g = graph();
         let doc = Sbom::new(&g, None, image()).unwrap().to_bytes(Format::CycloneDx);
-        let subject = Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, b"{\"schemaVersion\":2}");
+        let mut subject = descriptor_of(OCI_MANIFEST_MEDIA_TYPE, b"{\"schemaVersion\":2}");
+        subject.set_annotations(Some(HashMap::from([("a".to_owned(), "b".to_owned())])));
         let r = referrer(Format::CycloneDx, &doc, &subject, &image().created).unwrap();
-        let m: ImageManifest = serde_json::from_slice(&r.manifest).unwrap();
+        let m: ImageManifest = serde_json::from_slice(&r.bytes).unwrap();
+        assert_eq!(m, r.manifest);
         assert_eq!(m.artifact_type().as_ref().unwrap().to_string(), "application/vnd.cyclonedx+json");
-        assert_eq!(m.subject().as_ref().unwrap().digest().to_string(), subject.digest);
-        assert_eq!(m.subject().as_ref().unwrap().size(), subject.size);
+        let s = m.subject().as_ref().unwrap();
+        assert_eq!((s.digest(), s.size()), (subject.digest(), subject.size()));
+        assert!(s.annotations().is_none(), "only what identifies the subject");
         assert_eq!(m.config().media_type().to_string(), EMPTY_MEDIA_TYPE);
         // sha256("{}"), the digest image-spec gives for the empty descriptor.
         assert_eq!(
             m.config().digest().to_string(),
             "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
+        assert_eq!(m.config().data().as_deref(), Some("e30="));
         assert_eq!(m.layers().len(), 1);
         assert_eq!(
             m.layers()[0].digest().to_string(),
             format!("sha256:{}", hex::encode(Sha256::digest(&doc)))
         );
         assert_eq!(m.layers()[0].size(), doc.len() as u64);
-        assert_eq!(r.descriptor, Descriptor::of(OCI_MANIFEST_MEDIA_TYPE, &r.manifest));
+        let d = descriptor_of(OCI_MANIFEST_MEDIA_TYPE, &r.bytes);
+        assert_eq!((r.descriptor.digest(), r.descriptor.size()), (d.digest(), d.size()));
+        assert_eq!(
+            r.descriptor.artifact_type().as_ref().unwrap().to_string(),
+            Format::CycloneDx.media_type()
+        );
         assert_eq!(r.blobs.len(), 2);
         for (d, bytes) in &r.blobs {
-            assert_eq!(d, &Descriptor::of(&d.media_type, bytes));
+            assert_eq!(d.digest(), descriptor_of("x", bytes).digest());
         }
-        // Same inputs, same bytes; a bad subject digest is refused.
-        assert_eq!(
-            referrer(Format::CycloneDx, &doc, &subject, &image().created).unwrap().manifest,
-            r.manifest
-        );
-        let bad = Descriptor { digest: "sha256:zz".into(), ..subject };
-        assert!(matches!(referrer(Format::Spdx, &doc, &bad, &image().created), Err(Error::BadDigest(_))));
+        // Same inputs, same bytes.
+        assert_eq!(referrer(Format::CycloneDx, &doc, &subject, &image().created).unwrap().bytes, r.bytes);
     }
 }

@@ -153,11 +153,18 @@ fn package(e: &Entry) -> Package {
             Kind::File => "FILE",
         },
         external_refs,
-        comment: Some(format!(
-            "Nix store path{}; NAR size {}; the checksum is the SHA-256 of its NAR serialisation",
-            e.parsed.output.map(|o| format!(", output {o}")).unwrap_or_default(),
-            info.nar_size
-        )),
+        comment: Some(if info.nar_hash.is_some() || info.nar_size > 0 {
+            format!(
+                "Nix store path{}; NAR size {}; the checksum is the SHA-256 of its NAR serialisation",
+                e.parsed.output.map(|o| format!(", output {o}")).unwrap_or_default(),
+                info.nar_size
+            )
+        } else {
+            format!(
+                "Nix store path{} held by the base image; its NAR is not known",
+                e.parsed.output.map(|o| format!(", output {o}")).unwrap_or_default()
+            )
+        }),
     }
 }
 
