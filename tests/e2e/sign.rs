@@ -80,6 +80,42 @@ fn keygen_writes_a_pair_openssl_reads_and_never_overwrites() {
     assert_eq!(std::fs::read_to_string(dir.path().join("cosign.key")).unwrap(), key);
 }
 
+/// On a terminal (a pty from util-linux's `script`), keygen asks twice without echo, and
+/// the key opens with that password.
+#[test]
+fn a_password_typed_on_a_terminal_is_asked_twice_and_not_echoed() {
+    let r = registry();
+    let dir = scratch();
+    let d = dir.path();
+    let cmd = format!("{} keygen --output-prefix {}", env!("CARGO_BIN_EXE_nix-layer"), d.join("t").display());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("COSIGN_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux's script (a pseudo-terminal) is needed");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for _ in 0..2 {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            stdin.write_all(b"typed-secret\n").unwrap();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{shown}");
+    assert_eq!(shown.matches("Enter password for private key").count(), 2, "{shown}");
+    assert!(!shown.contains("typed-secret"), "the password was echoed: {shown}");
+    let image = format!("{}/tty:v1", r.host());
+    push_image(&r.client(None), &Reference::parse(&image).unwrap(), b"tty");
+    run(nix_layer()
+        .args(["sign", "--plain-http", &image, "--key"])
+        .arg(d.join("t.key"))
+        .env("COSIGN_PASSWORD", "typed-secret"));
+}
+
 #[test]
 fn sign_and_verify_on_the_command_line_interoperate_with_openssl() {
     let r = registry();
@@ -115,6 +151,8 @@ fn sign_and_verify_on_the_command_line_interoperate_with_openssl() {
     let o = sign("a.key", Some("pw-a"), &image);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{digest} signed\n"));
+    let o = sign("a.key", Some("pw-a"), &image);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{digest} already signed\n"));
     let o = verify("a.pub", &image);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with(&format!("{digest} verified: signed as {image} ")));
