@@ -332,7 +332,8 @@ fn podman_and_skopeo_enforce_the_signatures_under_a_sigstore_policy() {
                 .env("HOME", d.join("home"))
                 .env("CONTAINERS_CONF", repo_root().join("scripts/containers.conf"))
                 .env("CONTAINERS_REGISTRIES_CONF", d.join("registries.conf"))
-                .arg("--root")
+                // vfs: no overlay mount is left behind in the scratch directory.
+                .args(["--storage-driver", "vfs", "--root"])
                 .arg(d.join("storage"))
                 .arg("--runroot")
                 .arg(d.join("run"))
