@@ -53,7 +53,9 @@ struct Layers {
 }
 
 /// Signs the manifest `image` names (by tag or digest) and, if it is an index, each
-/// manifest it lists. Existing signatures under each `.sig` tag are kept.
+/// manifest it lists. Existing signatures under each `.sig` tag are kept. A reference
+/// with both a tag and a digest signs that digest under the tag's name: what a push
+/// should pass, so a tag moved by someone else since is never what gets signed.
 pub fn sign_image(client: &Client, image: &Reference, signer: &dyn Signer) -> Result<Vec<Signed>, Error> {
     let top = client.get_manifest(image)?;
     let identity = docker_reference(image);

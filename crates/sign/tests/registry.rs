@@ -207,3 +207,22 @@ fn signing_an_index_signs_it_and_each_platform_manifest() {
         assert_eq!(v.docker_reference, format!("{}/multi:v1", registry.host()));
     }
 }
+
+/// A reference with both a tag and a digest (what `push` knows after pushing) signs that
+/// digest under the tag's identity, even when the tag has moved on since.
+#[test]
+fn a_pinned_tagged_reference_signs_the_pinned_digest() {
+    let Some(registry) = TestRegistry::start_or_skip() else { return };
+    let client = registry.client(None);
+    let tagged = registry.reference("pin:v1");
+    let pushed = push_image(&client, &tagged, b"what was pushed");
+    let moved = push_image(&client, &tagged, b"pushed by someone else since");
+    assert_ne!(pushed, moved);
+    let (signer, public) = keys();
+    let pinned = Reference { digest: Some(pushed), ..tagged.clone() };
+    let signed = sign_image(&client, &pinned, &signer).unwrap();
+    assert_eq!(signed.iter().map(|s| s.digest).collect::<Vec<_>>(), [pushed]);
+    let v = verify_image(&client, &tagged.with_digest(pushed), &public).unwrap();
+    assert_eq!(v.docker_reference, format!("{}/pin:v1", registry.host()));
+    assert!(matches!(verify_image(&client, &tagged, &public), Err(VerifyError::Missing { .. })));
+}
