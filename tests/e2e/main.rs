@@ -8,4 +8,5 @@ mod integrity;
 mod load;
 mod push;
 mod sbom;
+mod sign;
 mod support;

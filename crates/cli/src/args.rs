@@ -62,6 +62,12 @@ pub enum Command {
     /// Write one tag for per-platform images already in a registry (an OCI index or a
     /// Docker manifest list).
     PushIndex(crate::push::PushIndexArgs),
+    /// Write a new cosign key pair (PREFIX.key, encrypted; PREFIX.pub).
+    Keygen(crate::sign::KeygenArgs),
+    /// Sign an image in a registry with a cosign key (read by cosign, podman, skopeo).
+    Sign(crate::sign::SignArgs),
+    /// Check that an image's manifest digest is signed by a key; non-zero if not.
+    Verify(crate::sign::VerifyArgs),
     /// Builder of the flake's pullImage: one manifest or blob by digest, verified.
     #[command(hide = true)]
     FetchBlob(crate::fetch::FetchBlobArgs),

@@ -10,6 +10,7 @@ mod pull;
 mod push;
 mod sbom;
 mod sharing;
+mod sign;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -136,6 +137,9 @@ fn run(cli: Cli) -> Result<()> {
             push::run(*a, verbose)
         }
         Command::PushIndex(a) => push::push_index(a),
+        Command::Keygen(a) => sign::keygen(&a),
+        Command::Sign(a) => sign::sign(&a),
+        Command::Verify(a) => sign::verify(&a),
         Command::Index(a) => {
             let kind = if a.docker { IndexKind::DockerManifestList } else { IndexKind::Oci };
             nix_layer_image::ImageRef::split(&a.name)?

@@ -1,0 +1,151 @@
+//! Storing signatures where cosign and containers/image look: the manifest tagged
+//! `sha256-<hex>.sig` in the image's repository, one layer per signature (the payload, with
+//! the signature in an annotation), plus an OCI 1.1 referrer of the signed manifest.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use nix_layer_blob::Digest;
+use nix_layer_registry::{
+    BlobSource, BytesBlob, Client, Descriptor, Error as RegistryError, Manifest, Reference, ReferrersVia,
+    OCI_MANIFEST,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::payload::{payload, SIMPLE_SIGNING};
+use crate::signer::{Signer, SIGNATURE_ANNOTATION};
+use crate::Error;
+
+/// The artifact type of a signature stored as an OCI 1.1 referrer (cosign's).
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+
+/// The tag cosign stores the signatures of `digest` under.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("sha256-{}.sig", digest.hex())
+}
+
+/// The identity a signature names: the repository, with the tag when signed by tag (as
+/// containers/image writes it, so its default `matchRepoDigestOrExact` accepts a pull by
+/// that tag and refuses the same manifest under another tag).
+pub fn docker_reference(r: &Reference) -> String {
+    match &r.tag {
+        Some(t) => format!("{}/{}:{t}", r.registry, r.repository),
+        None => format!("{}/{}", r.registry, r.repository),
+    }
+}
+
+/// What signing one manifest did.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub digest: Digest,
+    /// `false` when the signer's signature was already there.
+    pub added: bool,
+    /// How the OCI 1.1 referrer was stored (`None` when nothing new was added).
+    pub referrer: Option<ReferrersVia>,
+}
+
+#[derive(Deserialize)]
+struct Layers {
+    #[serde(default)]
+    layers: Vec<Value>,
+}
+
+/// Signs the manifest `image` names (by tag or digest) and, if it is an index, each
+/// manifest it lists. Existing signatures under each `.sig` tag are kept. A reference
+/// with both a tag and a digest signs that digest under the tag's name: what a push
+/// should pass, so a tag moved by someone else since is never what gets signed.
+pub fn sign_image(client: &Client, image: &Reference, signer: &dyn Signer) -> Result<Vec<Signed>, Error> {
+    let top = client.get_manifest(image)?;
+    let identity = docker_reference(image);
+    let mut subjects = vec![descriptor_of(&top)];
+    if top.is_index() {
+        #[derive(Deserialize)]
+        struct Index {
+            manifests: Vec<Descriptor>,
+        }
+        let index: Index = serde_json::from_slice(&top.bytes)
+            .map_err(|e| Error::Format { what: format!("the index {image}"), reason: e.to_string() })?;
+        subjects.extend(index.manifests);
+    }
+    subjects.iter().map(|s| sign_manifest(client, image, &identity, s, signer)).collect()
+}
+
+fn descriptor_of(m: &Manifest) -> Descriptor {
+    Descriptor::of(&m.media_type, &m.bytes)
+}
+
+/// Signs one manifest `subject` of `image`'s repository under `identity`.
+pub fn sign_manifest(
+    client: &Client,
+    image: &Reference,
+    identity: &str,
+    subject: &Descriptor,
+    signer: &dyn Signer,
+) -> Result<Signed, Error> {
+    let payload = payload(identity, &subject.digest);
+    let sig_ref = image.with_tag(&signature_tag(&subject.digest))?;
+    let mut layers = match client.get_manifest(&sig_ref) {
+        Ok(m) => {
+            serde_json::from_slice::<Layers>(&m.bytes)
+                .map_err(|e| Error::Format {
+                    what: format!("the existing signatures {sig_ref}"),
+                    reason: e.to_string(),
+                })?
+                .layers
+        }
+        Err(RegistryError::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let payload_digest = Digest::of(&payload).to_string();
+    let mine = layers.iter().any(|l| {
+        l["digest"] == payload_digest.as_str()
+            && l["annotations"][SIGNATURE_ANNOTATION]
+                .as_str()
+                .and_then(|s| B64.decode(s).ok())
+                .is_some_and(|sig| signer.already_signed(&payload, &sig))
+    });
+    if mine {
+        return Ok(Signed { digest: subject.digest, added: false, referrer: None });
+    }
+    let signature = signer.sign(&payload)?;
+    let mut annotations = signature.annotations.clone();
+    annotations.insert(SIGNATURE_ANNOTATION.to_owned(), B64.encode(&signature.signature));
+    let blob = BytesBlob::new(payload);
+    let mut layer = Descriptor::of(SIMPLE_SIGNING, &blob.bytes);
+    layer.annotations = annotations.clone();
+    layers.push(serde_json::to_value(&layer).expect("a descriptor serialises"));
+
+    // An image config listing the layers, as cosign writes it (tools that list the
+    // signature image expect one).
+    let diff_ids: Vec<&Value> = layers.iter().map(|l| &l["digest"]).collect();
+    let config = BytesBlob::new(
+        serde_json::to_vec(&json!({
+            "architecture": "",
+            "config": {},
+            "os": "",
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        }))
+        .expect("a config serialises"),
+    );
+    client.push_blobs(image, &[&config as &dyn BlobSource, &blob], &[])?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": Descriptor::of("application/vnd.oci.image.config.v1+json", &config.bytes),
+        "layers": layers,
+    }))
+    .expect("a manifest serialises");
+    client.push_manifest(image, &[&signature_tag(&subject.digest)], &manifest, OCI_MANIFEST)?;
+
+    let referrer = client.push_referrer(
+        image,
+        subject,
+        SIGNATURE_ARTIFACT_TYPE,
+        &blob,
+        SIMPLE_SIGNING,
+        &annotations.into_iter().collect::<BTreeMap<_, _>>(),
+    )?;
+    Ok(Signed { digest: subject.digest, added: true, referrer: Some(referrer.via) })
+}

@@ -1,0 +1,27 @@
+//! Sigstore/cosign-compatible image signing: cosign key files ([`keys`]), the
+//! simple-signing payload ([`payload`]), signatures stored under the `sha256-<hex>.sig`
+//! tag and as OCI 1.1 referrers ([`attach`]), and verification ([`verify`]).
+//!
+//! The signature layout is the one cosign and containers/image (podman, skopeo, CRI-O with
+//! `use-sigstore-attachments`) read, so a deployment can enforce it with a policy that
+//! nix-layer did not write.
+//!
+//! Crates: `ring` for ECDSA P-256 and randomness (already built for rustls), `scrypt` and
+//! `crypto_secretbox` (RustCrypto) for the encrypted key format, `rustix` to read a
+//! password from the terminal without echo.
+
+pub mod attach;
+mod error;
+pub mod keys;
+pub mod password;
+pub mod payload;
+mod pem;
+pub mod signer;
+pub mod verify;
+
+pub use attach::{docker_reference, sign_image, signature_tag, Signed, SIGNATURE_ARTIFACT_TYPE};
+pub use error::Error;
+pub use keys::{generate_pair, PrivateKey, PublicKey};
+pub use password::password;
+pub use signer::{KeySigner, Signature, Signer, SIGNATURE_ANNOTATION};
+pub use verify::{verify_image, Rejection, Verified, VerifyError};
