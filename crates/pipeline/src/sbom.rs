@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use nix_layer_image::{Document, Image, OciLayout, Timestamp, REF_NAME_ANNOTATION};
 use nix_layer_sbom::{referrer, Descriptor, Format, Sbom, SbomTime};
 
-use crate::{BuildRequest, Error, ImagePlan};
+use crate::{Error, ImagePlan, ImageRequest};
 
 /// The CycloneDX document of what `image` holds (its graph, its roots).
-pub fn document(req: &BuildRequest, graph: &nix_layer_graph::Graph, image: &Image) -> Result<Vec<u8>, Error> {
+pub fn document(req: &ImageRequest, graph: &nix_layer_graph::Graph, image: &Image) -> Result<Vec<u8>, Error> {
     let r = image.reference();
     let created = Timestamp::from_epoch(req.created.epoch).map_err(Error::Invalid)?;
     let sbom_image = nix_layer_sbom::Image {
@@ -34,7 +34,7 @@ pub fn sidecar(output: &Path) -> PathBuf {
 
 /// Writes the SBOM beside `output` (an archive file) or into it (an OCI layout).
 pub(crate) fn attach(
-    req: &BuildRequest,
+    req: &ImageRequest,
     plan: &ImagePlan,
     image: &Image,
     output: &Path,
