@@ -447,3 +447,147 @@ fn write_nix_db(plan: &ImagePlan, dir: &Path, time: u64) -> Result<(), Error> {
     nix_layer_nixdb::write_db(dir, &regs, time as i64)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Runs `f` on a thread of its own; a test that would hang fails instead. (A guard,
+    /// not synchronisation: nothing waits for this time to pass.)
+    fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(60)).expect("the stream hung")
+    }
+
+    fn layer_bytes(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|k| (k * 31 + i * 7) as u8).collect()
+    }
+
+    #[test]
+    fn layers_arrive_whole_and_in_order() {
+        let lens = [0, 1, STREAM_CHUNK + 3, 5 * STREAM_CHUNK, 17];
+        let wanted = [true, true, false, true, true];
+        let got = within_a_minute(move || {
+            let produce = |i: usize, w: &mut dyn Write| w.write_all(&layer_bytes(i, lens[i]));
+            let mut got = Vec::new();
+            stream_ordered(3, &wanted, &produce, &mut |i, r| {
+                let mut bytes = Vec::new();
+                if let Some(r) = r {
+                    r.read_to_end(&mut bytes).unwrap();
+                }
+                got.push((i, bytes));
+                Ok(())
+            })
+            .unwrap();
+            got
+        });
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        for (i, bytes) in &got {
+            let expected = if wanted[*i] { layer_bytes(*i, lens[*i]) } else { Vec::new() };
+            assert!(*bytes == expected, "layer {i}: {} bytes", bytes.len());
+        }
+    }
+
+    #[test]
+    fn a_producer_error_reaches_the_reader() {
+        let err = within_a_minute(|| {
+            let produce = |i: usize, w: &mut dyn Write| {
+                w.write_all(b"partial")?;
+                match i {
+                    1 => Err(io::Error::other("a store file vanished")),
+                    _ => Ok(()),
+                }
+            };
+            stream_ordered(2, &[true, true, true], &produce, &mut |_, r| {
+                let mut bytes = Vec::new();
+                r.expect("wanted").read_to_end(&mut bytes).map_err(io_err("reading"))?;
+                Ok(())
+            })
+            .unwrap_err()
+        });
+        assert!(err.to_string().contains("a store file vanished"), "{err}");
+    }
+
+    /// How far each producer got, and a signal when that changes.
+    #[derive(Default)]
+    struct Progress {
+        writes_started: Mutex<Vec<usize>>,
+        changed: Condvar,
+    }
+
+    impl Progress {
+        fn started(&self, i: usize) {
+            self.writes_started.lock().unwrap()[i] += 1;
+            self.changed.notify_all();
+        }
+        fn wait_until(&self, done: impl Fn(&[usize]) -> bool) {
+            let mut w = self.writes_started.lock().unwrap();
+            while !done(&w) {
+                w = self.changed.wait(w).unwrap();
+            }
+        }
+    }
+
+    /// The race of `build -o - | head -c 100`, forced: the output fails after 100 bytes
+    /// while two producers are blocked on full buffers, a third has claimed its layer but
+    /// not yet written (it writes only once the reader has failed), and more layers are
+    /// left. The stream must end with the output's error and every thread must end: no
+    /// producer may wait for a reader that is gone.
+    #[test]
+    fn a_failing_reader_releases_every_producer() {
+        const LAYERS: usize = 6;
+        let progress =
+            Arc::new(Progress { writes_started: Mutex::new(vec![0; LAYERS]), ..Default::default() });
+        let (failed_tx, failed_rx) = channel::<()>();
+        let failed_rx = Mutex::new(failed_rx);
+        let p = progress.clone();
+        let (err, consumed) = within_a_minute(move || {
+            // Layers 0 and 1 never end by themselves; layer 2 waits for the reader to fail.
+            let produce = |i: usize, w: &mut dyn Write| -> io::Result<()> {
+                if i == 2 {
+                    p.started(i);
+                    let _ = failed_rx.lock().unwrap().recv();
+                }
+                let chunk = vec![i as u8; STREAM_CHUNK];
+                loop {
+                    p.started(i);
+                    w.write_all(&chunk)?;
+                }
+            };
+            let mut consumed = Vec::new();
+            let failed: Mutex<Option<Sender<()>>> = Mutex::new(Some(failed_tx));
+            let err = stream_ordered(3, &[true; LAYERS], &produce, &mut |i, r| {
+                consumed.push(i);
+                // Both endless producers are in (or entering) a send into a full channel:
+                // nobody has read a byte yet.
+                p.wait_until(|w| w[0] > STREAM_BUFFERS && w[1] > STREAM_BUFFERS && w[2] == 1);
+                let mut head = [0u8; 100];
+                r.expect("wanted").read_exact(&mut head).map_err(io_err("reading"))?;
+                drop(failed.lock().unwrap().take());
+                Err(Error::Io {
+                    context: "cannot write the stream".into(),
+                    source: io::Error::from(io::ErrorKind::BrokenPipe),
+                })
+            })
+            .unwrap_err();
+            (err, consumed)
+        });
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe),
+            "{err}"
+        );
+        assert_eq!(consumed, [0], "the reader stopped at the first layer");
+        let started = progress.writes_started.lock().unwrap().clone();
+        assert!(
+            started[3..].iter().all(|&n| n <= 1),
+            "no layer was produced past a first write: {started:?}"
+        );
+    }
+}
