@@ -376,7 +376,11 @@ fn annotations_are_on_the_manifest() {
 }
 
 /// A store of `n` paths of `mib` MiB each (one file each, no references), and its graph.
-fn big_store(dir: &std::path::Path, n: usize, mib: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn big_store(
+    dir: &std::path::Path,
+    n: usize,
+    mib: usize,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     const NIX32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
     let store = dir.join("store");
     let mut graph = Vec::new();

@@ -36,9 +36,15 @@ pub enum Error {
     Wait(io::Error),
     /// The loader went away while the image was streamed into it: its own words say why.
     #[error("`{command}` stopped reading: {loader}")]
-    LoaderStopped { command: String, loader: Box<Error>, stream: nix_layer_pipeline::Error },
+    LoaderStopped { command: String, loader: Box<Error>, stream: Box<nix_layer_pipeline::Error> },
     #[error(transparent)]
-    Build(#[from] nix_layer_pipeline::Error),
+    Build(Box<nix_layer_pipeline::Error>),
+}
+
+impl From<nix_layer_pipeline::Error> for Error {
+    fn from(e: nix_layer_pipeline::Error) -> Self {
+        Error::Build(Box::new(e))
+    }
 }
 
 /// What a load did.
@@ -77,7 +83,7 @@ pub fn load(image: &ImageRequest, target: &Target, progress: &dyn Progress) -> R
         there
     };
     // An engine that holds no layer: no layer is hashed before it is sent.
-    let present_fn: Option<&dyn Fn(&[Digest]) -> bool> = (!present.is_empty()).then_some(&is_present);
+    let present_fn: Option<&nix_layer_pipeline::Present<'_>> = (!present.is_empty()).then_some(&is_present);
     let built = nix_layer_pipeline::stream(image, progress, &mut sink, present_fn);
     let command = engine::shown(&loader);
     let wait_loader = |child: &mut Child| -> Result<(), Error> {
@@ -106,7 +112,7 @@ pub fn load(image: &ImageRequest, target: &Target, progress: &dyn Progress) -> R
                         problem: "success on an unfinished stream".into(),
                     },
                 };
-                return Err(Error::LoaderStopped { command, loader: Box::new(loader), stream: e });
+                return Err(Error::LoaderStopped { command, loader: Box::new(loader), stream: Box::new(e) });
             }
             // The build failed: the loader is stopped before it sees the end of a half stream.
             let _ = child.kill();

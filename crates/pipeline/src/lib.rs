@@ -116,6 +116,10 @@ pub struct WriteRequest {
     pub output: Output,
 }
 
+/// Whether the engine reading a stream holds a layer chain (a layer's diff_id with those
+/// below it, bottom first).
+pub type Present<'a> = dyn Fn(&[Digest]) -> bool + 'a;
+
 /// What a build produced, for the summary line and for tests.
 #[derive(Debug)]
 pub struct BuildSummary {
@@ -203,7 +207,7 @@ pub fn stream(
     req: &ImageRequest,
     progress: &dyn Progress,
     out: &mut dyn std::io::Write,
-    present: Option<&dyn Fn(&[Digest]) -> bool>,
+    present: Option<&Present<'_>>,
 ) -> Result<BuildSummary, Error> {
     run(req, progress, &output::Staging::new(&Output::Stdout)?, None, |layers, _, assemble| {
         output::docker_archive_stream(layers, assemble, out, present)

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use nix_layer_blob::{Compression, Digest, LayerBlob};
+use nix_layer_blob::{Compression, LayerBlob};
 use nix_layer_image::{DockerArchiveWriter, Image, OciLayout, SlotArchive};
 use nix_layer_scratch::ScratchDir;
 
@@ -186,7 +186,7 @@ pub(crate) fn docker_archive_stream(
     layers: &Layers,
     assemble: &Assemble,
     out: &mut dyn Write,
-    present: Option<&dyn Fn(&[Digest]) -> bool>,
+    present: Option<&crate::Present<'_>>,
 ) -> Result<Image, Error> {
     let DockerLayers { base, top, cached } = docker_layers(layers)?;
     let mut w = DockerArchiveWriter::new(BufWriter::with_capacity(1 << 20, out), layers.req.mtime.epoch);
@@ -252,7 +252,7 @@ fn held_layers(
     store: &mut [Option<Produced>],
     lengths: &[u64],
     top: &Produced,
-    present: &dyn Fn(&[Digest]) -> bool,
+    present: &crate::Present<'_>,
 ) -> Result<usize, Error> {
     let mut chain = Vec::new();
     for l in base {
