@@ -374,3 +374,84 @@ fn annotations_are_on_the_manifest() {
         })
     );
 }
+
+/// A store of `n` paths of `mib` MiB each (one file each, no references), and its graph.
+pub(crate) fn big_store(
+    dir: &std::path::Path,
+    n: usize,
+    mib: usize,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    const NIX32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    let store = dir.join("store");
+    let mut graph = Vec::new();
+    for i in 0..n {
+        let hash: String = (0..32).map(|k| NIX32[(i * 7 + k * 3) % 32] as char).collect();
+        let p = store.join(format!("{hash}-path{i}"));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("data"), vec![i as u8; mib << 20]).unwrap();
+        graph.push(format!(r#"{{"path":"{}","narSize":{},"references":[]}}"#, p.display(), mib << 20));
+    }
+    let g = dir.join("graph.json");
+    std::fs::write(&g, format!("[{}]", graph.join(","))).unwrap();
+    (store, g)
+}
+
+/// `build -o - | head -c 100`, 60 times with four workers, on layers bigger than the
+/// buffers (so workers are blocked on full ones when the reader goes): every run ends
+/// non-zero, none hangs. Each run is bounded by `timeout`.
+#[test]
+fn a_stream_whose_reader_stops_always_ends() {
+    let work = scratch();
+    let (store, graph) = big_store(work.path(), 8, 6);
+    let script = format!(
+        "for i in $(seq 60); do \
+           timeout 120 {bin} build --store-dir {store} --graph {graph} --name race:1 --quiet -j 4 -o - \
+             2>/dev/null | head -c 100 >/dev/null; \
+           echo \"status=${{PIPESTATUS[0]}}\"; \
+         done",
+        bin = env!("CARGO_BIN_EXE_nix-layer"),
+        store = store.display(),
+        graph = graph.display(),
+    );
+    let out = run(Command::new("bash").args(["-c", &script]));
+    let statuses: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(statuses.len(), 60, "{statuses:?}");
+    let hung = statuses.iter().filter(|s| *s == "status=124").count();
+    assert_eq!(hung, 0, "{hung} of 60 runs hung until `timeout` killed them");
+    // A cut stream is a failure, never a success.
+    assert!(statuses.iter().all(|s| s != "status=0"), "{statuses:?}");
+}
+
+/// The stream reads each store path once, after planning measured it: a path that grows
+/// in between fails the build non-zero, though the reader has seen the start already.
+#[test]
+fn a_store_path_changing_under_a_stream_fails_it() {
+    use std::io::{Read, Write};
+    let work = scratch();
+    // Far more than the stream buffers ahead (one worker: 4 MiB, plus 1 MiB of output
+    // buffer and a pipe), so the second layer is still unread when the reader acts.
+    let (store, g) = big_store(work.path(), 2, 24);
+    let paths: Vec<_> = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut child = nix_layer()
+        .args(["build", "--name", "x:y", "--quiet", "-j", "1", "--store-dir"])
+        .arg(&store)
+        .arg("--graph")
+        .arg(&g)
+        .args(["-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stream = child.stdout.take().unwrap();
+    let mut head = [0u8; 100];
+    stream.read_exact(&mut head).unwrap();
+    for p in &paths {
+        std::fs::OpenOptions::new().append(true).open(p.join("data")).unwrap().write_all(b"more").unwrap();
+    }
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a stream of a store that changed must fail");
+    assert!(err.contains("changed while"), "{err}");
+}

@@ -3,7 +3,9 @@
 
 use std::process::{Child, Command, Output};
 
-use crate::support::{containers_conf, engine, fixtures, nix_layer, run, scratch, stdout, Engine};
+use crate::support::{
+    archive_manifest, containers_conf, engine, fixtures, nix_layer, run, scratch, stdout, Engine,
+};
 
 /// `nix-layer load --engine ENGINE -v` of the app's closure, named `name`; `mtime` makes
 /// the layers this test's own, so nothing from other tests can be in the engine already.
@@ -40,6 +42,30 @@ impl Drop for Images {
     }
 }
 
+/// The diff_ids of the image `build -o FILE` writes for the same arguments as `load`:
+/// the stream a load sends is the file's bytes, so the engine must hold exactly these.
+fn file_diff_ids(name: &str, mtime: u64, extra: &[&str]) -> Vec<String> {
+    let f = fixtures();
+    let dir = scratch();
+    let file = dir.path().join("image.tar");
+    run(nix_layer()
+        .args(["build", "--quiet", "--name", name, "--mtime", &mtime.to_string()])
+        .args(extra)
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .arg("-o")
+        .arg(&file));
+    let (_, config) = archive_manifest(&file);
+    config["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect()
+}
+
+/// The layers an engine holds for `reference`, bottom first.
+fn engine_diff_ids(engine: Engine, reference: &str) -> Vec<String> {
+    let out =
+        stdout(engine.cmd().args(["image", "inspect", "--format", "{{json .RootFS.Layers}}", reference]));
+    serde_json::from_str(out.trim()).unwrap()
+}
+
 fn run_app(engine: Engine, reference: &str) -> String {
     let f = fixtures();
     let app = format!("{}/bin/app", f.app);
@@ -63,6 +89,9 @@ fn docker_load_sends_only_missing_layers() {
     let (sent_a, there_a) = sent(&first);
     assert_eq!(there_a, 0, "the layers are new to Docker");
     assert!(run_app(Engine::Docker, &a).contains("hello from nix-layer"));
+    // The one-pass stream (members named by position, config and manifest last) loads
+    // as the image the file writer makes.
+    assert_eq!(engine_diff_ids(Engine::Docker, &a), file_diff_ids(&a, mtime, &[]));
 
     // The same closure under another name and config: every layer is Docker's already.
     let dir = scratch();
@@ -91,10 +120,13 @@ fn podman_load_runs() {
     let _podman = crate::support::podman_lock();
     let name = format!("nix-layer-e2e-load-podman:{}", std::process::id());
     let _images = Images(Engine::Podman, vec![format!("localhost/{name}")]);
-    let out = run(&mut load("podman", &name, unique_mtime(), &[]));
+    let mtime = unique_mtime();
+    let out = run(&mut load("podman", &name, mtime, &[]));
     let (sent, there) = sent(&out);
     assert!(sent > 1_000_000 && there == 0, "podman gets every layer: {sent} bytes, {there} skipped");
-    assert!(run_app(Engine::Podman, &format!("localhost/{name}")).contains("hello from nix-layer"));
+    let reference = format!("localhost/{name}");
+    assert!(run_app(Engine::Podman, &reference).contains("hello from nix-layer"));
+    assert_eq!(engine_diff_ids(Engine::Podman, &reference), file_diff_ids(&name, mtime, &[]));
 }
 
 /// A containerd of the test's own (root, state and socket in a temporary directory),
@@ -187,6 +219,23 @@ fn containerd_import_lists_and_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a failed import must fail the load");
     assert!(err.contains("images import") && err.contains("namespace validation"), "{err}");
+
+    // The same with layers bigger than the stream's buffers, so workers are blocked on
+    // full ones when the loader goes: the load ends, every time, with the loader's error.
+    let work = scratch();
+    let (store, graph) = crate::formats::big_store(work.path(), 6, 6);
+    for round in 0..10 {
+        let mut c = Command::new("timeout");
+        c.args(["120", env!("CARGO_BIN_EXE_nix-layer"), "load", "--engine", "containerd", "--name", "x:1"])
+            .args(["--address", &containerd.socket, "--namespace", "bad/ns", "-j", "4", "--store-dir"])
+            .arg(&store)
+            .arg("--graph")
+            .arg(&graph);
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(124), "round {round}: the load hung");
+        assert!(!out.status.success() && err.contains("namespace validation"), "round {round}: {err}");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Command-line arguments → the contract's inputs. Only field mapping:
 //! defaults, limits and validation live in `nix-layer-contract`.
 
-use nix_layer_contract::settings::{self, BuildFlags, GraphSource, PlanFlags, PlanInputs, Settings};
+use nix_layer_contract::settings::{self, BuildFlags, GraphSource, PlanFlags, PlanInputs, Request, Settings};
 use nix_layer_contract::Result;
 use nix_layer_pipeline::BuildRequest;
 
@@ -27,6 +27,15 @@ fn base_image(a: &BuildArgs) -> anyhow::Result<Option<String>> {
 
 /// `nix-layer build`.
 pub fn build_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
+    Ok(settings::request_from_flags(build_flags(a)?)?)
+}
+
+/// `nix-layer push` and `load`: the image, which they send elsewhere (`-o` is not used).
+pub fn image_request(a: BuildArgs) -> anyhow::Result<Request> {
+    Ok(settings::image_from_flags(build_flags(a)?)?)
+}
+
+fn build_flags(a: BuildArgs) -> anyhow::Result<BuildFlags> {
     let from_image = base_image(&a)?;
     let (graph, settings) = if a.settings.is_some() {
         // A stream script's settings: only the flags given override them.
@@ -78,7 +87,7 @@ pub fn build_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
             _ => anyhow::bail!("--annotation `{kv}`: expected KEY=VALUE"),
         }
     }
-    Ok(settings::request_from_flags(BuildFlags {
+    Ok(BuildFlags {
         settings,
         settings_file: a.settings,
         graph,
@@ -87,7 +96,7 @@ pub fn build_request(a: BuildArgs) -> anyhow::Result<BuildRequest> {
         jobs: a.jobs,
         cache: a.cache,
         output: a.output,
-    })?)
+    })
 }
 
 /// `nix-layer plan`.

@@ -167,7 +167,7 @@ fn display(quiet: bool, verbose: bool) -> (bool, bool) {
 fn build(req: nix_layer_pipeline::BuildRequest, show_bar: bool, show_summary: bool) -> Result<()> {
     let started = Instant::now();
     let bar = progress::Bar::new(show_bar);
-    let destination = match &req.output {
+    let destination = match &req.write.output {
         nix_layer_pipeline::Output::Path(p) => p.display().to_string(),
         nix_layer_pipeline::Output::Stdout => "stdout".to_owned(),
     };

@@ -127,12 +127,12 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
         ));
     }
     a.build.format = Some("oci".into());
-    a.build.output = Some("-".into());
-    let mut req = crate::flags::build_request(a.build)?;
-    // For a push the SBOM goes to the registry, not beside an output.
-    let want_sbom = std::mem::take(&mut req.sbom);
+    let req = crate::flags::image_request(a.build)?;
+    // For a push the SBOM goes to the registry.
+    let want_sbom = req.sbom;
+    let (req, compression) = (req.image, req.compression);
     let (built, summary) =
-        nix_layer_pipeline::build_for_registry(&req, &nix_layer_pipeline::Silent, &remote)?;
+        nix_layer_pipeline::build_for_registry(&req, compression, &nix_layer_pipeline::Silent, &remote)?;
     let image = &built.image;
     let verified: Vec<Verified> = built.blobs.iter().flatten().map(Verified).collect();
     let remote_layers: Vec<Remote> = image
@@ -188,7 +188,7 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
 fn push_sbom(
     client: &Client,
     destination: &Reference,
-    req: &nix_layer_pipeline::BuildRequest,
+    req: &nix_layer_pipeline::ImageRequest,
     image: &nix_layer_image::Image,
 ) -> Result<()> {
     use nix_layer_sbom::{Format, Sbom, SbomTime};

@@ -85,19 +85,15 @@ pub fn nix_build(mut attrs: Value) -> Result<NixBuild> {
         }
     }
     let (s, graph) = split_attrs(attrs.take())?;
-    let inputs = |jobs, output| Inputs {
-        graph: GraphSource::Inline(graph),
-        family: vec![],
-        roots: vec![],
-        jobs,
-        cache: None,
-        output,
-    };
+    let inputs =
+        |jobs| Inputs { graph: GraphSource::Inline(graph), family: vec![], roots: vec![], jobs, cache: None };
     match mode.as_str() {
-        "image" => Ok(NixBuild::Image(Box::new(request(s, inputs(default_jobs(), Output::Path(out)))?))),
+        "image" => {
+            Ok(NixBuild::Image(Box::new(request(s, inputs(default_jobs()))?.write_to(Output::Path(out)))))
+        }
         "stream" => {
             // Validate now, so a bad argument fails the build, not the first run.
-            let req = request(s, inputs(1, Output::Stdout))?;
+            let req = request(s, inputs(1))?.image;
             let exe = std::env::current_exe()
                 .map_err(|e| Error::Invalid(format!("cannot find the nix-layer executable: {e}")))?;
             let script = format!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix_layer_blob::Compression;
 use nix_layer_graph::Graph;
 use nix_layer_image::{ConfigSpec, ImageRef};
-use nix_layer_pipeline::{BuildRequest, Output, OutputFormat, Timestamp};
+use nix_layer_pipeline::{BuildRequest, ImageRequest, Output, OutputFormat, Timestamp, WriteRequest};
 use nix_layer_plan::{Family, Strategy};
 use nix_layer_store::StoreDir;
 use nix_layer_tar::{HostFiles, Ownership, TopLayerSpec};
@@ -154,11 +154,27 @@ pub struct Inputs {
     pub roots: Vec<String>,
     pub jobs: usize,
     pub cache: Option<PathBuf>,
-    pub output: Output,
+}
+
+/// A validated image, and how the settings say to write it; where it goes is the
+/// caller's: `build` names an output ([`Request::write_to`]), push and load send the
+/// image elsewhere.
+pub struct Request {
+    pub image: ImageRequest,
+    pub format: OutputFormat,
+    pub compression: Compression,
+    pub sbom: bool,
+}
+
+impl Request {
+    pub fn write_to(self, output: Output) -> BuildRequest {
+        let Request { image, format, compression, sbom } = self;
+        BuildRequest { image, write: WriteRequest { format, compression, sbom, output } }
+    }
 }
 
 /// Settings and inputs → a validated request, with the contract's defaults.
-pub fn request(s: Settings, inputs: Inputs) -> Result<BuildRequest> {
+pub fn request(s: Settings, inputs: Inputs) -> Result<Request> {
     let store_dir = StoreDir::new(s.store_dir.as_deref().unwrap_or(contract::DEFAULT_STORE_DIR))?;
     let graph = inputs.graph.load(&store_dir)?;
     let parse_paths = |v: &[String], what: &str| -> Result<Vec<_>> {
@@ -209,7 +225,7 @@ pub fn request(s: Settings, inputs: Inputs) -> Result<BuildRequest> {
     };
     let max_layers = check_max_layers(s.max_layers.unwrap_or(contract::DEFAULT_MAX_LAYERS))?;
     let user = || contract::DEFAULT_USER.to_owned();
-    Ok(BuildRequest {
+    let image = ImageRequest {
         roots: if inputs.roots.is_empty() { None } else { Some(parse_paths(&inputs.roots, "--root")?) },
         contents: parse_paths(&s.contents, "--contents")?,
         graph,
@@ -219,8 +235,6 @@ pub fn request(s: Settings, inputs: Inputs) -> Result<BuildRequest> {
         max_layers,
         strategy,
         family,
-        format,
-        compression,
         config,
         top_layer,
         from_image: s.from_image.map(PathBuf::from),
@@ -237,12 +251,11 @@ pub fn request(s: Settings, inputs: Inputs) -> Result<BuildRequest> {
             gname: s.gname.unwrap_or_else(user),
         },
         nix_db: s.include_nix_db.unwrap_or(false),
-        sbom: s.sbom.unwrap_or(false),
         include_store_paths: s.include_store_paths.unwrap_or(true),
         jobs: inputs.jobs,
         cache: inputs.cache,
-        output: inputs.output,
-    })
+    };
+    Ok(Request { image, format, compression, sbom: s.sbom.unwrap_or(false) })
 }
 
 /// `nix-layer build`: `flags` holds what the command line gave; with a
@@ -270,6 +283,12 @@ pub fn request_from_flags(f: BuildFlags) -> Result<BuildRequest> {
             return invalid("say where the image goes: -o FILE, -o DIR for --format oci, or -o - for stdout")
         }
     };
+    Ok(image_from_flags(f)?.write_to(output))
+}
+
+/// The image the flags describe, for commands that send it elsewhere (push, load):
+/// `f.output` is not used.
+pub fn image_from_flags(f: BuildFlags) -> Result<Request> {
     let (s, graph) = match (&f.settings_file, f.graph) {
         (Some(path), _) => {
             let (mut s, graph) = read_settings(path)?;
@@ -295,7 +314,7 @@ pub fn request_from_flags(f: BuildFlags) -> Result<BuildRequest> {
     if jobs == 0 {
         return invalid("--jobs must be at least 1");
     }
-    request(s, Inputs { graph, family: f.family, roots: f.roots, jobs, cache: f.cache, output })
+    request(s, Inputs { graph, family: f.family, roots: f.roots, jobs, cache: f.cache })
 }
 
 /// Reads settings from a stream script (JSON after the marker line) or a
@@ -402,25 +421,19 @@ mod tests {
         assert!(serde_json::from_value::<Settings>(serde_json::json!({"colour": 1})).is_err());
     }
 
-    fn inline_request(settings: Value) -> Result<BuildRequest> {
+    fn inline_request(settings: Value) -> Result<Request> {
         let (s, graph) = split_attrs(serde_json::json!({ "graph": [], "nixLayer": settings }))?;
         request(
             s,
-            Inputs {
-                graph: GraphSource::Inline(graph),
-                family: vec![],
-                roots: vec![],
-                jobs: 1,
-                cache: None,
-                output: Output::Stdout,
-            },
+            Inputs { graph: GraphSource::Inline(graph), family: vec![], roots: vec![], jobs: 1, cache: None },
         )
     }
 
     /// The defaults the request builder applies are the contract's.
     #[test]
     fn defaults_are_the_contracts() {
-        let r = inline_request(serde_json::json!({ "name": "x" })).unwrap();
+        let req = inline_request(serde_json::json!({ "name": "x" })).unwrap();
+        let r = &req.image;
         for a in arguments().into_iter().filter(|a| a.scope == Scope::Image) {
             let contract::DefaultValue::Value(want) = &a.default else { continue };
             let got = match a.name {
@@ -440,11 +453,11 @@ mod tests {
                 "strategy" => serde_json::json!(r.strategy.name()),
                 "family" => serde_json::json!(if r.family.is_some() { "some" } else { "{}" }),
                 "familyFile" | "topLayer" => continue,
-                "format" => serde_json::json!(contract::format_name(r.format)),
+                "format" => serde_json::json!(contract::format_name(req.format)),
                 "variant" => serde_json::json!(r.variant),
                 "annotations" => serde_json::json!(r.annotations),
                 "allowHostFiles" => serde_json::json!(r.host_files == nix_layer_tar::HostFiles::Allow),
-                "sbom" => serde_json::json!(r.sbom),
+                "sbom" => serde_json::json!(req.sbom),
                 other => panic!("default of `{other}` is not checked"),
             };
             let want = if a.name == "family" { serde_json::json!("{}") } else { want.clone() };
@@ -452,7 +465,7 @@ mod tests {
         }
         assert_eq!(r.created, Timestamp::parse(contract::DEFAULT_TIME).unwrap());
         assert_eq!(r.mtime, Timestamp::default_image_time());
-        assert_eq!(r.compression, Compression::None);
+        assert_eq!(req.compression, Compression::None);
         let oci = inline_request(serde_json::json!({ "name": "x", "format": "oci" })).unwrap();
         assert_eq!(oci.compression, Compression::Gzip);
     }
@@ -474,7 +487,7 @@ mod tests {
             "name": "x", "config": { "Healthcheck": { "Test": ["CMD", "true"], "Interval": 1000000000 } }
         }))
         .unwrap();
-        assert_eq!(r.config.Healthcheck.unwrap().Test.unwrap(), ["CMD", "true"]);
+        assert_eq!(r.image.config.Healthcheck.unwrap().Test.unwrap(), ["CMD", "true"]);
     }
 
     /// Flags given with a settings file (a stream script) add annotations and the SBOM.
@@ -501,8 +514,8 @@ mod tests {
             output: Some("out.tar".into()),
         })
         .unwrap();
-        assert_eq!(r.annotations.len(), 2);
-        assert_eq!(r.annotations["org.opencontainers.image.revision"], "abc");
-        assert!(r.sbom);
+        assert_eq!(r.image.annotations.len(), 2);
+        assert_eq!(r.image.annotations["org.opencontainers.image.revision"], "abc");
+        assert!(r.write.sbom);
     }
 }

@@ -1,7 +1,11 @@
-//! The docker-archive format (`docker save` / `docker load`): `<diff_id hex>/layer.tar`
-//! for each layer, then `<config sha256>.json`, then `manifest.json`. Every entry is mode
-//! 0644, owner 0:0, with the given mtime, so the archive's bytes depend only on its
-//! contents.
+//! The docker-archive format (`docker save` / `docker load`): `<n>/layer.tar` for layer
+//! `n` (from 1, bottom first), then `<config sha256>.json`, then `manifest.json`. Every
+//! entry is mode 0644, owner 0:0, with the given mtime, so the archive's bytes depend only
+//! on its contents.
+//!
+//! Layers are named by position, not by diff_id (as `docker save` once did): a layer's
+//! member can then go out before its bytes are hashed, and a stream reads each layer once.
+//! Loaders find layers through `manifest.json`, which comes last, so no name is assumed.
 //!
 //! Two writers make the same bytes: [`DockerArchiveWriter`] appends layers in order to any
 //! stream (stdout); [`SlotArchive`] lays the archive out from the layer sizes and lets
@@ -38,14 +42,19 @@ fn file_header(name: String, size: u64, mtime: u64) -> Header {
     }
 }
 
-fn layer_header(diff_id: &Digest, size: u64, mtime: u64) -> Header {
-    file_header(format!("{}/layer.tar", diff_id.hex()), size, mtime)
+/// The member name of layer `index` (0-based).
+fn layer_name(index: usize) -> String {
+    format!("{}/layer.tar", index + 1)
 }
 
-/// Bytes a layer member of `size` bytes takes: its header blocks (PAX records included,
-/// which a large mtime or size needs) and its data padded to 512 bytes.
-fn member_len(size: u64, mtime: u64) -> u64 {
-    nix_layer_tar::header_len(&layer_header(&Digest::from_bytes([0; 32]), size, mtime))
+fn layer_header(index: usize, size: u64, mtime: u64) -> Header {
+    file_header(layer_name(index), size, mtime)
+}
+
+/// Bytes layer member `index` of `size` bytes takes: its header blocks (PAX records
+/// included, which a large mtime or size needs) and its data padded to 512 bytes.
+fn member_len(index: usize, size: u64, mtime: u64) -> u64 {
+    nix_layer_tar::header_len(&layer_header(index, size, mtime))
 }
 
 /// Refuses a layer that is compressed: a docker-archive holds uncompressed tars, and
@@ -62,8 +71,7 @@ fn check_uncompressed(blob: &LayerBlob) -> Result<(), Error> {
 fn tail_members(image: &Image, mtime: u64) -> [(Header, Vec<u8>); 2] {
     let config = image.config();
     let config_name = format!("{}.json", config.digest().hex());
-    let layer_names: Vec<String> =
-        image.layers().iter().map(|l| format!("{}/layer.tar", l.diff_id.hex())).collect();
+    let layer_names: Vec<String> = (0..image.layers().len()).map(layer_name).collect();
     let manifest = json!([{ "Config": config_name, "RepoTags": [image.reference().to_string()], "Layers": layer_names }]);
     let manifest = serde_json::to_vec(&manifest).expect("a JSON value serialises");
     [
@@ -102,23 +110,28 @@ impl<W: Write> DockerArchiveWriter<W> {
         DockerArchiveWriter { tar: TarWriter::new(out), mtime, layers: Vec::new() }
     }
 
-    /// Appends a layer: exactly `size` bytes of uncompressed tar read from `data`, which
-    /// must hash to `diff_id`. The bytes are out before the hash is known: on a mismatch
-    /// the stream is already wrong, and the error says so (the caller must fail).
-    pub fn add_layer(&mut self, diff_id: Digest, size: u64, data: &mut dyn Read) -> Result<(), Error> {
+    /// Appends a layer: exactly `size` bytes of uncompressed tar read from `data` (which
+    /// must then end), and returns their diff_id. The bytes are out before the hash is
+    /// known, so no layer needs a pass of its own to be named.
+    pub fn add_layer(&mut self, size: u64, data: &mut dyn Read) -> Result<Digest, Error> {
+        let index = self.layers.len();
         let mut hashed = HashingReader::new(data);
-        self.tar.append(&layer_header(&diff_id, size, self.mtime), &mut hashed).map_err(tar_err)?;
-        let (_, actual, _) = hashed.finish();
-        if actual != diff_id {
-            return Err(Error::DigestMismatch {
-                what: format!("layer {} of the docker-archive", self.layers.len() + 1),
-                expected: diff_id,
-                actual,
-                hint: "its contents changed while it was written; is something modifying the store?",
-            });
+        let appended = self.tar.append(&layer_header(index, size, self.mtime), &mut hashed);
+        let wrong_size = |actual| Error::LayerSize { path: layer_name(index).into(), expected: size, actual };
+        match appended {
+            Ok(()) => {}
+            Err(nix_layer_tar::Error::ShortRead { got, .. }) => return Err(wrong_size(got)),
+            Err(e) => return Err(tar_err(e)),
+        }
+        let (data, diff_id, _) = hashed.finish();
+        // More bytes than declared: the layer grew after it was measured.
+        let extra =
+            io::copy(data, &mut io::sink()).map_err(Error::io("cannot read", layer_name(index).as_ref()))?;
+        if extra > 0 {
+            return Err(wrong_size(size + extra));
         }
         self.layers.push(diff_id);
-        Ok(())
+        Ok(diff_id)
     }
 
     /// Lists a layer in the manifest without its bytes, for a reader that already holds it
@@ -131,7 +144,16 @@ impl<W: Write> DockerArchiveWriter<W> {
     /// Appends a verified uncompressed layer blob.
     pub fn add_blob(&mut self, blob: &LayerBlob) -> Result<(), Error> {
         check_uncompressed(blob)?;
-        self.add_layer(blob.diff_id, blob.uncompressed_size, &mut blob.reader())
+        let actual = self.add_layer(blob.uncompressed_size, &mut blob.reader())?;
+        if actual != blob.diff_id {
+            return Err(Error::DigestMismatch {
+                what: format!("layer {} of the docker-archive", self.layers.len()),
+                expected: blob.diff_id,
+                actual,
+                hint: "its blob changed after it was verified; is something modifying it?",
+            });
+        }
+        Ok(())
     }
 
     /// Writes the config and `manifest.json` of `image`, whose layers must be the ones
@@ -171,9 +193,9 @@ impl SlotArchive {
             .map_err(Error::io("cannot create", path))?;
         let mut slots = Vec::with_capacity(sizes.len());
         let mut pos = 0;
-        for &size in sizes {
+        for (index, &size) in sizes.iter().enumerate() {
             slots.push((pos, size));
-            pos += member_len(size, mtime);
+            pos += member_len(index, size, mtime);
         }
         // Sized up front: slots are filled out of order.
         file.set_len(pos).map_err(Error::io("cannot size", path))?;
@@ -186,8 +208,8 @@ impl SlotArchive {
     }
 
     /// The header blocks' length: the member's length less its padded data.
-    fn header_len(&self, size: u64) -> u64 {
-        member_len(size, self.mtime) - size.next_multiple_of(512)
+    fn header_len(&self, index: usize, size: u64) -> u64 {
+        member_len(index, size, self.mtime) - size.next_multiple_of(512)
     }
 
     /// Fills slot `index` with what `produce` writes, which must be exactly the declared
@@ -198,7 +220,7 @@ impl SlotArchive {
         produce: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
     ) -> Result<Digest, Error> {
         let (offset, expected) = self.slot(index);
-        let start = offset + self.header_len(expected);
+        let start = offset + self.header_len(index, expected);
         let mut w = HashingWriter::new(PositionedWriter { file: &self.file, pos: start });
         produce(&mut w).map_err(Error::io("cannot write a layer into", &self.path))?;
         let (_, diff_id, size) = w.finish();
@@ -218,7 +240,7 @@ impl SlotArchive {
     }
 
     fn seal(&self, index: usize, diff_id: Digest, size: u64) -> Result<(), Error> {
-        let header = nix_layer_tar::encode_header(&layer_header(&diff_id, size, self.mtime));
+        let header = nix_layer_tar::encode_header(&layer_header(index, size, self.mtime));
         self.file.write_all_at(&header, self.slot(index).0).map_err(Error::io("cannot write", &self.path))?;
         self.written.lock().expect("no thread panics holding it")[index] = Some(diff_id);
         Ok(())
@@ -331,7 +353,7 @@ mod tests {
         let entries = read_back(&out);
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         let config_name = format!("{}.json", img.config().digest().hex());
-        let (la, lb) = (format!("{}/layer.tar", a.diff_id.hex()), format!("{}/layer.tar", b.diff_id.hex()));
+        let (la, lb) = ("1/layer.tar".to_owned(), "2/layer.tar".to_owned());
         assert_eq!(names, [la.as_str(), lb.as_str(), config_name.as_str(), "manifest.json"]);
         for (name, mode, uid, gid, mtime, _) in &entries {
             assert_eq!((*mode, *uid, *gid, *mtime), (0o644, 0, 0, 1), "{name}");
@@ -385,13 +407,16 @@ mod tests {
         assert!(matches!(err, Error::CompressedLayer { compression: Compression::Gzip, .. }), "{err}");
 
         let mut w = DockerArchiveWriter::new(Vec::new(), 1);
-        let err = w.add_layer(Digest::of(b"other"), 5, &mut &b"12345"[..]).unwrap_err();
-        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert_eq!(w.add_layer(5, &mut &b"12345"[..]).unwrap(), Digest::of(b"12345"));
 
-        // A reader that ends early is an error, not a short archive.
+        // A reader that ends early, or goes on past the declared size (a layer that
+        // changed after it was measured), is an error, not a wrong archive.
         let mut w = DockerArchiveWriter::new(Vec::new(), 0);
-        let err = w.add_layer(Digest::of(b"x"), 100, &mut &b"x"[..]).unwrap_err();
-        assert!(err.to_string().contains("docker-archive"), "{err}");
+        let err = w.add_layer(100, &mut &b"x"[..]).unwrap_err();
+        assert!(matches!(err, Error::LayerSize { expected: 100, actual: 1, .. }), "{err}");
+        let mut w = DockerArchiveWriter::new(Vec::new(), 0);
+        let err = w.add_layer(3, &mut &b"12345"[..]).unwrap_err();
+        assert!(matches!(err, Error::LayerSize { expected: 3, actual: 5, .. }), "{err}");
     }
 
     #[test]

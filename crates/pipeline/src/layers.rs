@@ -5,8 +5,9 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 
 use nix_layer_blob::{BlobInfo, CacheKey, Compression, Digest, HashingWriter, LayerBlob, LayerCache};
 use nix_layer_image::SlotArchive;
@@ -15,7 +16,7 @@ use nix_layer_store::StorePath;
 use nix_layer_tar::{GeneratedTree, StoreLayerOptions, TopLayerInput};
 use rayon::prelude::*;
 
-use crate::{io_err, BuildRequest, Error, ImagePlan, Progress};
+use crate::{io_err, Error, ImagePlan, ImageRequest, Progress};
 
 /// Bump when the bytes of a layer for the same inputs change, so that old
 /// cache entries are never served for the new format.
@@ -72,7 +73,7 @@ impl Produced {
 
 /// Everything layer production needs, borrowed from the build.
 pub(crate) struct Layers<'a> {
-    pub req: &'a BuildRequest,
+    pub req: &'a ImageRequest,
     pub plan: &'a ImagePlan,
     /// Where blobs that are not cached are written (the build's staging directory).
     pub blob_dir: &'a Path,
@@ -206,92 +207,39 @@ impl Layers<'_> {
         })
     }
 
-    /// diff_id and length of every store layer, hashed without being stored (the first
-    /// pass of a stream, which must name each layer before its bytes go out).
-    pub fn store_digests(&self) -> Result<Vec<(Digest, u64)>, Error> {
-        self.each_store_layer(|i| {
-            let mut w = HashingWriter::new(io::sink());
-            self.write_store(i, &mut w).map_err(io_err(format!("cannot read store layer {}", i + 1)))?;
-            let (_, d, n) = w.finish();
-            Ok((d, n))
-        })
+    /// diff_id and length of store layer `i`, hashed without being stored (what a stream
+    /// to an engine that may hold the layer needs before it can leave the layer out).
+    pub fn store_digest(&self, i: usize) -> Result<(Digest, u64), Error> {
+        let mut w = HashingWriter::new(io::sink());
+        self.write_store(i, &mut w).map_err(io_err(format!("cannot read store layer {}", i + 1)))?;
+        let (_, d, n) = w.finish();
+        Ok((d, n))
     }
 
     /// Store layers in plan order, produced by `req.jobs` threads ahead of the reader
-    /// into bounded buffers: `consume(i, reader)` is called once per layer, in order.
-    /// Memory stays under jobs × [`STREAM_BUFFERS`] × [`STREAM_CHUNK`].
+    /// into bounded buffers: `consume(i, reader)` is called once per layer, in order
+    /// (`None` for a layer not `wanted`, which is not produced).
     pub fn stream_store(&self, wanted: &[bool], consume: &mut ConsumeLayer) -> Result<(), Error> {
-        let n = self.store_paths().len();
-        let slots: Mutex<Vec<Option<Chunks>>> = Mutex::new((0..n).map(|_| None).collect());
-        let ready = Condvar::new();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| -> Result<(), Error> {
-            for _ in 0..self.req.jobs.max(1).min(n.max(1)) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if i >= n {
-                        break;
-                    }
-                    if !wanted[i] {
-                        continue;
-                    }
-                    let (tx, rx) = sync_channel(STREAM_BUFFERS);
-                    slots.lock().expect("not poisoned")[i] = Some(rx);
-                    ready.notify_all();
-                    let mut w = io::BufWriter::with_capacity(STREAM_CHUNK, ChannelWriter(tx.clone()));
-                    let result = self.write_store(i, &mut w).and_then(|()| w.flush());
-                    drop(w);
-                    if let Err(e) = result {
-                        // The reader may be gone; then nobody needs the error either.
-                        let _ = tx.send(Err(e));
-                    }
-                });
-            }
-            let outcome = (0..n).try_for_each(|i| {
-                if !wanted[i] {
-                    return consume(i, None);
-                }
-                let rx = {
-                    let mut guard = slots.lock().expect("not poisoned");
-                    loop {
-                        if let Some(rx) = guard[i].take() {
-                            break rx;
-                        }
-                        guard = ready.wait(guard).expect("not poisoned");
-                    }
-                };
-                let mut reader = ChannelReader { rx, buf: Vec::new(), pos: 0 };
-                consume(i, Some(&mut reader)).map_err(|e| self.changed(i, e))?;
-                let paths = &self.store_paths()[i];
-                self.progress.layer_done(&LayerKind::Store(i), self.nar_bytes(paths), false);
-                Ok(())
-            });
-            if outcome.is_err() {
-                // Unblock the producers: dropping every receiver makes their sends fail.
-                let mut guard = slots.lock().expect("not poisoned");
-                guard.iter_mut().for_each(|s| drop(s.take()));
-                next.store(n, std::sync::atomic::Ordering::SeqCst);
-            }
-            outcome
+        let produce = |i: usize, w: &mut dyn Write| self.write_store(i, w);
+        stream_ordered(self.req.jobs, wanted, &produce, &mut |i, reader| {
+            let Some(reader) = reader else { return consume(i, None) };
+            consume(i, Some(reader)).map_err(|e| self.changed(i, e))?;
+            let paths = &self.store_paths()[i];
+            self.progress.layer_done(&LayerKind::Store(i), self.nar_bytes(paths), false);
+            Ok(())
         })
     }
 
-    /// The layers of a stream, described without their bytes (the store's are hashed).
-    pub fn store_unstored(&self, digests: &[(Digest, u64)]) -> Vec<Produced> {
-        digests
-            .iter()
-            .enumerate()
-            .map(|(i, &(d, n))| {
-                let paths = &self.store_paths()[i];
-                Produced::unstored(LayerKind::Store(i), d, n, paths_comment(paths), paths.len())
-            })
-            .collect()
+    /// Store layer `i` of a stream, described without its bytes.
+    pub fn store_unstored(&self, i: usize, diff_id: Digest, size: u64) -> Produced {
+        let paths = &self.store_paths()[i];
+        Produced::unstored(LayerKind::Store(i), diff_id, size, paths_comment(paths), paths.len())
     }
 
     /// A size or digest that moved between planning and writing means the store changed
     /// under the build: say so rather than report a generic mismatch. Other errors (the
     /// output cannot be written, its reader went away) are passed on as they are.
-    fn changed(&self, i: usize, e: Error) -> Error {
+    pub fn changed(&self, i: usize, e: Error) -> Error {
         use nix_layer_image::Error as E;
         match e {
             Error::Image(E::LayerSize { .. } | E::DigestMismatch { .. }) => {
@@ -355,11 +303,73 @@ fn unstored_info(diff_id: Digest, size: u64) -> BlobInfo {
 pub(crate) const STREAM_CHUNK: usize = 1 << 20;
 pub(crate) const STREAM_BUFFERS: usize = 4;
 
-/// What a stream does with store layer `i`: its bytes, or `None` for a layer not produced.
+/// What a stream does with layer `i`: its bytes, or `None` for a layer not produced.
 pub(crate) type ConsumeLayer<'a> = dyn FnMut(usize, Option<&mut dyn io::Read>) -> Result<(), Error> + 'a;
+
+/// Writes layer `i`'s bytes.
+pub(crate) type ProduceLayer<'a> = dyn Fn(usize, &mut dyn Write) -> io::Result<()> + Sync + 'a;
 
 /// The receiving end of one streamed layer: its bytes in chunks, or the error that ended it.
 type Chunks = Receiver<io::Result<Vec<u8>>>;
+
+/// Runs `produce` for every wanted layer on `jobs` threads, in order of index, each ahead
+/// of the reader by at most [`STREAM_BUFFERS`] × [`STREAM_CHUNK`] bytes, and hands the
+/// layers to `consume` in order. Returns when every thread has ended, with `consume`'s
+/// first error.
+///
+/// Every layer's channel exists before any thread starts, and this function alone holds
+/// the receiving ends. When `consume` fails they are all dropped before the threads are
+/// waited for, so every send fails from then on: whether a thread is blocked in one, has
+/// claimed a layer and not yet written, or claims one later. No thread can be left
+/// waiting for a reader that is gone.
+pub(crate) fn stream_ordered(
+    jobs: usize,
+    wanted: &[bool],
+    produce: &ProduceLayer,
+    consume: &mut ConsumeLayer,
+) -> Result<(), Error> {
+    let n = wanted.len();
+    let (senders, receivers): (Vec<Option<SyncSender<_>>>, Vec<Option<Chunks>>) = wanted
+        .iter()
+        .map(|&w| match w {
+            true => {
+                let (tx, rx) = sync_channel(STREAM_BUFFERS);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        })
+        .unzip();
+    let senders = Mutex::new(senders);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1).min(n.max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let Some(tx) = senders.lock().expect("not poisoned")[i].take() else { continue };
+                let mut w = io::BufWriter::with_capacity(STREAM_CHUNK, ChannelWriter(tx.clone()));
+                let result = produce(i, &mut w).and_then(|()| w.flush());
+                drop(w);
+                if let Err(e) = result {
+                    // The reader may be gone; then nobody needs the error either.
+                    let _ = tx.send(Err(e));
+                }
+            });
+        }
+        let mut receivers = receivers;
+        let outcome = (0..n).try_for_each(|i| match receivers[i].take() {
+            None => consume(i, None),
+            Some(rx) => consume(i, Some(&mut ChannelReader { rx, buf: Vec::new(), pos: 0 })),
+        });
+        // Before the scope waits for the threads: every send fails from here on, and no
+        // further layer is started.
+        drop(receivers);
+        next.store(n, Ordering::SeqCst);
+        outcome
+    })
+}
 
 struct ChannelWriter(SyncSender<io::Result<Vec<u8>>>);
 
@@ -436,4 +446,148 @@ fn write_nix_db(plan: &ImagePlan, dir: &Path, time: u64) -> Result<(), Error> {
     }
     nix_layer_nixdb::write_db(dir, &regs, time as i64)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Runs `f` on a thread of its own; a test that would hang fails instead. (A guard,
+    /// not synchronisation: nothing waits for this time to pass.)
+    fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(60)).expect("the stream hung")
+    }
+
+    fn layer_bytes(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|k| (k * 31 + i * 7) as u8).collect()
+    }
+
+    #[test]
+    fn layers_arrive_whole_and_in_order() {
+        let lens = [0, 1, STREAM_CHUNK + 3, 5 * STREAM_CHUNK, 17];
+        let wanted = [true, true, false, true, true];
+        let got = within_a_minute(move || {
+            let produce = |i: usize, w: &mut dyn Write| w.write_all(&layer_bytes(i, lens[i]));
+            let mut got = Vec::new();
+            stream_ordered(3, &wanted, &produce, &mut |i, r| {
+                let mut bytes = Vec::new();
+                if let Some(r) = r {
+                    r.read_to_end(&mut bytes).unwrap();
+                }
+                got.push((i, bytes));
+                Ok(())
+            })
+            .unwrap();
+            got
+        });
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        for (i, bytes) in &got {
+            let expected = if wanted[*i] { layer_bytes(*i, lens[*i]) } else { Vec::new() };
+            assert!(*bytes == expected, "layer {i}: {} bytes", bytes.len());
+        }
+    }
+
+    #[test]
+    fn a_producer_error_reaches_the_reader() {
+        let err = within_a_minute(|| {
+            let produce = |i: usize, w: &mut dyn Write| {
+                w.write_all(b"partial")?;
+                match i {
+                    1 => Err(io::Error::other("a store file vanished")),
+                    _ => Ok(()),
+                }
+            };
+            stream_ordered(2, &[true, true, true], &produce, &mut |_, r| {
+                let mut bytes = Vec::new();
+                r.expect("wanted").read_to_end(&mut bytes).map_err(io_err("reading"))?;
+                Ok(())
+            })
+            .unwrap_err()
+        });
+        assert!(err.to_string().contains("a store file vanished"), "{err}");
+    }
+
+    /// How far each producer got, and a signal when that changes.
+    #[derive(Default)]
+    struct Progress {
+        writes_started: Mutex<Vec<usize>>,
+        changed: Condvar,
+    }
+
+    impl Progress {
+        fn started(&self, i: usize) {
+            self.writes_started.lock().unwrap()[i] += 1;
+            self.changed.notify_all();
+        }
+        fn wait_until(&self, done: impl Fn(&[usize]) -> bool) {
+            let mut w = self.writes_started.lock().unwrap();
+            while !done(&w) {
+                w = self.changed.wait(w).unwrap();
+            }
+        }
+    }
+
+    /// The race of `build -o - | head -c 100`, forced: the output fails after 100 bytes
+    /// while two producers are blocked on full buffers, a third has claimed its layer but
+    /// not yet written (it writes only once the reader has failed), and more layers are
+    /// left. The stream must end with the output's error and every thread must end: no
+    /// producer may wait for a reader that is gone.
+    #[test]
+    fn a_failing_reader_releases_every_producer() {
+        const LAYERS: usize = 6;
+        let progress =
+            Arc::new(Progress { writes_started: Mutex::new(vec![0; LAYERS]), ..Default::default() });
+        let (failed_tx, failed_rx) = channel::<()>();
+        let failed_rx = Mutex::new(failed_rx);
+        let p = progress.clone();
+        let (err, consumed) = within_a_minute(move || {
+            // Layers 0 and 1 never end by themselves; layer 2 waits for the reader to fail.
+            let produce = |i: usize, w: &mut dyn Write| -> io::Result<()> {
+                if i == 2 {
+                    p.started(i);
+                    let _ = failed_rx.lock().unwrap().recv();
+                }
+                let chunk = vec![i as u8; STREAM_CHUNK];
+                loop {
+                    p.started(i);
+                    w.write_all(&chunk)?;
+                }
+            };
+            let mut consumed = Vec::new();
+            let failed: Mutex<Option<Sender<()>>> = Mutex::new(Some(failed_tx));
+            let err = stream_ordered(3, &[true; LAYERS], &produce, &mut |i, r| {
+                consumed.push(i);
+                // Both endless producers are in (or entering) a send into a full channel:
+                // nobody has read a byte yet.
+                p.wait_until(|w| w[0] > STREAM_BUFFERS && w[1] > STREAM_BUFFERS && w[2] == 1);
+                let mut head = [0u8; 100];
+                r.expect("wanted").read_exact(&mut head).map_err(io_err("reading"))?;
+                drop(failed.lock().unwrap().take());
+                Err(Error::Io {
+                    context: "cannot write the stream".into(),
+                    source: io::Error::from(io::ErrorKind::BrokenPipe),
+                })
+            })
+            .unwrap_err();
+            (err, consumed)
+        });
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe),
+            "{err}"
+        );
+        assert_eq!(consumed, [0], "the reader stopped at the first layer");
+        let started = progress.writes_started.lock().unwrap().clone();
+        assert!(
+            started[3..].iter().all(|&n| n <= 1),
+            "no layer was produced past a first write: {started:?}"
+        );
+    }
 }

@@ -63,8 +63,16 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
     move |source| Error::Io { context, source }
 }
 
-/// Everything a build needs, already parsed and validated by the caller.
+/// A build: the image, and how it is written. Push and load send an [`ImageRequest`]
+/// elsewhere and take no [`WriteRequest`].
 pub struct BuildRequest {
+    pub image: ImageRequest,
+    pub write: WriteRequest,
+}
+
+/// What the image is (and how its layers are made), already parsed and validated by the
+/// caller; nothing here depends on where it goes.
+pub struct ImageRequest {
     pub graph: Graph,
     /// Restrict the image to the closure of these paths (plus contents and
     /// paths named by the config or top layer). `None`: the whole graph.
@@ -78,8 +86,6 @@ pub struct BuildRequest {
     /// Sibling closures (package sets, other images) the `shared` strategy
     /// plans against, so that every image of the family gets the same layers.
     pub family: Option<Family>,
-    pub format: OutputFormat,
-    pub compression: Compression,
     pub config: ConfigSpec,
     pub contents: Vec<StorePath>,
     pub top_layer: TopLayerSpec,
@@ -96,13 +102,23 @@ pub struct BuildRequest {
     pub owner: Ownership,
     pub nix_db: bool,
     pub include_store_paths: bool,
+    pub jobs: usize,
+    pub cache: Option<PathBuf>,
+}
+
+/// How a build writes the image.
+pub struct WriteRequest {
+    pub format: OutputFormat,
+    pub compression: Compression,
     /// A CycloneDX SBOM of the closure beside the image (`IMAGE.cdx.json`), or in an OCI
     /// layout as a referrer of the image.
     pub sbom: bool,
-    pub jobs: usize,
-    pub cache: Option<PathBuf>,
     pub output: Output,
 }
+
+/// Whether the engine reading a stream holds a layer chain (a layer's diff_id with those
+/// below it, bottom first).
+pub type Present<'a> = dyn Fn(&[Digest]) -> bool + 'a;
 
 /// What a build produced, for the summary line and for tests.
 #[derive(Debug)]
@@ -141,7 +157,7 @@ pub struct ImagePlan {
 }
 
 /// Resolves the graph, the base image and the store-layer plan.
-pub fn plan_image(req: &BuildRequest) -> Result<ImagePlan, Error> {
+pub fn plan_image(req: &ImageRequest) -> Result<ImagePlan, Error> {
     let graph = image_graph(req)?;
     let base = req.from_image.as_deref().map(BaseImage::open).transpose()?;
     let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
@@ -156,7 +172,7 @@ pub fn plan_image(req: &BuildRequest) -> Result<ImagePlan, Error> {
 
 /// The part of the graph that goes into the image, after checking that every
 /// path the contents, config and top layer name is in it.
-fn image_graph(req: &BuildRequest) -> Result<Graph, Error> {
+fn image_graph(req: &ImageRequest) -> Result<Graph, Error> {
     let g = &req.graph;
     let index = |what: &str, p: &StorePath| {
         g.index_of(p).ok_or_else(|| Error::NotInGraph { what: what.to_owned(), path: p.to_string() })
@@ -182,16 +198,16 @@ fn image_graph(req: &BuildRequest) -> Result<Graph, Error> {
     Ok(g.subgraph(&keep)?)
 }
 
-/// Builds the image as a docker-archive stream into `out`, as `-o -` does, leaving out the
-/// bytes of every layer for which `present(chain)` is true: `chain` is the layer's diff_id
-/// with those below it, and `present` says the engine reading the stream already holds
-/// that chain (as `docker load` then takes it from its store). `req.format` and
-/// `req.output` are ignored.
+/// Builds the image as a docker-archive stream into `out`, as `-o -` does. With
+/// `present`, the bytes of the layers the reader holds already are left out, from the
+/// bottom up to the first it lacks: `present(chain)` says whether the engine reading the
+/// stream holds the layer chain `chain` (a layer's diff_id with those below it), as
+/// `docker load` then takes it from its store.
 pub fn stream(
-    req: &BuildRequest,
+    req: &ImageRequest,
     progress: &dyn Progress,
     out: &mut dyn std::io::Write,
-    present: &dyn Fn(&[Digest]) -> bool,
+    present: Option<&Present<'_>>,
 ) -> Result<BuildSummary, Error> {
     run(req, progress, &output::Staging::new(&Output::Stdout)?, None, |layers, _, assemble| {
         output::docker_archive_stream(layers, assemble, out, present)
@@ -209,23 +225,24 @@ pub struct Built {
     _staging: output::Staging,
 }
 
-/// Produces the image's layers as compressed blobs (`req.compression`) without writing an
+/// Produces the image's layers as blobs compressed with `compression` without writing an
 /// output: what `nix-layer push` sends. A store layer for which `remote(cache key)` gives a
 /// description is not produced at all (the registry holds it).
 pub fn build_for_registry(
-    req: &BuildRequest,
+    req: &ImageRequest,
+    compression: Compression,
     progress: &dyn Progress,
     remote: &layers::Remote,
 ) -> Result<(Built, BuildSummary), Error> {
     let staging = output::Staging::new(&Output::Stdout)?;
     let (built, summary) = run(req, progress, &staging, Some(remote), |layers, _, assemble| {
-        let produced = output::all_blobs(layers, req.compression)?;
+        let produced = output::all_blobs(layers, compression)?;
         let image = assemble(&produced.iter().collect::<Vec<_>>())?;
         let keys = layers
             .store_paths()
             .iter()
             .zip(produced.iter().filter(|l| matches!(l.kind, LayerKind::Store(_))))
-            .map(|(paths, l)| (layers.cache_key(paths, req.compression).as_str().to_owned(), l.info.clone()))
+            .map(|(paths, l)| (layers.cache_key(paths, compression).as_str().to_owned(), l.info.clone()))
             .collect();
         Ok((image, produced.into_iter().map(|l| l.blob).collect::<Vec<_>>(), keys))
     })?;
@@ -235,30 +252,31 @@ pub fn build_for_registry(
 
 /// Runs the whole build.
 pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary, Error> {
-    output::check(req.format, &req.output)?;
-    if req.sbom && req.output == Output::Stdout {
+    let WriteRequest { format, compression, sbom, ref output } = req.write;
+    output::check(format, output)?;
+    if sbom && *output == Output::Stdout {
         return Err(Error::Invalid("--sbom writes the SBOM beside the image: give -o PATH, not -o -".into()));
     }
-    let staging = output::Staging::new(&req.output)?;
-    let (_, summary) = run(req, progress, &staging, None, |layers, staging, assemble| {
-        let image = match (req.format, &req.output) {
+    let staging = output::Staging::new(output)?;
+    let (_, summary) = run(&req.image, progress, &staging, None, |layers, staging, assemble| {
+        let image = match (format, output) {
             (OutputFormat::DockerArchive, Output::Stdout) => {
                 let stdout = std::io::stdout();
-                output::docker_archive_stream(layers, assemble, &mut stdout.lock(), &|_| false)
+                output::docker_archive_stream(layers, assemble, &mut stdout.lock(), None)
             }
             (OutputFormat::DockerArchive, Output::Path(dest)) => {
                 output::docker_archive_file(layers, staging, dest, assemble)
             }
             (OutputFormat::Oci, Output::Path(dir)) => {
-                output::oci_layout(layers, staging, dir, req.compression, assemble)
+                output::oci_layout(layers, staging, dir, compression, assemble)
             }
             (OutputFormat::Oci, Output::Stdout) => unreachable!("refused by output::check"),
             (OutputFormat::OciArchive, out) => {
-                output::oci_archive(layers, staging, out, req.compression, assemble)
+                output::oci_archive(layers, staging, out, compression, assemble)
             }
         }?;
-        if let (true, Output::Path(p)) = (req.sbom, &req.output) {
-            sbom::attach(req, layers.plan, &image, p, req.format == OutputFormat::Oci)?;
+        if let (true, Output::Path(p)) = (sbom, output) {
+            sbom::attach(&req.image, layers.plan, &image, p, format == OutputFormat::Oci)?;
         }
         Ok(image)
     })?;
@@ -269,7 +287,7 @@ pub fn build(req: &BuildRequest, progress: &dyn Progress) -> Result<BuildSummary
 /// its layers to one assembler, which makes the image value (config, manifest) they all
 /// write; the summary is taken from it too.
 fn run<T>(
-    req: &BuildRequest,
+    req: &ImageRequest,
     progress: &dyn Progress,
     staging: &output::Staging,
     remote: Option<&layers::Remote>,
@@ -315,7 +333,7 @@ fn summarize(produced: &[&Produced]) -> (Vec<LayerSummary>, usize) {
 /// The image value for `produced` (bottom first): config with one history entry per
 /// layer, the base image's Env inherited, annotations on the manifest, and the tag (when
 /// none was given) derived from the config, as dockerTools derives it from its inputs.
-fn assemble_image(req: &BuildRequest, plan: &ImagePlan, produced: &[&Produced]) -> Result<Image, Error> {
+fn assemble_image(req: &ImageRequest, plan: &ImagePlan, produced: &[&Produced]) -> Result<Image, Error> {
     let input = ImageConfigInput {
         created: req.created.rfc3339.clone(),
         architecture: req.architecture.clone(),
@@ -357,7 +375,7 @@ fn assemble_image(req: &BuildRequest, plan: &ImagePlan, produced: &[&Produced]) 
 
 /// The config the image gets: ours, with Env inherited from the base image
 /// the way dockerTools does it.
-fn effective_config(req: &BuildRequest, base: Option<&BaseImage>) -> ConfigSpec {
+fn effective_config(req: &ImageRequest, base: Option<&BaseImage>) -> ConfigSpec {
     let mut config = req.config.clone();
     if let Some(base) = base {
         let env = nix_layer_image::inherit_env(&base.env(), config.Env.as_deref().unwrap_or(&[]));

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use nix_layer_blob::{Compression, Digest, LayerBlob};
+use nix_layer_blob::{Compression, LayerBlob};
 use nix_layer_image::{DockerArchiveWriter, Image, OciLayout, SlotArchive};
 use nix_layer_scratch::ScratchDir;
 
@@ -170,59 +170,120 @@ pub(crate) fn docker_archive_file(
     Ok(image)
 }
 
-/// A docker-archive as a stream, as streamLayeredImage writes it: store layers are hashed
-/// first (each member is named by its diff_id), then produced again in order by the worker
-/// threads into bounded buffers while the writer sends them out. Without a cache nothing
-/// but the base and top layers touches the disk.
+/// A docker-archive as a stream. Store layers are produced in order by the worker
+/// threads into bounded buffers while the writer sends them out, and hashed as they go:
+/// members are named by position and their sizes follow from `lstat` (as for the file),
+/// and the config and `manifest.json` that name the diff_ids come last. So the store is
+/// read once, as for `-o FILE`. Without a cache nothing but the base and top layers
+/// touches the disk.
 ///
-/// A layer for which `present(chain)` is true (`chain`: the diff_ids from the bottom up to
-/// it; the engine reading the stream already holds that layer chain) is listed in the
-/// manifest but its bytes are left out, and a store layer is then not produced at all.
+/// `present(chain)` (`chain`: the diff_ids from the bottom up to a layer) says the engine
+/// reading the stream already holds that layer chain; such layers, from the bottom up to
+/// the first one it lacks, are listed in the manifest but their bytes are left out. To
+/// learn a store layer's diff_id before its bytes would go out, it is hashed first: each
+/// held layer once, and the first one not held a second time as it is sent.
 pub(crate) fn docker_archive_stream(
     layers: &Layers,
     assemble: &Assemble,
     out: &mut dyn Write,
-    present: &dyn Fn(&[Digest]) -> bool,
+    present: Option<&crate::Present<'_>>,
 ) -> Result<Image, Error> {
     let DockerLayers { base, top, cached } = docker_layers(layers)?;
     let mut w = DockerArchiveWriter::new(BufWriter::with_capacity(1 << 20, out), layers.req.mtime.epoch);
-    let digests: Vec<(Digest, u64)> = match &cached {
-        Some(store) => store.iter().map(|l| (l.info.diff_id, l.info.size)).collect(),
-        None => layers.store_digests()?,
+    let (mut known, lengths): (Vec<Option<Produced>>, Vec<u64>) = match cached {
+        Some(store) => {
+            let lengths = store.iter().map(|l| l.info.size).collect();
+            (store.into_iter().map(Some).collect(), lengths)
+        }
+        None => (layers.store_paths().iter().map(|_| None).collect(), layers.store_lengths()?),
     };
-    let store = match cached {
-        Some(store) => store,
-        None => layers.store_unstored(&digests),
+    let held = match present {
+        Some(present) => held_layers(layers, &base, &mut known, &lengths, &top, present)?,
+        None => 0,
     };
-    let image = assemble(&chain(&base, &store, &top))?;
-    let ids = image.diff_ids();
-    let wanted: Vec<bool> = (0..ids.len()).map(|i| !present(&ids[..=i])).collect();
-    let add = |w: &mut DockerArchiveWriter<_>, i: usize, l: &Produced| match wanted[i] {
-        true => w.add_blob(l.blob.as_ref().expect("a blob")),
-        false => w.omit_layer(l.info.diff_id),
+    let add = |w: &mut DockerArchiveWriter<_>, i: usize, l: &Produced| match i < held {
+        false => w.add_blob(l.blob.as_ref().expect("a blob")),
+        true => w.omit_layer(l.info.diff_id),
     };
     for (i, l) in base.iter().enumerate() {
         add(&mut w, i, l)?;
     }
     let first = base.len();
-    let store_wanted = &wanted[first..first + store.len()];
-    if store.iter().all(|l| l.blob.is_some()) {
+    let store = if known.iter().all(|l| l.as_ref().is_some_and(|l| l.blob.is_some())) {
+        let store: Vec<Produced> = known.into_iter().flatten().collect();
         for (i, l) in store.iter().enumerate() {
             add(&mut w, first + i, l)?;
         }
+        store
     } else {
-        layers.stream_store(store_wanted, &mut |i, reader| {
-            let (diff_id, size) = digests[i];
-            match reader {
-                Some(r) => w.add_layer(diff_id, size, r).map_err(Error::from),
-                None => w.omit_layer(diff_id).map_err(Error::from),
+        let wanted: Vec<bool> = (0..known.len()).map(|i| first + i >= held).collect();
+        layers.stream_store(&wanted, &mut |i, reader| {
+            let Some(reader) = reader else {
+                let diff_id = known[i].as_ref().expect("a held layer was hashed").info.diff_id;
+                return w.omit_layer(diff_id).map_err(Error::from);
+            };
+            let diff_id = w.add_layer(lengths[i], reader)?;
+            if let Some(hashed) = known[i].as_ref().map(|l| l.info.diff_id).filter(|h| *h != diff_id) {
+                return Err(Error::Image(nix_layer_image::Error::DigestMismatch {
+                    what: format!("store layer {}", i + 1),
+                    expected: hashed,
+                    actual: diff_id,
+                    hint: "it was hashed, then read again to be sent",
+                }));
             }
+            known[i] = Some(layers.store_unstored(i, diff_id, lengths[i]));
+            Ok(())
         })?;
-    }
-    add(&mut w, ids.len() - 1, &top)?;
+        known.into_iter().map(|l| l.expect("every store layer was described")).collect()
+    };
+    add(&mut w, first + store.len(), &top)?;
+    let image = assemble(&chain(&base, &store, &top))?;
     let mut out = w.finish(&image)?;
     out.flush().map_err(io_err("cannot write the stream"))?;
     Ok(image)
+}
+
+/// How many layers, from the bottom, the stream's reader holds already. A store layer
+/// without a blob is hashed here (and described in `store`) only when every layer below
+/// it is held: past the first layer the reader lacks, every chain is new to it.
+fn held_layers(
+    layers: &Layers,
+    base: &[Produced],
+    store: &mut [Option<Produced>],
+    lengths: &[u64],
+    top: &Produced,
+    present: &crate::Present<'_>,
+) -> Result<usize, Error> {
+    let mut chain = Vec::new();
+    for l in base {
+        chain.push(l.info.diff_id);
+        if !present(&chain) {
+            return Ok(chain.len() - 1);
+        }
+    }
+    for (i, known) in store.iter_mut().enumerate() {
+        let diff_id = match known {
+            Some(l) => l.info.diff_id,
+            None => {
+                let (diff_id, size) = layers.store_digest(i)?;
+                if size != lengths[i] {
+                    let e = nix_layer_image::Error::LayerSize {
+                        path: format!("store layer {}", i + 1).into(),
+                        expected: lengths[i],
+                        actual: size,
+                    };
+                    return Err(layers.changed(i, e.into()));
+                }
+                known.insert(layers.store_unstored(i, diff_id, size)).info.diff_id
+            }
+        };
+        chain.push(diff_id);
+        if !present(&chain) {
+            return Ok(chain.len() - 1);
+        }
+    }
+    chain.push(top.info.diff_id);
+    Ok(chain.len() - usize::from(!present(&chain)))
 }
 
 fn chain<'a>(base: &'a [Produced], store: &'a [Produced], top: &'a Produced) -> Vec<&'a Produced> {

@@ -10,12 +10,12 @@ use nix_layer_sbom::{referrer, Format, Sbom, SbomTime};
 
 use nix_layer_store::StorePath;
 
-use crate::{BuildRequest, Error, ImagePlan};
+use crate::{Error, ImagePlan, ImageRequest};
 
 /// The CycloneDX document of exactly the store paths `image` holds (see [`held_graph`]).
 /// A caller without the plan (a push) gets the same one from [`crate::plan_image`]`(req)`:
 /// planning is deterministic.
-pub fn document(req: &BuildRequest, plan: &ImagePlan, image: &Image) -> Result<Vec<u8>, Error> {
+pub fn document(req: &ImageRequest, plan: &ImagePlan, image: &Image) -> Result<Vec<u8>, Error> {
     let r = image.reference();
     let created = Timestamp::from_epoch(req.created.epoch).map_err(Error::Invalid)?;
     let sbom_image = nix_layer_sbom::Image {
@@ -38,7 +38,7 @@ pub fn document(req: &BuildRequest, plan: &ImagePlan, image: &Image) -> Result<V
 /// `--no-store-paths`) and those its base image's layers hold (`nix/store/<name>/…`
 /// entries). A path of the build's graph keeps its metadata and its references to other
 /// held paths; a base's path the graph does not know is known by its name alone.
-pub fn held_graph(req: &BuildRequest, plan: &ImagePlan) -> Result<Graph, Error> {
+pub fn held_graph(req: &ImageRequest, plan: &ImagePlan) -> Result<Graph, Error> {
     let mut held: BTreeSet<StorePath> = plan.store_layers.layers.iter().flatten().cloned().collect();
     if let Some(base) = &plan.base {
         let prefix = format!("{}/", req.store_dir.as_str().trim_start_matches('/'));
@@ -77,7 +77,7 @@ pub fn sidecar(output: &Path) -> PathBuf {
 
 /// Writes the SBOM beside `output` (an archive file) or into it (an OCI layout).
 pub(crate) fn attach(
-    req: &BuildRequest,
+    req: &ImageRequest,
     plan: &ImagePlan,
     image: &Image,
     output: &Path,
