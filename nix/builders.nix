@@ -225,6 +225,25 @@ let
       config = mergeConfig baseConfig a.extraConfig;
       topLayer = mergeTopLayers ([ systemFiles ] ++ files ++ [ a.topLayer ]);
     };
+
+  # Each builder's own arguments with their defaults (beyond sharedArgs).
+  devContainerArgs = userArgs // {
+    name = "devcontainer";
+    user = "vscode";
+    workdir = "/workspace";
+    nixConfig = "";
+    sudo = true;
+    direnv = true;
+    nixLd = true;
+    includeNixDB = true;
+    maxLayers = 100;
+  };
+  runtimeArgs = userArgs // {
+    name = "runtime";
+    user = "app";
+    workdir = "/app";
+    maxLayers = 50;
+  };
 in
 rec {
   # A user as a top-layer fragment: /etc/passwd, /etc/group and /etc/shadow
@@ -430,22 +449,41 @@ rec {
   # registers the whole image, direnv hooked into bash, and what VS Code's
   # Dev Containers need.
   mkDevContainer =
-    args:
+    # Written out so that builtins.functionArgs (nix repl, documentation
+    # tools, wrappers) sees them; the defaults are devContainerArgs' and
+    # sharedArgs', which builderArgs applies.
+    {
+      packages,
+      name ? devContainerArgs.name,
+      user ? devContainerArgs.user,
+      uid ? devContainerArgs.uid,
+      gid ? devContainerArgs.gid,
+      workdir ? devContainerArgs.workdir,
+      nixConfig ? devContainerArgs.nixConfig,
+      sudo ? devContainerArgs.sudo,
+      direnv ? devContainerArgs.direnv,
+      nixLd ? devContainerArgs.nixLd,
+      includeNixDB ? devContainerArgs.includeNixDB,
+      maxLayers ? devContainerArgs.maxLayers,
+      extraConfig ? devContainerArgs.extraConfig,
+      topLayer ? devContainerArgs.topLayer,
+      tag ? sharedArgs.tag,
+      strategy ? sharedArgs.strategy,
+      family ? sharedArgs.family,
+      familyFile ? sharedArgs.familyFile,
+      format ? sharedArgs.format,
+      compression ? sharedArgs.compression,
+      created ? sharedArgs.created,
+      annotations ? sharedArgs.annotations,
+      architecture ? sharedArgs.architecture,
+      stream ? sharedArgs.stream,
+      passthru ? sharedArgs.passthru,
+      meta ? sharedArgs.meta,
+      # Unknown names get builderArgs' message (it lists what is taken).
+      ...
+    }@args:
     let
-      a = builderArgs "mkDevContainer" (
-        userArgs
-        // {
-          name = "devcontainer";
-          user = "vscode";
-          workdir = "/workspace";
-          nixConfig = "";
-          sudo = true;
-          direnv = true;
-          nixLd = true;
-          includeNixDB = true;
-          maxLayers = 100;
-        }
-      ) args;
+      a = builderArgs "mkDevContainer" devContainerArgs args;
       inherit (a)
         user
         uid
@@ -530,17 +568,33 @@ rec {
   # home is the working directory, the packages, CA certificates, and nothing
   # else: no setuid file, no Nix, no shell unless `packages` brings one.
   mkRuntime =
-    args:
+    # Written out for builtins.functionArgs, as mkDevContainer's.
+    {
+      packages,
+      name ? runtimeArgs.name,
+      user ? runtimeArgs.user,
+      uid ? runtimeArgs.uid,
+      gid ? runtimeArgs.gid,
+      workdir ? runtimeArgs.workdir,
+      maxLayers ? runtimeArgs.maxLayers,
+      extraConfig ? runtimeArgs.extraConfig,
+      topLayer ? runtimeArgs.topLayer,
+      tag ? sharedArgs.tag,
+      strategy ? sharedArgs.strategy,
+      family ? sharedArgs.family,
+      familyFile ? sharedArgs.familyFile,
+      format ? sharedArgs.format,
+      compression ? sharedArgs.compression,
+      created ? sharedArgs.created,
+      annotations ? sharedArgs.annotations,
+      architecture ? sharedArgs.architecture,
+      stream ? sharedArgs.stream,
+      passthru ? sharedArgs.passthru,
+      meta ? sharedArgs.meta,
+      ...
+    }@args:
     let
-      a = builderArgs "mkRuntime" (
-        userArgs
-        // {
-          name = "runtime";
-          user = "app";
-          workdir = "/app";
-          maxLayers = 50;
-        }
-      ) args;
+      a = builderArgs "mkRuntime" runtimeArgs args;
       inherit (a)
         user
         uid

@@ -52,3 +52,19 @@ eval_is "mkUser: extra gids skip the user's own gid" \
 eval_is "mkDevContainer: a PAM service for each of shadow's account tools" \
   "let a = ($B.mkDevContainer { packages = [ ]; }).drvAttrs.nixLayer; in builtins.length (builtins.filter (e: builtins.match \"/etc/pam.d/(useradd|usermod|userdel|groupadd|groupmod|groupdel|chsh|chfn|chpasswd|newusers|passwd|chage|chgpasswd|groupmems)\" e.path != null) a.topLayer.entries)" \
   '14'
+
+# Visible formals: builtins.functionArgs lists every argument each function
+# takes (nix repl, documentation tools and wrappers read it), and no more.
+# The builders' list is the one their unknown-argument error gives; the image
+# functions' is the contract's user arguments plus dockerTools' no-op ones.
+for b in mkRuntime mkDevContainer; do
+  taken=$(cd "$TESTS_DIR" && nix_json "($B.$b { packages = [ ]; colour = 1; }).drvPath" | grep -o "it takes .*" | grep -oE "'[A-Za-z]+'" | tr -d "'" | sort | tr '\n' ' ')
+  eval_is "$b: builtins.functionArgs lists every argument it takes" \
+    "let f = builtins.functionArgs $B.$b; in [ (builtins.concatStringsSep \" \" (builtins.attrNames f) + \" \") f.packages ]" \
+    "[\"$taken\",false]"
+done
+for f in buildLayeredImage streamLayeredImage buildLayeredImageOCI; do
+  eval_is "$f: builtins.functionArgs is the contract's user arguments and dockerTools' no-op ones" \
+    "let c = builtins.fromJSON (builtins.readFile ../../nix/contract.json); user = builtins.filter (n: c.arguments.\${n}.scope != \"internal\") (builtins.attrNames c.arguments); f = builtins.functionArgs $LIB.$f; in [ (builtins.attrNames f == builtins.sort builtins.lessThan (user ++ [ \"compressor\" \"extraCommands\" \"fakeRootCommands\" \"enableFakechroot\" \"layeringPipeline\" \"debug\" ])) f.name ]" \
+    '[true,false]'
+done
