@@ -117,8 +117,9 @@ let
     "password required   ${pamModule "pam_unix"}"
     "session  required   ${pamModule "pam_unix"}"
   ];
-  # The PAM services of shadow's tools (Dev Containers' updateRemoteUserUID
-  # runs usermod and groupmod; users run useradd, chsh, … under sudo).
+  # The PAM services of shadow's tools (users and Dev Containers features
+  # run useradd, usermod, chsh, … under sudo). Dev Containers' own uid sync
+  # uses none of them: see reownNixScript.
   accountTools = [
     "chage"
     "chfn"
@@ -197,6 +198,23 @@ let
       // image'
     );
 
+  # TZDIR, only when `packages` brings tzdata (its zoneinfo in the store).
+  tzEnv =
+    packages:
+    let
+      tz = filter (p: builtins.isAttrs p && (builtins.parseDrvName (p.name or "")).name == "tzdata") packages;
+    in
+    optional (tz != [ ]) "TZDIR=${builtins.head tz}/share/zoneinfo";
+
+  # What a developer expects of Python (and of pipx, uv tool, …): commands
+  # installed for the user land in ~/.local/bin, which is on PATH. nixpkgs'
+  # interpreter lives in the read-only store, so pip refuses system-wide
+  # installs (PEP 668 marks it externally managed); this lets `pip install
+  # --user` (and a plain `pip install`, which then falls back to --user)
+  # install into ~/.local. Venvs are not affected (they are not externally
+  # managed). PIP_USER is not set: pip in a venv refuses --user.
+  pipEnv = [ "PIP_BREAK_SYSTEM_PACKAGES=1" ];
+
   # Drops from `packages` every derivation equal to one of `drop`.
   without = drop: filter (p: !(builtins.elem p drop));
 
@@ -244,6 +262,42 @@ let
     workdir = "/app";
     maxLayers = 50;
   };
+
+  # Dev Containers' updateRemoteUserUID (Linux hosts whose user is not uid
+  # 1000) rewrites the user's uid and gid in /etc/passwd and /etc/group and
+  # re-owns $HOME only: /nix keeps the image's owner and Nix can no longer
+  # write the store or its database. This script gives the user /nix back,
+  # through the image's password-less sudo, when the owner of /nix/store is
+  # not the user: /nix, /nix/store and everything under /nix/var (the
+  # database, profiles, roots), and the directories of the image's store
+  # paths (so that garbage collection can delete them). The files in them
+  # keep their owner: re-owning a file copies it into the container's layer
+  # (overlayfs), which for a whole store would double its size; reading and
+  # deleting need no ownership of the file. /nix/store goes last, as the
+  # mark that the rest is done. It runs from the Dev Containers entrypoint
+  # (the image's devcontainer.metadata) and from the user's .bashrc.
+  reownNixPath = "/usr/local/libexec/nix-layer/reown-nix";
+  reownNixScript =
+    let
+      bin = n: if deps.coreutils or null != null then "${deps.coreutils}/bin/${n}" else n;
+    in
+    lines [
+      "#!${deps.shell}/bin/bash"
+      "# Written by nix-layer's mkDevContainer: gives /nix to the user after"
+      "# Dev Containers changed the user's uid/gid (see docs/flake.md)."
+      "uid=$(${bin "id"} -u) gid=$(${bin "id"} -g)"
+      "[ \"$uid\" = 0 ] && exit 0"
+      "owner=$(${bin "stat"} -c %u:%g /nix/store) || exit 1"
+      "[ \"$owner\" = \"$uid:$gid\" ] && exit 0"
+      "reown() { /usr/bin/sudo -n ${bin "chown"} -h \"$@\"; }"
+      "if reown -R \"$uid:$gid\" /nix/var &&"
+      "  /usr/bin/sudo -n ${bin "find"} /nix/store -mindepth 1 -maxdepth 64 -type d -exec ${bin "chown"} -h \"$uid:$gid\" {} + &&"
+      "  reown \"$uid:$gid\" /nix /nix/store; then"
+      "  exit 0"
+      "fi"
+      "echo \"nix-layer: /nix belongs to $owner, not to $(${bin "id"} -un) ($uid:$gid), and password-less sudo could not re-own it: Nix cannot write the store (docs/flake.md, 'Dev Containers and the uid')\" >&2"
+      "exit 1"
+    ];
 in
 rec {
   # A user as a top-layer fragment: /etc/passwd, /etc/group and /etc/shadow
@@ -359,7 +413,9 @@ rec {
 
   # Single-user Nix for `user` (uid, gid): the user owns /nix, /nix/store and
   # /nix/var (an upper layer's directory metadata wins in overlayfs); the
-  # database nix-layer writes registers every store path of the image.
+  # database nix-layer writes registers every store path of the image. If
+  # Dev Containers later changes the user's uid, reownNixScript (run at
+  # container start and from .bashrc) re-owns them; nothing else does.
   nixFragment =
     {
       user,
@@ -420,6 +476,7 @@ rec {
       workdir,
       owned,
       withDirenv,
+      reownNix ? false,
     }:
     let
       nixDirenv = deps.nix-direnv or null;
@@ -432,6 +489,10 @@ rec {
           "[ -r /etc/bashrc ] && . /etc/bashrc"
           "if [ -e \"$HOME/.nix-profile/etc/profile.d/nix.sh\" ]; then . \"$HOME/.nix-profile/etc/profile.d/nix.sh\"; fi"
         ]
+        + util.optionalString reownNix ''
+          # Dev Containers may have changed this user's uid: give /nix back.
+          if [ -x ${reownNixPath} ]; then ${reownNixPath}; fi
+        ''
         + util.optionalString withDirenv ''
           if command -v direnv >/dev/null 2>&1; then eval "$(direnv hook bash)"; fi
         ''
@@ -498,6 +559,7 @@ rec {
       owned = { inherit uid gid; };
       shellPath = "${deps.shell}/bin/bash";
       path = concatStringsSep ":" [
+        "${home}/.local/bin"
         "${home}/.nix-profile/bin"
         "/nix/var/nix/profiles/default/bin"
         "/usr/local/bin"
@@ -516,7 +578,15 @@ rec {
 
       sudoFiles = sudoFragment { inherit user path; };
       nixFiles = nixFragment { inherit user uid gid nixConfig; };
-      shellFiles = shellFragment { inherit home workdir owned withDirenv; };
+      shellFiles = shellFragment {
+        inherit home workdir owned withDirenv;
+        reownNix = sudo;
+      };
+      # Without sudo nothing can re-own /nix: the docs say to keep the uid
+      # (updateRemoteUserUID = false) then.
+      reownFiles = {
+        entries = [ (text reownNixPath "0755" reownNixScript) ];
+      };
       nixLdFiles = util.optionalAttrs withNixLd {
         entries = [ (symlink deps.nixLd.loader "${deps.nixLd.package}/libexec/nix-ld") ];
       };
@@ -533,8 +603,9 @@ rec {
           "SSL_CERT_FILE=${sslCertFile}"
           "NIX_SSL_CERT_FILE=${sslCertFile}"
           "LANG=C.UTF-8"
-          "TZDIR=/share/zoneinfo"
         ]
+        ++ tzEnv a.packages
+        ++ pipEnv
         ++ optional (nixRegistry != null) "NIX_PATH=nixpkgs=flake:nixpkgs"
         ++ optionals withNixLd [
           "NIX_LD=${deps.nixLd.interpreter}"
@@ -542,10 +613,15 @@ rec {
         ];
         Labels = {
           "devcontainer.metadata" = toJSON [
-            {
-              remoteUser = user;
-              containerUser = user;
-            }
+            (
+              {
+                remoteUser = user;
+                containerUser = user;
+              }
+              # Runs as the user each time the container starts, before
+              # anything else (the Dev Containers CLI runs image entrypoints).
+              // util.optionalAttrs sudo { entrypoint = reownNixPath; }
+            )
           ];
         };
       };
@@ -560,7 +636,10 @@ rec {
         nixFiles
         shellFiles
       ]
-      ++ optional sudo sudoFiles
+      ++ optionals sudo [
+        sudoFiles
+        reownFiles
+      ]
       ++ optional withNixLd nixLdFiles;
     };
 
@@ -608,12 +687,13 @@ rec {
         Env = [
           "HOME=${workdir}"
           "USER=${user}"
-          "PATH=/usr/local/bin:/usr/bin:/bin"
+          "PATH=${workdir}/.local/bin:/usr/local/bin:/usr/bin:/bin"
           "SSL_CERT_FILE=${sslCertFile}"
           "NIX_SSL_CERT_FILE=${sslCertFile}"
           "LANG=C.UTF-8"
-          "TZDIR=/share/zoneinfo"
-        ];
+        ]
+        ++ tzEnv a.packages
+        ++ pipEnv;
       };
     in
     userImage a {

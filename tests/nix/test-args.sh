@@ -68,3 +68,13 @@ for f in buildLayeredImage streamLayeredImage buildLayeredImageOCI; do
     "let c = builtins.fromJSON (builtins.readFile ../../nix/contract.json); user = builtins.filter (n: c.arguments.\${n}.scope != \"internal\") (builtins.attrNames c.arguments); f = builtins.functionArgs $LIB.$f; in [ (builtins.attrNames f == builtins.sort builtins.lessThan (user ++ [ \"compressor\" \"extraCommands\" \"fakeRootCommands\" \"enableFakechroot\" \"layeringPipeline\" \"debug\" ])) f.name ]" \
     '[true,false]'
 done
+
+# TZDIR only when tzdata is in the image (then its zoneinfo in the store).
+for b in mkRuntime mkDevContainer; do
+  eval_is "$b: no TZDIR without tzdata, the package's zoneinfo with it" \
+    "let tz = p: builtins.filter (e: builtins.match \"TZDIR=.*\" e != null) ($B.$b { packages = p; }).drvAttrs.nixLayer.config.Env; in [ (tz [ $FX.hello ]) (tz [ $FX.tzdata ] == [ \"TZDIR=\${$FX.tzdata}/share/zoneinfo\" ]) ]" \
+    '[[],true]'
+done
+eval_is "the uid-sync step: metadata entrypoint and .bashrc with sudo, neither without" \
+  "let f = sudo: let a = ($B.mkDevContainer { packages = [ ]; inherit sudo; }).drvAttrs.nixLayer; in [ ((builtins.head (builtins.fromJSON a.config.Labels.\"devcontainer.metadata\")).entrypoint or null) (builtins.any (e: e.path == \"/usr/local/libexec/nix-layer/reown-nix\" && e.mode == \"0755\") a.topLayer.entries) (builtins.any (e: e.path == \"/home/vscode/.bashrc\" && builtins.match \".*reown-nix.*\" e.text != null) a.topLayer.entries) ]; in f true ++ f false" \
+  '["/usr/local/libexec/nix-layer/reown-nix",true,true,null,false,false]'
