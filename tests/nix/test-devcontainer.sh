@@ -156,7 +156,7 @@ $(run "$PY" sh -c 'echo $HOME')/.local/bin/hello-nl"
   # The control: the interpreter is externally managed (PEP 668); the
   # image's PIP_BREAK_SYSTEM_PACKAGES is what lets --user installs through.
   expect_eq "$attr: control: without PIP_BREAK_SYSTEM_PACKAGES pip refuses (externally-managed-environment)" \
-    "$(pyrun -e PIP_BREAK_SYSTEM_PACKAGES= "$PY" sh -c "python3 -m pip install --user --no-index $whl 2>&1 | grep -o externally-managed-environment | head -1")" \
+    "$(pyrun -e PIP_BREAK_SYSTEM_PACKAGES=0 "$PY" sh -c "python3 -m pip install --user --no-index $whl 2>&1 | grep -o externally-managed-environment | head -1")" \
     "externally-managed-environment"
   expect_eq "$attr: a venv works: pip installs into it, its command runs" \
     "$(pyrun "$PY" sh -c "cd && python3 -m venv v >/tmp/log 2>&1 || cat /tmp/log; v/bin/python -m pip install --quiet --no-index $whl >/tmp/log 2>&1 || cat /tmp/log; v/bin/hello-nl; v/bin/python -c 'import sys; print(sys.prefix != sys.base_prefix)'")" \
