@@ -12,6 +12,8 @@
 #   deps    {
 #             shell        bash; the devcontainer's login shell and Cmd
 #             coreutils    target of /usr/bin/env (null: no /usr/bin/env)
+#             findutils    find, for the devcontainer's uid-sync step (null:
+#                          the find on PATH)
 #             cacert       CA certificates (SSL_CERT_FILE), always included
 #             sudo, pam    the devcontainer's sudo and its PAM modules
 #             direnv, nix-direnv   hooked into the devcontainer's bash (or null)
@@ -279,7 +281,9 @@ let
   reownNixPath = "/usr/local/libexec/nix-layer/reown-nix";
   reownNixScript =
     let
-      bin = n: if deps.coreutils or null != null then "${deps.coreutils}/bin/${n}" else n;
+      from = pkg: n: if pkg != null then "${pkg}/bin/${n}" else n;
+      bin = from (deps.coreutils or null);
+      find = from (deps.findutils or null) "find";
     in
     lines [
       "#!${deps.shell}/bin/bash"
@@ -291,7 +295,7 @@ let
       "[ \"$owner\" = \"$uid:$gid\" ] && exit 0"
       "reown() { /usr/bin/sudo -n ${bin "chown"} -h \"$@\"; }"
       "if reown -R \"$uid:$gid\" /nix/var &&"
-      "  /usr/bin/sudo -n ${bin "find"} /nix/store -mindepth 1 -maxdepth 64 -type d -exec ${bin "chown"} -h \"$uid:$gid\" {} + &&"
+      "  /usr/bin/sudo -n ${find} /nix/store -mindepth 1 -type d -exec ${bin "chown"} -h \"$uid:$gid\" {} + &&"
       "  reown \"$uid:$gid\" /nix /nix/store; then"
       "  exit 0"
       "fi"
