@@ -103,9 +103,9 @@ start="echo Container started
 trap 'exit 0' 15
 $ep
 exec \"\$@\""
-# Builds with Debian's Nix run through the loader, so /proc/self/exe is the
-# loader; no build hook is wanted here anyway (no remote builders).
-as_user() { docker run --rm --entrypoint /bin/sh -e NIX_CONFIG="build-hook =" "$SYNCED" -c "$start" - "$@" 2>&1; }
+# NIX_CONFIG="build-hook =": Debian's Nix runs through the loader here, so
+# /proc/self/exe (which Nix runs as its build hook) is the loader; no hook is
+# wanted anyway (no remote builders).
 busybox_path=$(run "$DC" readlink -f /bin/sh)
 cat >"$work/drv.nix" <<NIX
 derivation { name = "built-in-the-container"; system = builtins.currentSystem;
@@ -126,11 +126,13 @@ deleted
 $NEW_UID:$NEW_GID
 image dirs not re-owned: 0"
 # The same through the user's shell alone (docker exec, terminals): .bashrc
-# runs the step; then the shell tools of the template (direnv's hook).
-expect_eq "after the uid sync, a login shell re-owns /nix too (no entrypoint)" \
-  "$(docker run --rm --entrypoint "" -e NIX_CONFIG="build-hook =" "$SYNCED" bash -lc 'echo x > /tmp/x; nix-store --add /tmp/x >/dev/null && stat -c %u /nix/store')" "$NEW_UID"
-expect_eq "after the uid sync: the direnv hook and nix-direnv's direnvrc" \
-  "$(run "$SYNCED" bash -ic 'command -v direnv >/dev/null && test -r ~/.config/direnv/direnvrc && grep -c nix-direnv ~/.config/direnv/direnvrc' 2>/dev/null | tail -1)" "1"
+# runs the step; then the shell tools of the template (direnv's hook). The
+# stand-in bash is busybox's ash, which reads no .bashrc by itself, so it is
+# sourced as real bash does for an interactive shell.
+expect_eq "after the uid sync, the user's .bashrc re-owns /nix too (no entrypoint)" \
+  "$(docker run --rm --entrypoint "" -e NIX_CONFIG="build-hook =" "$SYNCED" bash -c '. ~/.bashrc >/dev/null; echo x > /tmp/x; nix-store --add /tmp/x >/dev/null && stat -c %u /nix/store' 2>&1)" "$NEW_UID"
+expect_eq "after the uid sync: .bashrc with the direnv hook runs cleanly, nix-direnv's direnvrc is readable" \
+  "$(run "$SYNCED" bash -c '. ~/.bashrc >/dev/null && command -v direnv >/dev/null && grep -c nix-direnv ~/.config/direnv/direnvrc')" "1"
 expect_eq "without a uid change the step changes nothing" \
   "$(run "$DC" sh -c '/usr/local/libexec/nix-layer/reown-nix && stat -c %u /nix/store /nix/var/nix/db/db.sqlite | sort -u')" "1000"
 
