@@ -286,7 +286,7 @@ let
       find = from (deps.findutils or null) "find";
     in
     lines [
-      "#!${deps.shell}/bin/bash"
+      "#!${deps.shell}/bin/sh"
       "# Written by nix-layer's mkDevContainer: gives /nix to the user after"
       "# Dev Containers changed the user's uid/gid (see docs/flake.md)."
       "uid=$(${bin "id"} -u) gid=$(${bin "id"} -g)"
