@@ -159,8 +159,8 @@ if [ -n "$DC" ]; then
     "$(run_as "$DC" sh -c 'grep -E "^(experimental-features|build-users-group|sandbox)" /etc/nix/nix.conf')" \
     $'experimental-features = nix-command flakes\nbuild-users-group =\nsandbox = false'
   expect_eq "devcontainer: direnv hook in .bashrc" "$(run_as "$DC" grep -c 'direnv hook bash' /home/vscode/.bashrc)" "1"
-  expect_eq "devcontainer: devcontainer.metadata label names remoteUser" \
-    "$(docker inspect -f '{{index .Config.Labels "devcontainer.metadata"}}' "$DC")" '[{"containerUser":"vscode","remoteUser":"vscode"}]'
+  expect_eq "devcontainer: devcontainer.metadata label names remoteUser and the uid-sync entrypoint" \
+    "$(docker inspect -f '{{index .Config.Labels "devcontainer.metadata"}}' "$DC")" '[{"containerUser":"vscode","entrypoint":"/usr/local/libexec/nix-layer/reown-nix","remoteUser":"vscode"}]'
   expect_eq "devcontainer: nix-ld at the glibc loader path, NIX_LD set" \
     "$(run_as "$DC" sh -c 'readlink /lib64/ld-linux-x86-64.so.2 | sed "s|.*/libexec/|libexec/|"; test -n "$NIX_LD" && test -n "$NIX_LD_LIBRARY_PATH" && echo env')" $'libexec/nix-ld\nenv'
   expect_eq "devcontainer: PATH has the user's Nix profile first" \
