@@ -60,6 +60,7 @@
               shell = pkgs.bashInteractive;
               inherit (pkgs)
                 coreutils
+                findutils
                 cacert
                 sudo
                 pam

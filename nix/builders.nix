@@ -12,6 +12,8 @@
 #   deps    {
 #             shell        bash; the devcontainer's login shell and Cmd
 #             coreutils    target of /usr/bin/env (null: no /usr/bin/env)
+#             findutils    find, for the devcontainer's uid-sync step (null:
+#                          the find on PATH)
 #             cacert       CA certificates (SSL_CERT_FILE), always included
 #             sudo, pam    the devcontainer's sudo and its PAM modules
 #             direnv, nix-direnv   hooked into the devcontainer's bash (or null)
@@ -117,8 +119,9 @@ let
     "password required   ${pamModule "pam_unix"}"
     "session  required   ${pamModule "pam_unix"}"
   ];
-  # The PAM services of shadow's tools (Dev Containers' updateRemoteUserUID
-  # runs usermod and groupmod; users run useradd, chsh, … under sudo).
+  # The PAM services of shadow's tools (users and Dev Containers features
+  # run useradd, usermod, chsh, … under sudo). Dev Containers' own uid sync
+  # uses none of them: see reownNixScript.
   accountTools = [
     "chage"
     "chfn"
@@ -197,6 +200,23 @@ let
       // image'
     );
 
+  # TZDIR, only when `packages` brings tzdata (its zoneinfo in the store).
+  tzEnv =
+    packages:
+    let
+      tz = filter (p: builtins.isAttrs p && (builtins.parseDrvName (p.name or "")).name == "tzdata") packages;
+    in
+    optional (tz != [ ]) "TZDIR=${builtins.head tz}/share/zoneinfo";
+
+  # What a developer expects of Python (and of pipx, uv tool, …): commands
+  # installed for the user land in ~/.local/bin, which is on PATH. nixpkgs'
+  # interpreter lives in the read-only store, so pip refuses system-wide
+  # installs (PEP 668 marks it externally managed); this lets `pip install
+  # --user` (and a plain `pip install`, which then falls back to --user)
+  # install into ~/.local. Venvs are not affected (they are not externally
+  # managed). PIP_USER is not set: pip in a venv refuses --user.
+  pipEnv = [ "PIP_BREAK_SYSTEM_PACKAGES=1" ];
+
   # Drops from `packages` every derivation equal to one of `drop`.
   without = drop: filter (p: !(builtins.elem p drop));
 
@@ -225,6 +245,63 @@ let
       config = mergeConfig baseConfig a.extraConfig;
       topLayer = mergeTopLayers ([ systemFiles ] ++ files ++ [ a.topLayer ]);
     };
+
+  # Each builder's own arguments with their defaults (beyond sharedArgs).
+  devContainerArgs = userArgs // {
+    name = "devcontainer";
+    user = "vscode";
+    workdir = "/workspace";
+    nixConfig = "";
+    sudo = true;
+    direnv = true;
+    nixLd = true;
+    includeNixDB = true;
+    maxLayers = 100;
+  };
+  runtimeArgs = userArgs // {
+    name = "runtime";
+    user = "app";
+    workdir = "/app";
+    maxLayers = 50;
+  };
+
+  # Dev Containers' updateRemoteUserUID (Linux hosts whose user is not uid
+  # 1000) rewrites the user's uid and gid in /etc/passwd and /etc/group and
+  # re-owns $HOME only: /nix keeps the image's owner and Nix can no longer
+  # write the store or its database. This script gives the user /nix back,
+  # through the image's password-less sudo, when the owner of /nix/store is
+  # not the user: /nix, /nix/store and everything under /nix/var (the
+  # database, profiles, roots), and the directories of the image's store
+  # paths (so that garbage collection can delete them). The files in them
+  # keep their owner: re-owning a file copies it into the container's layer
+  # (overlayfs), which for a whole store would double its size; reading and
+  # deleting need no ownership of the file. /nix/store goes last, as the
+  # mark that the rest is done. It runs from the Dev Containers entrypoint
+  # (the image's devcontainer.metadata) and from the user's .bashrc.
+  reownNixPath = "/usr/local/libexec/nix-layer/reown-nix";
+  reownNixScript =
+    let
+      from = pkg: n: if pkg != null then "${pkg}/bin/${n}" else n;
+      bin = from (deps.coreutils or null);
+      find = from (deps.findutils or null) "find";
+    in
+    lines [
+      "#!${deps.shell}/bin/sh"
+      "# Written by nix-layer's mkDevContainer: gives /nix to the user after"
+      "# Dev Containers changed the user's uid/gid (see docs/flake.md)."
+      "uid=$(${bin "id"} -u) gid=$(${bin "id"} -g)"
+      "[ \"$uid\" = 0 ] && exit 0"
+      "owner=$(${bin "stat"} -c %u:%g /nix/store) || exit 1"
+      "[ \"$owner\" = \"$uid:$gid\" ] && exit 0"
+      "reown() { /usr/bin/sudo -n ${bin "chown"} -h \"$@\"; }"
+      "if reown -R \"$uid:$gid\" /nix/var &&"
+      "  /usr/bin/sudo -n ${find} /nix/store -mindepth 1 -type d -exec ${bin "chown"} -h \"$uid:$gid\" {} + &&"
+      "  reown \"$uid:$gid\" /nix /nix/store; then"
+      "  exit 0"
+      "fi"
+      "echo \"nix-layer: /nix belongs to $owner, not to $(${bin "id"} -un) ($uid:$gid), and password-less sudo could not re-own it: Nix cannot write the store (docs/flake.md, 'Dev Containers and the uid')\" >&2"
+      "exit 1"
+    ];
 in
 rec {
   # A user as a top-layer fragment: /etc/passwd, /etc/group and /etc/shadow
@@ -340,7 +417,9 @@ rec {
 
   # Single-user Nix for `user` (uid, gid): the user owns /nix, /nix/store and
   # /nix/var (an upper layer's directory metadata wins in overlayfs); the
-  # database nix-layer writes registers every store path of the image.
+  # database nix-layer writes registers every store path of the image. If
+  # Dev Containers later changes the user's uid, reownNixScript (run at
+  # container start and from .bashrc) re-owns them; nothing else does.
   nixFragment =
     {
       user,
@@ -401,6 +480,7 @@ rec {
       workdir,
       owned,
       withDirenv,
+      reownNix ? false,
     }:
     let
       nixDirenv = deps.nix-direnv or null;
@@ -413,6 +493,10 @@ rec {
           "[ -r /etc/bashrc ] && . /etc/bashrc"
           "if [ -e \"$HOME/.nix-profile/etc/profile.d/nix.sh\" ]; then . \"$HOME/.nix-profile/etc/profile.d/nix.sh\"; fi"
         ]
+        + util.optionalString reownNix ''
+          # Dev Containers may have changed this user's uid: give /nix back.
+          if [ -x ${reownNixPath} ]; then ${reownNixPath}; fi
+        ''
         + util.optionalString withDirenv ''
           if command -v direnv >/dev/null 2>&1; then eval "$(direnv hook bash)"; fi
         ''
@@ -430,22 +514,41 @@ rec {
   # registers the whole image, direnv hooked into bash, and what VS Code's
   # Dev Containers need.
   mkDevContainer =
-    args:
+    # Written out so that builtins.functionArgs (nix repl, documentation
+    # tools, wrappers) sees them; the defaults are devContainerArgs' and
+    # sharedArgs', which builderArgs applies.
+    {
+      packages,
+      name ? devContainerArgs.name,
+      user ? devContainerArgs.user,
+      uid ? devContainerArgs.uid,
+      gid ? devContainerArgs.gid,
+      workdir ? devContainerArgs.workdir,
+      nixConfig ? devContainerArgs.nixConfig,
+      sudo ? devContainerArgs.sudo,
+      direnv ? devContainerArgs.direnv,
+      nixLd ? devContainerArgs.nixLd,
+      includeNixDB ? devContainerArgs.includeNixDB,
+      maxLayers ? devContainerArgs.maxLayers,
+      extraConfig ? devContainerArgs.extraConfig,
+      topLayer ? devContainerArgs.topLayer,
+      tag ? sharedArgs.tag,
+      strategy ? sharedArgs.strategy,
+      family ? sharedArgs.family,
+      familyFile ? sharedArgs.familyFile,
+      format ? sharedArgs.format,
+      compression ? sharedArgs.compression,
+      created ? sharedArgs.created,
+      annotations ? sharedArgs.annotations,
+      architecture ? sharedArgs.architecture,
+      stream ? sharedArgs.stream,
+      passthru ? sharedArgs.passthru,
+      meta ? sharedArgs.meta,
+      # Unknown names get builderArgs' message (it lists what is taken).
+      ...
+    }@args:
     let
-      a = builderArgs "mkDevContainer" (
-        userArgs
-        // {
-          name = "devcontainer";
-          user = "vscode";
-          workdir = "/workspace";
-          nixConfig = "";
-          sudo = true;
-          direnv = true;
-          nixLd = true;
-          includeNixDB = true;
-          maxLayers = 100;
-        }
-      ) args;
+      a = builderArgs "mkDevContainer" devContainerArgs args;
       inherit (a)
         user
         uid
@@ -460,6 +563,7 @@ rec {
       owned = { inherit uid gid; };
       shellPath = "${deps.shell}/bin/bash";
       path = concatStringsSep ":" [
+        "${home}/.local/bin"
         "${home}/.nix-profile/bin"
         "/nix/var/nix/profiles/default/bin"
         "/usr/local/bin"
@@ -478,7 +582,15 @@ rec {
 
       sudoFiles = sudoFragment { inherit user path; };
       nixFiles = nixFragment { inherit user uid gid nixConfig; };
-      shellFiles = shellFragment { inherit home workdir owned withDirenv; };
+      shellFiles = shellFragment {
+        inherit home workdir owned withDirenv;
+        reownNix = sudo;
+      };
+      # Without sudo nothing can re-own /nix: the docs say to keep the uid
+      # (updateRemoteUserUID = false) then.
+      reownFiles = {
+        entries = [ (text reownNixPath "0755" reownNixScript) ];
+      };
       nixLdFiles = util.optionalAttrs withNixLd {
         entries = [ (symlink deps.nixLd.loader "${deps.nixLd.package}/libexec/nix-ld") ];
       };
@@ -495,8 +607,9 @@ rec {
           "SSL_CERT_FILE=${sslCertFile}"
           "NIX_SSL_CERT_FILE=${sslCertFile}"
           "LANG=C.UTF-8"
-          "TZDIR=/share/zoneinfo"
         ]
+        ++ tzEnv a.packages
+        ++ pipEnv
         ++ optional (nixRegistry != null) "NIX_PATH=nixpkgs=flake:nixpkgs"
         ++ optionals withNixLd [
           "NIX_LD=${deps.nixLd.interpreter}"
@@ -504,10 +617,15 @@ rec {
         ];
         Labels = {
           "devcontainer.metadata" = toJSON [
-            {
-              remoteUser = user;
-              containerUser = user;
-            }
+            (
+              {
+                remoteUser = user;
+                containerUser = user;
+              }
+              # Runs as the user each time the container starts, before
+              # anything else (the Dev Containers CLI runs image entrypoints).
+              // util.optionalAttrs sudo { entrypoint = reownNixPath; }
+            )
           ];
         };
       };
@@ -522,7 +640,10 @@ rec {
         nixFiles
         shellFiles
       ]
-      ++ optional sudo sudoFiles
+      ++ optionals sudo [
+        sudoFiles
+        reownFiles
+      ]
       ++ optional withNixLd nixLdFiles;
     };
 
@@ -530,17 +651,33 @@ rec {
   # home is the working directory, the packages, CA certificates, and nothing
   # else: no setuid file, no Nix, no shell unless `packages` brings one.
   mkRuntime =
-    args:
+    # Written out for builtins.functionArgs, as mkDevContainer's.
+    {
+      packages,
+      name ? runtimeArgs.name,
+      user ? runtimeArgs.user,
+      uid ? runtimeArgs.uid,
+      gid ? runtimeArgs.gid,
+      workdir ? runtimeArgs.workdir,
+      maxLayers ? runtimeArgs.maxLayers,
+      extraConfig ? runtimeArgs.extraConfig,
+      topLayer ? runtimeArgs.topLayer,
+      tag ? sharedArgs.tag,
+      strategy ? sharedArgs.strategy,
+      family ? sharedArgs.family,
+      familyFile ? sharedArgs.familyFile,
+      format ? sharedArgs.format,
+      compression ? sharedArgs.compression,
+      created ? sharedArgs.created,
+      annotations ? sharedArgs.annotations,
+      architecture ? sharedArgs.architecture,
+      stream ? sharedArgs.stream,
+      passthru ? sharedArgs.passthru,
+      meta ? sharedArgs.meta,
+      ...
+    }@args:
     let
-      a = builderArgs "mkRuntime" (
-        userArgs
-        // {
-          name = "runtime";
-          user = "app";
-          workdir = "/app";
-          maxLayers = 50;
-        }
-      ) args;
+      a = builderArgs "mkRuntime" runtimeArgs args;
       inherit (a)
         user
         uid
@@ -554,12 +691,13 @@ rec {
         Env = [
           "HOME=${workdir}"
           "USER=${user}"
-          "PATH=/usr/local/bin:/usr/bin:/bin"
+          "PATH=${workdir}/.local/bin:/usr/local/bin:/usr/bin:/bin"
           "SSL_CERT_FILE=${sslCertFile}"
           "NIX_SSL_CERT_FILE=${sslCertFile}"
           "LANG=C.UTF-8"
-          "TZDIR=/share/zoneinfo"
-        ];
+        ]
+        ++ tzEnv a.packages
+        ++ pipEnv;
       };
     in
     userImage a {

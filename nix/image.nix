@@ -148,18 +148,64 @@ let
     in
     self;
 
+  # The image functions' arguments, written out so that builtins.functionArgs
+  # (nix repl, documentation tools, wrappers) sees them: the contract's user
+  # arguments and dockerTools' ones that are accepted at their no-op values
+  # (a test keeps this list equal to the contract's). The defaults shown are
+  # the contract's, which normalise applies; only given arguments are passed
+  # on, so that an error names what the caller wrote.
+  withFormals =
+    f:
+    {
+      name,
+      tag ? null,
+      contents ? [ ],
+      config ? { },
+      architecture ? validate.defaults.architecture,
+      variant ? null,
+      annotations ? { },
+      allowHostFiles ? false,
+      sbom ? false,
+      created ? validate.defaults.created,
+      mtime ? validate.defaults.mtime,
+      uid ? 0,
+      gid ? 0,
+      uname ? "root",
+      gname ? "root",
+      maxLayers ? validate.defaults.maxLayers,
+      fromImage ? null,
+      includeStorePaths ? true,
+      includeNixDB ? false,
+      strategy ? validate.defaults.strategy,
+      family ? { },
+      familyFile ? null,
+      topLayer ? null,
+      format ? validate.defaults.format,
+      compression ? null,
+      passthru ? { },
+      meta ? { },
+      # dockerTools' own, accepted at their defaults (see image/validate.nix).
+      compressor ? null,
+      extraCommands ? "",
+      fakeRootCommands ? "",
+      enableFakechroot ? false,
+      layeringPipeline ? null,
+      debug ? false,
+      ...
+    }@args:
+    f args;
 in
 {
   # dockerTools.buildLayeredImage: the image in the store
   # (a docker-archive by default: `docker load < result`).
-  buildLayeredImage = mkImage "buildLayeredImage" "image";
+  buildLayeredImage = withFormals (mkImage "buildLayeredImage" "image");
 
   # dockerTools.streamLayeredImage: an executable that writes the image to
   # stdout (`./result | docker load`), or elsewhere with `-o PATH --format F`.
-  streamLayeredImage = mkImage "streamLayeredImage" "stream";
+  streamLayeredImage = withFormals (mkImage "streamLayeredImage" "stream");
 
   # An OCI image layout directory in the store (gzip-compressed layers).
-  buildLayeredImageOCI = args: mkImage "buildLayeredImageOCI" "image" ({ format = "oci"; } // args);
+  buildLayeredImageOCI = withFormals (args: mkImage "buildLayeredImageOCI" "image" ({ format = "oci"; } // args));
 
   # A family catalogue: the reference graphs of package sets, in one JSON
   # file, for images' `familyFile`. Building it realises the sets once (e.g.

@@ -44,7 +44,7 @@ in
     gzip
     procps
     which
-    shadow # useradd, usermod (Dev Containers' updateRemoteUserUID)
+    shadow # useradd, usermod, … (features and users, under sudo)
     sudo # mkDevContainer installs it setuid
   ];
 

@@ -33,17 +33,33 @@ let
 
   fail = fn: msg: throw "nix-layer: ${fn}: ${msg}";
 
-  # dockerTools arguments that have no meaning here, and what to use instead.
+  # dockerTools arguments that have no equivalent here, and what to use
+  # instead. Given with the value that does nothing (their dockerTools
+  # default, `noOps`), they are accepted, so that calls written for
+  # dockerTools with every default spelled out work unchanged.
   replaced = {
     extraCommands = "use `topLayer` (dir, symlink, copy and text entries; see docs/flake.md)";
     fakeRootCommands = "use `topLayer`: entries and rules carry owners and modes, no fakeroot is needed";
     enableFakechroot = "use `topLayer`: nothing runs inside the image at build time";
-    compressor = "use `compression` (\"none\", \"gzip\" or \"zstd\"); a docker-archive's layers are stored uncompressed";
     layeringPipeline = "use `strategy` (\"popularity\", \"auto\" or \"shared\")";
     debug = "nix-layer prints its plan with `nix-layer plan --json`";
     diskSize = "not needed: no VM is used";
     buildVMMemorySize = "not needed: no VM is used";
     runAsRoot = "use `topLayer`: nothing runs inside the image at build time";
+  };
+  noOps = {
+    extraCommands = "";
+    fakeRootCommands = "";
+    enableFakechroot = false;
+    layeringPipeline = null;
+    debug = false;
+    runAsRoot = null;
+  };
+  # buildLayeredImage's `compressor` has an equivalent: `compression`.
+  compressors = {
+    none = "none";
+    gz = "gzip";
+    zstd = "zstd";
   };
 
   # Why a limit exists, for the messages.
@@ -113,8 +129,11 @@ let
 
   isRfc3339 =
     t:
-    match "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})" t
+    match "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})" t
     != null;
+  # Every form the binary's time parser takes: "now", seconds since the
+  # epoch, RFC 3339 (the binary checks the calendar).
+  isTime = t: t == "now" || match "[0-9]{1,12}" t != null || isRfc3339 t;
   isMode = m: isString m && match "[0-7]{3,4}" m != null;
 
   checkEntry =
@@ -171,9 +190,11 @@ let
   checkConfig =
     fn: c:
     let
-      unknown = subtractLists contract.configKeys (attrNames c);
+      unknown = subtractLists (contract.configKeys ++ attrNames contract.ignoredConfigKeys) (attrNames c);
     in
-    if unknown != [ ] then
+    if c == null then
+      { }
+    else if unknown != [ ] then
       fail fn "`config` has unknown keys ${quoteList unknown}; known keys (Docker's casing): ${quoteList contract.configKeys}"
     else if c ? Env && !(isList c.Env && all (e: isString e && match "[^=]+=.*" e != null) c.Env) then
       fail fn "`config.Env` must be a list of \"NAME=value\" strings"
@@ -186,21 +207,34 @@ let
 
   # Validates the arguments of `fn` and fills in the contract's defaults.
   normalise =
-    fn: args:
+    fn: args0:
     let
+      # dockerTools arguments given with the value that does nothing.
+      given0 = attrNames args0;
+      noOpGiven = filter (n: noOps ? ${n} && args0.${n} == noOps.${n}) given0;
+      compressor = args0.compressor or null;
+      args =
+        removeAttrs args0 (noOpGiven ++ [ "compressor" ])
+        // util.optionalAttrs (compressor != null && compressors ? ${compressor} && !(args0 ? compression)) {
+          compression = compressors.${compressor};
+        };
       given = attrNames args;
       obsolete = filter (n: replaced ? ${n}) given;
       unknown = subtractLists (userArgs ++ obsolete) given;
       checked = builtins.mapAttrs (checkArg fn) (removeAttrs args obsolete);
       a = defaults // checked;
     in
-    if !(isAttrs args) then
+    if !(isAttrs args0) then
       fail fn "takes one attribute set of arguments"
+    else if compressor != null && !(compressors ? ${compressor}) then
+      fail fn "`compressor` must be one of ${quoteList (attrNames compressors)} (or use `compression`), got ${toJSON compressor}"
     else if obsolete != [ ] then
       let
         n = builtins.head obsolete;
       in
-      fail fn "the dockerTools argument '${n}' is not supported: ${replaced.${n}}"
+      fail fn "the dockerTools argument '${n}' = ${toJSON args.${n}} has no equivalent here: ${replaced.${n}}${
+        if noOps ? ${n} then " (${toJSON noOps.${n}}, its default, is accepted)" else ""
+      }"
     else if unknown != [ ] then
       fail fn "unknown argument(s) ${quoteList unknown}; known arguments: ${quoteList userArgs}"
     else if !(args ? name) || !(isString args.name) || args.name == "" then
@@ -214,10 +248,10 @@ let
       fail fn "`name` '${a.name}' is not a valid image name (lower-case letters, digits, '.', '_', '-', '/', and ':' only before a registry port)"
     else if a.tag != null && match "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}" a.tag == null then
       fail fn "`tag` must be null or a string of letters, digits, '_', '.' and '-' (at most 128, not starting with '.' or '-'), got ${toJSON a.tag}"
-    else if !(a.created == "now" || isRfc3339 a.created) then
-      fail fn "`created` must be an RFC 3339 time such as \"1970-01-01T00:00:01Z\" or \"now\", got ${toJSON a.created}"
-    else if !(a.mtime == "now" || isRfc3339 a.mtime) then
-      fail fn "`mtime` must be an RFC 3339 time or \"now\", got ${toJSON a.mtime}"
+    else if !(isTime a.created) then
+      fail fn "`created` must be an RFC 3339 time such as \"1970-01-01T00:00:01Z\", seconds since the epoch (\"1700000000\") or \"now\", got ${toJSON a.created}"
+    else if !(isTime a.mtime) then
+      fail fn "`mtime` must be an RFC 3339 time, seconds since the epoch or \"now\", got ${toJSON a.mtime}"
     else if (a.family != { } || a.familyFile != null) && a.strategy != "shared" then
       fail fn "`family` and `familyFile` only apply to strategy \"shared\", got ${toJSON a.strategy}"
     else

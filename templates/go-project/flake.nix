@@ -36,6 +36,9 @@
             meta.mainProgram = "my-project";
           };
 
+          # A bare `nix build`: the program.
+          default = self.packages.${system}.app;
+
           devcontainer = lib.mkDevContainer {
             name = "ghcr.io/my-org/my-project/devcontainer";
             packages = sets.base ++ sets.nixTools ++ sets.devTools ++ sets.go ++ sets.goDev;

@@ -33,6 +33,9 @@
             packages = sets.base ++ sets.nixTools ++ sets.devTools ++ sets.node ++ sets.nodeDev;
           };
 
+          # A bare `nix build`: the runtime image.
+          default = self.packages.${system}.runtime;
+
           runtime = lib.mkRuntime {
             name = "ghcr.io/my-org/my-project/runtime";
             packages = sets.base ++ sets.node;

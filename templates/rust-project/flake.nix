@@ -35,6 +35,9 @@
             meta.mainProgram = "my-project";
           };
 
+          # A bare `nix build`: the program.
+          default = self.packages.${system}.app;
+
           devcontainer = lib.mkDevContainer {
             name = "ghcr.io/my-org/my-project/devcontainer";
             packages = sets.base ++ sets.nixTools ++ sets.devTools ++ sets.rust ++ sets.rustDev;

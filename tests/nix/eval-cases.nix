@@ -123,6 +123,51 @@ in
       expr = builtins.attrNames (image.familyCatalogue { sets = { base = [ pkg ]; dev = [ pkg ]; }; }).drvAttrs.exportReferencesGraph;
       expect = [ "family-base" "family-dev" ];
     };
+    # A drop-in: what dockerTools.buildLayeredImage accepts, with its meaning.
+    "config = null is no config" = {
+      expr = (attrs (build { config = null; })).config;
+      expect = { };
+    };
+    "created and mtime in every form the binary takes" = {
+      expr = map (t: with attrs (build { created = t; mtime = t; }); [ created mtime ]) [
+        "now"
+        "1700000000"
+        "2023-11-14T22:13:20+01:00"
+        "2023-11-14t22:13:20.5z"
+      ];
+      expect = [
+        [ "now" "now" ]
+        [ "1700000000" "1700000000" ]
+        [ "2023-11-14T22:13:20+01:00" "2023-11-14T22:13:20+01:00" ]
+        [ "2023-11-14t22:13:20.5z" "2023-11-14t22:13:20.5z" ]
+      ];
+    };
+    "dockerTools' no-op defaults written out are accepted" = {
+      expr = (attrs (build {
+        extraCommands = "";
+        fakeRootCommands = "";
+        enableFakechroot = false;
+        layeringPipeline = null;
+        debug = false;
+        includeStorePaths = true;
+        includeNixDB = false;
+        passthru = { };
+        meta = { };
+      })).strategy;
+      expect = "popularity";
+    };
+    "compressor maps to compression" = {
+      expr = map (c: (attrs (build { compressor = c; })).compression) [ "none" "gz" "zstd" ];
+      expect = [ "none" "gzip" "zstd" ];
+    };
+    "compression wins over compressor" = {
+      expr = (attrs (build { compressor = "gz"; compression = "zstd"; })).compression;
+      expect = "zstd";
+    };
+    "ArgsEscaped and engine-ignored config keys are accepted" = {
+      expr = (attrs (build { config = { ArgsEscaped = true; Memory = 0; Cmd = [ "/bin/x" ]; }; })).config.Cmd;
+      expect = [ "/bin/x" ];
+    };
     "uses structured attrs and builtins only" = {
       expr = let d = (build { }).drvAttrs; in [ d.__structuredAttrs (builtins.elem "nix-build" d.args) ];
       expect = [ true true ];
@@ -133,7 +178,11 @@ in
   bad = {
     "unknown argument" = [ { contents = [ ]; colour = "red"; } "unknown argument(s) 'colour'" ];
     "extraCommands points to topLayer" = [ { extraCommands = "mkdir tmp"; } "use `topLayer`" ];
-    "compressor points to compression" = [ { compressor = "zstd"; } "use `compression`" ];
+    "an unknown compressor points to compression" = [ { compressor = "xz"; } "or use `compression`" ];
+    "extraCommands that do something have no equivalent" = [ { extraCommands = "mkdir x"; } "(\"\", its default, is accepted)" ];
+    "enableFakechroot = true has no equivalent" = [ { enableFakechroot = true; } "'enableFakechroot' = true has no equivalent" ];
+    "debug = true points to nix-layer plan" = [ { debug = true; } "nix-layer plan --json" ];
+    "a created date without time" = [ { created = "2024-01-01"; } "seconds since the epoch" ];
     "maxLayers below 2" = [ { maxLayers = 1; } "`maxLayers` must be an integer of at least 2" ];
     "maxLayers over 125" = [ { maxLayers = 200; } "more than overlayfs can mount" ];
     "bad format" = [ { format = "tarball"; } "`format` must be one of 'docker-archive', 'oci', 'oci-archive'" ];

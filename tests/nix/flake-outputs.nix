@@ -102,6 +102,17 @@ in
     builtins.all (t: (import (self.templates.${t}.path + "/flake.nix")).inputs.nixpkgs.follows or null == "infra/nixpkgs") (names self.templates)
   ) true;
 
+  # A bare `nix build` in a project made from a template builds packages.default.
+  "templates have packages.default" = expect (
+    builtins.filter (
+      t:
+      let
+        o = (import (self.templates.${t}.path + "/flake.nix")).outputs { self = o; infra = self; nixpkgs = fake; };
+      in
+      !(builtins.all (s: o.packages.${s} ? default && o.packages.${s}.default.type or null == "derivation") linux)
+    ) (names self.templates)
+  ) [ ];
+
   "overlays: default and infra" = expect (sorted (names self.overlays)) [ "default" "infra" ];
   "checks on Linux" = forLinux (s: expect (names self.checks.${s} != [ ]) true);
 }

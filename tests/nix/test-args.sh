@@ -52,3 +52,29 @@ eval_is "mkUser: extra gids skip the user's own gid" \
 eval_is "mkDevContainer: a PAM service for each of shadow's account tools" \
   "let a = ($B.mkDevContainer { packages = [ ]; }).drvAttrs.nixLayer; in builtins.length (builtins.filter (e: builtins.match \"/etc/pam.d/(useradd|usermod|userdel|groupadd|groupmod|groupdel|chsh|chfn|chpasswd|newusers|passwd|chage|chgpasswd|groupmems)\" e.path != null) a.topLayer.entries)" \
   '14'
+
+# Visible formals: builtins.functionArgs lists every argument each function
+# takes (nix repl, documentation tools and wrappers read it), and no more.
+# The builders' list is the one their unknown-argument error gives; the image
+# functions' is the contract's user arguments plus dockerTools' no-op ones.
+for b in mkRuntime mkDevContainer; do
+  taken=$(cd "$TESTS_DIR" && nix_json "($B.$b { packages = [ ]; colour = 1; }).drvPath" | grep -o "it takes .*" | grep -oE "'[A-Za-z]+'" | tr -d "'" | sort | tr '\n' ' ')
+  eval_is "$b: builtins.functionArgs lists every argument it takes" \
+    "let f = builtins.functionArgs $B.$b; in [ (builtins.concatStringsSep \" \" (builtins.attrNames f) + \" \") f.packages ]" \
+    "[\"$taken\",false]"
+done
+for f in buildLayeredImage streamLayeredImage buildLayeredImageOCI; do
+  eval_is "$f: builtins.functionArgs is the contract's user arguments and dockerTools' no-op ones" \
+    "let c = builtins.fromJSON (builtins.readFile ../../nix/contract.json); user = builtins.filter (n: c.arguments.\${n}.scope != \"internal\") (builtins.attrNames c.arguments); f = builtins.functionArgs $LIB.$f; in [ (builtins.attrNames f == builtins.sort builtins.lessThan (user ++ [ \"compressor\" \"extraCommands\" \"fakeRootCommands\" \"enableFakechroot\" \"layeringPipeline\" \"debug\" ])) f.name ]" \
+    '[true,false]'
+done
+
+# TZDIR only when tzdata is in the image (then its zoneinfo in the store).
+for b in mkRuntime mkDevContainer; do
+  eval_is "$b: no TZDIR without tzdata, the package's zoneinfo with it" \
+    "let tz = p: builtins.filter (e: builtins.match \"TZDIR=.*\" e != null) ($B.$b { packages = p; }).drvAttrs.nixLayer.config.Env; in [ (tz [ $FX.hello ]) (tz [ $FX.tzdata ] == [ \"TZDIR=\${$FX.tzdata}/share/zoneinfo\" ]) ]" \
+    '[[],true]'
+done
+eval_is "the uid-sync step: metadata entrypoint and .bashrc with sudo, neither without" \
+  "let f = sudo: let a = ($B.mkDevContainer { packages = [ ]; inherit sudo; }).drvAttrs.nixLayer; in [ ((builtins.head (builtins.fromJSON a.config.Labels.\"devcontainer.metadata\")).entrypoint or null) (builtins.any (e: e.path == \"/usr/local/libexec/nix-layer/reown-nix\" && e.mode == \"0755\") a.topLayer.entries) (builtins.any (e: e.path == \"/home/vscode/.bashrc\" && builtins.match \".*reown-nix.*\" e.text != null) a.topLayer.entries) ]; in f true ++ f false" \
+  '["/usr/local/libexec/nix-layer/reown-nix",true,true,null,false,false]'

@@ -94,7 +94,7 @@ if [ -n "$RT" ]; then
     "$(run_as -u 0 "$RT" sh -c 'grep -c "^app:x:1000:" /etc/group; grep -c "^app:!" /etc/shadow; stat -c "%a %u" /etc/shadow')" $'1\n1\n600 0'
   expect_eq "runtime: SSL_CERT_FILE exists" "$(run_as "$RT" sh -c 'test -f "$SSL_CERT_FILE" && echo yes')" "yes"
   expect_eq "runtime: os-release and nsswitch.conf" "$(run_as "$RT" sh -c 'grep -c ^ID= /etc/os-release; grep -c "^passwd: *files" /etc/nsswitch.conf')" $'1\n1'
-  expect_eq "runtime: PATH is sane" "$(run_as "$RT" sh -c 'echo $PATH')" "/usr/local/bin:/usr/bin:/bin"
+  expect_eq "runtime: PATH is sane (~/.local/bin first)" "$(run_as "$RT" sh -c 'echo $PATH')" "/app/.local/bin:/usr/local/bin:/usr/bin:/bin"
   expect_eq "runtime: no setuid or setgid file anywhere" "$(docker run --rm --entrypoint "" -u 0 "$RT" find / -xdev \( -perm -4000 -o -perm -2000 \) -print)" ""
   expect_eq "runtime: Cmd runs the app" "$(docker run --rm "$RT")" "hello from the fixture"
   expect_eq "runtime: /nix/store is 0755 root" "$(run_as "$RT" stat -c '%a %u' /nix/store)" "755 0"
@@ -159,12 +159,12 @@ if [ -n "$DC" ]; then
     "$(run_as "$DC" sh -c 'grep -E "^(experimental-features|build-users-group|sandbox)" /etc/nix/nix.conf')" \
     $'experimental-features = nix-command flakes\nbuild-users-group =\nsandbox = false'
   expect_eq "devcontainer: direnv hook in .bashrc" "$(run_as "$DC" grep -c 'direnv hook bash' /home/vscode/.bashrc)" "1"
-  expect_eq "devcontainer: devcontainer.metadata label names remoteUser" \
-    "$(docker inspect -f '{{index .Config.Labels "devcontainer.metadata"}}' "$DC")" '[{"containerUser":"vscode","remoteUser":"vscode"}]'
+  expect_eq "devcontainer: devcontainer.metadata label names remoteUser and the uid-sync entrypoint" \
+    "$(docker inspect -f '{{index .Config.Labels "devcontainer.metadata"}}' "$DC")" '[{"containerUser":"vscode","entrypoint":"/usr/local/libexec/nix-layer/reown-nix","remoteUser":"vscode"}]'
   expect_eq "devcontainer: nix-ld at the glibc loader path, NIX_LD set" \
     "$(run_as "$DC" sh -c 'readlink /lib64/ld-linux-x86-64.so.2 | sed "s|.*/libexec/|libexec/|"; test -n "$NIX_LD" && test -n "$NIX_LD_LIBRARY_PATH" && echo env')" $'libexec/nix-ld\nenv'
   expect_eq "devcontainer: PATH has the user's Nix profile first" \
-    "$(run_as "$DC" sh -c 'echo $PATH')" "/home/vscode/.nix-profile/bin:/nix/var/nix/profiles/default/bin:/usr/local/bin:/usr/bin:/bin"
+    "$(run_as "$DC" sh -c 'echo $PATH')" "/home/vscode/.local/bin:/home/vscode/.nix-profile/bin:/nix/var/nix/profiles/default/bin:/usr/local/bin:/usr/bin:/bin"
   expect_eq "devcontainer: the sudo package's own /bin/sudo is not merged" "$(run_as "$DC" sh -c 'test -e /bin/sudo && echo present || echo absent')" "absent"
 
   # The Nix database registers every store path of the image.

@@ -7,7 +7,9 @@
 source "$(dirname "$0")/lib.sh"
 cd "$TESTS_DIR"
 
-bin="$REPO/target/release/nix-layer"
+# The release build, or (NIX_LAYER_BIN) another build of the same sources,
+# e.g. test-build.sh's static one.
+bin="${NIX_LAYER_BIN:-$REPO/target/release/nix-layer}"
 [ -x "$bin" ] || { fail "contract: target/release/nix-layer exists" "cargo build --release -p nix-layer"; exit 0; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -79,6 +81,10 @@ done <<'EOF'
 { strategy = "shared"; }	accept
 { strategy = "random"; }	refuse
 { uid = 1000; gid = 100; uname = "app"; gname = "users"; }	accept
+{ config = null; }	accept
+{ config = { ArgsEscaped = true; Cmd = [ "/bin/sh" ]; }; }	accept
+{ created = "1700000000"; mtime = "now"; }	accept
+{ created = "2024-01-01"; }	refuse
 EOF
 
 # Another contract version is refused with a clear message.

@@ -45,6 +45,18 @@ pub const DEFAULT_FORMAT: OutputFormat = OutputFormat::DockerArchive;
 pub const DEFAULT_STORE_DIR: &str = "/nix/store";
 pub const DEFAULT_USER: &str = "root";
 
+/// Config keys dockerTools passes through that have no effect on a Linux
+/// image, with why: accepted (so configs written for dockerTools work) and
+/// left out of the image config. `ArgsEscaped` only means something to
+/// Windows containers; the Docker v1 image spec's resource keys are never
+/// applied by engines (limits come from `docker run`).
+pub const IGNORED_CONFIG_KEYS: [(&str, &str); 4] = [
+    ("ArgsEscaped", "only Windows containers read it"),
+    ("CpuShares", "engines take resource limits from the run command, not the image"),
+    ("Memory", "engines take resource limits from the run command, not the image"),
+    ("MemorySwap", "engines take resource limits from the run command, not the image"),
+];
+
 /// The top-layer spec's keys and entry types.
 pub const TOP_LAYER_KEYS: [&str; 2] = ["entries", "rules"];
 pub const ENTRY_TYPES: [&str; 4] = ["dir", "symlink", "copy", "text"];
@@ -175,7 +187,8 @@ pub fn arguments() -> Vec<Argument> {
         arg("name", Type::String, Required),
         arg("tag", Type::String, null()).nullable(),
         arg("contents", Type::Packages, v(json!([]))),
-        arg("config", Type::Attrs, v(json!({}))),
+        // null as in dockerTools (`config = null`): no config keys.
+        arg("config", Type::Attrs, v(json!({}))).nullable(),
         arg("architecture", Type::String, System),
         arg("variant", Type::String, null()).nullable(),
         arg("annotations", Type::Attrs, v(json!({}))),
@@ -268,6 +281,7 @@ pub fn to_json() -> Value {
         "modes": MODES,
         "arguments": args,
         "configKeys": nix_layer_image::CONFIG_KEYS,
+        "ignoredConfigKeys": IGNORED_CONFIG_KEYS.iter().map(|(k, why)| (k.to_string(), json!(why))).collect::<Map<_, _>>(),
         "topLayer": { "keys": TOP_LAYER_KEYS, "entryTypes": ENTRY_TYPES },
     })
 }

@@ -104,6 +104,17 @@ impl GraphSource {
     }
 }
 
+/// The config without the keys dockerTools accepts that mean nothing in a
+/// Linux image ([`contract::IGNORED_CONFIG_KEYS`]).
+fn without_ignored_keys(mut v: Value) -> Value {
+    if let Value::Object(map) = &mut v {
+        for (k, _) in contract::IGNORED_CONFIG_KEYS {
+            map.remove(k);
+        }
+    }
+    v
+}
+
 fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("a JSON value serialises")
 }
@@ -191,7 +202,9 @@ pub fn request(s: Settings, inputs: Inputs) -> Result<Request> {
         ImageRef::new(&name, t)?;
     }
     let config: ConfigSpec = match s.config {
-        Some(v) => serde_json::from_value(v).map_err(json_err("the image config (config)"))?,
+        Some(v) => {
+            serde_json::from_value(without_ignored_keys(v)).map_err(json_err("the image config (config)"))?
+        }
         None => ConfigSpec::default(),
     };
     let top_layer: TopLayerSpec = match s.top_layer {
@@ -479,6 +492,24 @@ mod tests {
         let e =
             inline_request(serde_json::json!({ "name": "x", "maxLayers": 126 })).err().unwrap().to_string();
         assert!(e.contains("at most 125"), "{e}");
+    }
+
+    /// What dockerTools callers write: `config = null`, Windows-only or
+    /// engine-ignored keys, and every time form the parser takes.
+    #[test]
+    fn dockertools_forms_are_accepted() {
+        let r = inline_request(serde_json::json!({ "name": "x", "config": null })).unwrap();
+        assert!(r.config.Cmd.is_none());
+        let r = inline_request(serde_json::json!({
+            "name": "x", "config": { "ArgsEscaped": true, "Memory": 0, "Cmd": ["/bin/x"] }
+        }))
+        .unwrap();
+        assert_eq!(r.config.Cmd.unwrap(), ["/bin/x"]);
+        for (t, epoch) in [("1700000000", 1_700_000_000), ("2023-11-14T22:13:20Z", 1_700_000_000)] {
+            let r = inline_request(serde_json::json!({ "name": "x", "created": t, "mtime": t })).unwrap();
+            assert_eq!((r.created.epoch, r.mtime.epoch), (epoch, epoch), "{t}");
+        }
+        assert!(inline_request(serde_json::json!({ "name": "x", "config": { "Colour": 1 } })).is_err());
     }
 
     #[test]
