@@ -499,15 +499,15 @@ mod tests {
     #[test]
     fn dockertools_forms_are_accepted() {
         let r = inline_request(serde_json::json!({ "name": "x", "config": null })).unwrap();
-        assert!(r.config.Cmd.is_none());
+        assert!(r.image.config.Cmd.is_none());
         let r = inline_request(serde_json::json!({
             "name": "x", "config": { "ArgsEscaped": true, "Memory": 0, "Cmd": ["/bin/x"] }
         }))
         .unwrap();
-        assert_eq!(r.config.Cmd.unwrap(), ["/bin/x"]);
+        assert_eq!(r.image.config.Cmd.unwrap(), ["/bin/x"]);
         for (t, epoch) in [("1700000000", 1_700_000_000), ("2023-11-14T22:13:20Z", 1_700_000_000)] {
             let r = inline_request(serde_json::json!({ "name": "x", "created": t, "mtime": t })).unwrap();
-            assert_eq!((r.created.epoch, r.mtime.epoch), (epoch, epoch), "{t}");
+            assert_eq!((r.image.created.epoch, r.image.mtime.epoch), (epoch, epoch), "{t}");
         }
         assert!(inline_request(serde_json::json!({ "name": "x", "config": { "Colour": 1 } })).is_err());
     }
