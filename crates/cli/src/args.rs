@@ -62,6 +62,9 @@ pub enum Command {
     /// Write one tag for per-platform images already in a registry (an OCI index or a
     /// Docker manifest list).
     PushIndex(crate::push::PushIndexArgs),
+    /// Write a lock file of a registry image for the flake's `pullImage { lockFile; }`: the
+    /// manifests of the platforms asked for, and each blob's digest, size and media type.
+    LockImage(crate::fetch::LockImageArgs),
     /// Builder of the flake's pullImage: one manifest or blob by digest, verified.
     #[command(hide = true)]
     FetchBlob(crate::fetch::FetchBlobArgs),

@@ -1,7 +1,8 @@
-//! The builders of the flake's `pullImage` (nix/pull-image.nix), hidden from `--help`:
-//! `fetch-blob` fetches one manifest or blob by digest (a fixed-output derivation whose
-//! output hash is that digest, so Nix checks it too), and `assemble-layout` puts the
-//! fetched blobs together into an OCI layout naming the image `base`.
+//! The flake's `pullImage` (nix/pull-image.nix): `lock-image` writes the lock file it
+//! reads at evaluation time; its builders, hidden from `--help`, are `fetch-blob`, which
+//! fetches one manifest or blob by digest (a fixed-output derivation whose output hash is
+//! that digest, so Nix checks it too), and `assemble-layout`, which puts the fetched blobs
+//! together into an OCI layout naming the image `base`.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -11,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use nix_layer_blob::{Digest, HashingWriter};
 use nix_layer_image::{Document, OciLayout, REF_NAME_ANNOTATION};
-use nix_layer_registry::{Reference, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use nix_layer_registry::{Platform, Reference, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use nix_layer_scratch::{ScratchDir, ScratchFile};
 
 /// The name the pulled image has in its layout (what `fromImage` opens).
@@ -19,6 +20,40 @@ pub const BASE_NAME: &str = "base";
 
 /// Credentials for a fetch in a Nix build, where no `--creds` can be given: `user:password`.
 pub const CREDS_ENV: &str = "NIX_LAYER_REGISTRY_CREDS";
+
+#[derive(Args)]
+pub struct LockImageArgs {
+    /// The image: `registry/repository@sha256:…` (a tag is resolved to its digest now).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// A platform to lock, `os/arch[/variant]` (repeatable; needed for an index).
+    #[arg(long = "platform", value_name = "OS/ARCH", value_parser = parse_platform)]
+    pub platforms: Vec<Platform>,
+    /// Speak plain HTTP (a registry on localhost).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Registry credentials `user:password` (default: Docker/Podman auth files, credential
+    /// helpers, and GITHUB_TOKEN for ghcr.io).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+    /// Where to write the lock (default: stdout), e.g. base.lock.json beside flake.nix.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s).ok_or_else(|| format!("`{s}` is not os/arch[/variant], e.g. linux/arm64"))
+}
+
+/// `lock-image`: the lock file of an image, written whole or not at all.
+pub fn lock_image(a: &LockImageArgs) -> Result<()> {
+    let client = crate::pull::client(a.plain_http, a.creds.as_deref())?;
+    let lock = nix_layer_image_lock::lock_image(&client, &a.reference, &a.platforms)?;
+    match &a.output {
+        Some(path) => Ok(lock.write_to(path)?),
+        None => crate::print_report(&lock.to_json()),
+    }
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Media {
@@ -60,6 +95,14 @@ pub struct AssembleLayoutArgs {
 
 /// `fetch-blob`: the manifest or blob, verified, at `-o`.
 pub fn fetch_blob(a: &FetchBlobArgs) -> Result<()> {
+    // Nix's own variable for a custom CA bundle (what nixpkgs' fetchers honour) stands
+    // for SSL_CERT_FILE, which the registry client reads. Set before any thread reads
+    // the environment.
+    if std::env::var_os("SSL_CERT_FILE").is_none() {
+        if let Some(nix_ca) = std::env::var_os("NIX_SSL_CERT_FILE") {
+            std::env::set_var("SSL_CERT_FILE", nix_ca);
+        }
+    }
     let creds = std::env::var(CREDS_ENV).ok().filter(|c| !c.is_empty());
     let client = crate::pull::client(a.plain_http, creds.as_deref())?;
     let repo = Reference::parse(&a.reference)?.with_digest(a.digest);
