@@ -102,42 +102,40 @@ let
       plainHttp,
       sslCertFile,
     }:
-    derivation (
-      {
-        name = "oci-${media}-${hexOf media digest}";
-        inherit system;
-        builder = nixLayerBin;
-        args = [
-          "fetch-blob"
-          "--reference"
-          imageName
-          "--digest"
-          digest
-          "--media"
-          media
-          "-o"
-          (builtins.placeholder "out")
-        ]
-        ++ util.optional plainHttp "--plain-http";
-        outputHashMode = "flat";
-        outputHashAlgo = "sha256";
-        outputHash = hexOf media digest;
-        # A CA bundle given as an argument is a store path the sandbox sees,
-        # and wins over the environment's.
-        impureEnvVars = credentialVars ++ proxyVars ++ (if sslCertFile == null then caVars else [ "SSL_CERT_DIR" ]);
-        # A blob may mention a store path this derivation has as an input (a
-        # config listing the image's glibc, which nix-layer's closure also has):
-        # Nix would take that for a reference, which a fixed-output path may
-        # not have. Blobs are data, not dependencies: nothing is scanned (Nix
-        # >= 2.16; older Nix needs a statically linked nix-layer, whose store
-        # path no image mentions).
-        __structuredAttrs = true;
-        unsafeDiscardReferences.out = true;
-        # A download: not worth sending to a remote builder.
-        preferLocalBuild = true;
-      }
-      // util.optionalAttrs (sslCertFile != null) { SSL_CERT_FILE = "${sslCertFile}"; }
-    );
+    derivation {
+      name = "oci-${media}-${hexOf media digest}";
+      inherit system;
+      builder = nixLayerBin;
+      args = [
+        "fetch-blob"
+        "--reference"
+        imageName
+        "--digest"
+        digest
+        "--media"
+        media
+        "-o"
+        (builtins.placeholder "out")
+      ]
+      ++ util.optional plainHttp "--plain-http"
+      ++ (if sslCertFile == null then [ ] else [ "--ca-file" "${sslCertFile}" ]);
+      outputHashMode = "flat";
+      outputHashAlgo = "sha256";
+      outputHash = hexOf media digest;
+      # A CA bundle given as an argument (--ca-file) is a store path the
+      # sandbox sees, and wins over the environment's.
+      impureEnvVars = credentialVars ++ proxyVars ++ caVars;
+      # A blob may mention a store path this derivation has as an input (a
+      # config listing the image's glibc, which nix-layer's closure also has):
+      # Nix would take that for a reference, which a fixed-output path may
+      # not have. Blobs are data, not dependencies: nothing is scanned (Nix
+      # >= 2.16; older Nix needs a statically linked nix-layer, whose store
+      # path no image mentions).
+      __structuredAttrs = true;
+      unsafeDiscardReferences.out = true;
+      # A download: not worth sending to a remote builder.
+      preferLocalBuild = true;
+    };
 
   defaultVariant = { armv7l = "v7"; armv6l = "v6"; }.${head (match "([^-]+)-.*" system)} or null;
 

@@ -37,8 +37,8 @@ source "$TESTS_DIR/registry.sh"
 REG=$(start_registry "$work/reg") || { fail "the registry starts" "$(tail -5 "$work/reg/registry.log")"; exit 0; }
 REF=$REG/test/copied:1
 echo "$REF" >>"$work/loaded"
-# Blob uploads the registry has started so far.
-uploads() { grep -c '"POST /v2/test/copied/blobs/uploads/' "$work/reg/access.log"; }
+# The digests of the blobs uploaded so far (one per line, hex), from the final PUTs.
+uploaded() { grep -oE '"PUT /v2/test/copied/blobs/uploads/[^ "]*digest=sha256(:|%3A)[0-9a-f]{64}' "$work/reg/access.log" | grep -oE '[0-9a-f]{64}$' | sort; }
 
 # The image and its helpers; a label unique to this run, so no layer is in Docker yet.
 RUN=$(date +%s%N)
@@ -66,7 +66,7 @@ if H=$(helper copyToRegistry); then
     pass "copyToRegistry runs nix-layer push --settings (no skopeo)" || fail "copyToRegistry runs nix-layer push" "$(cat "$H")"
   if D=$("$H" --plain-http --sbom --annotation org.opencontainers.image.source=https://example.test/copied --verbose 2>"$work/push1.log") &&
     [[ "$D" == sha256:* ]]; then
-    first=$(uploads)
+    uploaded >"$work/up1"
     pass "copyToRegistry pushes $REF: $D ($(grep -o '[0-9]* blobs uploaded ([0-9]* bytes)' "$work/push1.log"))"
     manifest=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/test/copied/manifests/1")
     expect_eq "the tag names the pushed manifest" "sha256:$(printf '%s' "$manifest" | sha256sum | cut -d' ' -f1)" "$D"
@@ -77,8 +77,12 @@ if H=$(helper copyToRegistry); then
       jq -r '[.manifests[].artifactType] | join(",")')
     expect_eq "an SBOM (CycloneDX) refers to the pushed image" "$refs" "application/vnd.cyclonedx+json"
     if D2=$("$H" --plain-http --sbom --annotation org.opencontainers.image.source=https://example.test/copied --verbose 2>"$work/push2.log"); then
-      expect_eq "a second copyToRegistry uploads no blob (same digest; $(grep -o '[0-9]* already there' "$work/push2.log"))" \
-        "$D2 $(($(uploads) - first))" "$D 0"
+      uploaded >"$work/up2"
+      blobs=$(jq -r '.config.digest, .layers[].digest' <<<"$manifest" | cut -c8- | sort)
+      again=$(comm -13 "$work/up1" "$work/up2" | comm -12 - <(echo "$blobs"))
+      expect_eq "a second copyToRegistry sends none of the image's blobs ($(grep -o '[0-9]* blobs uploaded ([0-9]* bytes), [0-9]* mounted, [0-9]* already there' "$work/push2.log"))" \
+        "$D2 $(grep -c . <<<"$again") $(grep -c ': 0 blobs uploaded (0 bytes)' "$work/push2.log")" "$D 0 1"
+      expect_eq "the first push uploaded every blob of the image" "$(comm -12 "$work/up1" <(echo "$blobs") | wc -l)" "$(wc -l <<<"$blobs")"
     else
       fail "a second copyToRegistry succeeds" "$(tail -3 "$work/push2.log")"
     fi

@@ -207,6 +207,87 @@ if out=$("$HOST_BIN" lock-image "$REG/test/locked@sha256:$(printf none | sha256s
 elif [ ! -e "$work/none.lock.json" ] && grep -qi "not found" <<<"$out"; then pass "lock-image of an unknown digest fails and writes nothing"
 else fail "lock-image of an unknown digest fails with a clear message and writes nothing" "$out"; fi
 
+# --- proxies: the fetches honour http(s)_proxy and no_proxy (impureEnvVars) -----------
+mkdir -p "$work/proxy"
+python3 "$TESTS_DIR/fixtures/connect-proxy.py" "$work/proxy/port" "$work/proxy/log" 600 2>"$work/proxy/err" &
+echo $! >"$work/proxy/pid"
+for _ in $(seq 50); do [ -s "$work/proxy/port" ] && break; sleep 0.1; done
+: >>"$work/proxy/log"
+tunnels() { grep -c "^CONNECT $REG\$" "$work/proxy/log"; }
+# Two fresh images (their own labels), locked on the host without a proxy.
+fresh_lock() { # fresh_lock NAME: pushes test/NAME:1, prints its lock file
+  echo "{\"Cmd\": [\"/bin/hello\"], \"Labels\": {\"run\": \"$1-$(date +%s%N)\"}}" >"$work/config-$1.json"
+  local d
+  d=$(PUSH_CONFIG=$work/config-$1.json push "test/$1:1" "$TOOL") &&
+    "$HOST_BIN" lock-image "$REG/test/$1@$d" --plain-http -o "$work/$1.lock.json" 2>>"$work/lock.log" && echo "$work/$1.lock.json"
+}
+if [ -s "$work/proxy/port" ] && P1=$(fresh_lock proxied) && P2=$(fresh_lock bypassed); then
+  PROXY=http://127.0.0.1:$(cat "$work/proxy/port")
+  # A proxy that is not there: the fetch must fail, so the variable is really used.
+  if out=$(https_proxy=http://127.0.0.1:9 nix-build --no-out-link "${NOIFD[@]}" -E "$(locked "$P1")" 2>&1); then
+    fail "https_proxy reaches the fetch: a dead proxy fails it" "built: $out"
+  else
+    pass "https_proxy reaches the fetch: with a dead proxy it fails ($(grep -o 'nix-layer: error: .*' <<<"$out" | head -1 | cut -c1-140))"
+  fi
+  before=$(tunnels)
+  if L=$(https_proxy=$PROXY nix-build --no-out-link "${NOIFD[@]}" -E "$(locked "$P1")" 2>"$work/proxied.log"); then
+    n=$(($(tunnels) - before))
+    if [ "$n" -ge 3 ]; then pass "through the proxy in https_proxy: pulled, $n CONNECT tunnels to $REG (the manifest, config and new layers)"
+    else fail "the fetches go through the proxy in https_proxy" "$n CONNECT tunnels to $REG: $(tail -3 "$work/proxy/log")"; fi
+  else
+    fail "a pull through the proxy in https_proxy" "$(tail -5 "$work/proxied.log")"
+  fi
+  before=$(tunnels)
+  if L=$(HTTP_PROXY=$PROXY no_proxy=127.0.0.1 nix-build --no-out-link "${NOIFD[@]}" -E "$(locked "$P2")" 2>"$work/bypassed.log"); then
+    expect_eq "no_proxy=127.0.0.1 bypasses the proxy in HTTP_PROXY (no tunnel)" "$(($(tunnels) - before))" 0
+  else
+    fail "a pull with no_proxy bypassing the proxy" "$(tail -5 "$work/bypassed.log")"
+  fi
+else
+  fail "a forward proxy starts and two fresh images are locked" "$(tail -3 "$work/proxy/err" "$work/lock.log" 2>&1)"
+fi
+
+# --- a custom CA: a registry over HTTPS with a certificate of its own CA --------------
+# Two registries serve one storage: plain HTTP to push and lock, HTTPS (a CA made here)
+# to pull from; the lock's imageName is overridden to the HTTPS one.
+tls=$work/tls
+mkdir -p "$tls"
+if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=nix-layer test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>"$tls/openssl.log" &&
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" 2>>"$tls/openssl.log" &&
+  printf 'subjectAltName = IP:127.0.0.1\n' >"$tls/ext" &&
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 2 \
+    -extfile "$tls/ext" -out "$tls/server.pem" 2>>"$tls/openssl.log" &&
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') &&
+  printf '%s\n' "version: 0.1" "storage:" "  filesystem:" "    rootdirectory: $work/reg/storage" "http:" "  addr: 127.0.0.1:$port" \
+    "  tls:" "    certificate: $tls/server.pem" "    key: $tls/server.key" >"$tls/config.yml"; then
+  "$REGISTRY_BIN" serve "$tls/config.yml" >"$tls/access.log" 2>"$tls/registry.log" &
+  echo $! >"$tls/pid"
+  for _ in $(seq 100); do curl -s --cacert "$tls/ca.pem" -o /dev/null "https://127.0.0.1:$port/v2/" && break; sleep 0.1; done
+  TLOCK=$(fresh_lock tls)
+  curl -s --cacert "$tls/ca.pem" -o /dev/null "https://127.0.0.1:$port/v2/" || fail "the HTTPS registry starts" "$(tail -3 "$tls/registry.log")"
+  viatls() {
+    echo "import $REPO/nix/pull-image.nix { nixLayer = builtins.storePath $NIX_LAYER; }
+      { lockFile = $TLOCK; imageName = \"127.0.0.1:$port/test/tls\"; $1 }"
+  }
+  if [ -z "$TLOCK" ]; then fail "an image for the HTTPS registry is pushed and locked" "$(tail -3 "$work/lock.log")"
+  elif out=$(nix-build --no-out-link "${NOIFD[@]}" -E "$(viatls "")" 2>&1); then
+    fail "a registry whose CA is not trusted is refused" "built: $out"
+  elif grep -qi "certificate\|tls" <<<"$out"; then
+    pass "a registry whose CA is not trusted is refused ($(grep -o 'nix-layer: error: .*' <<<"$out" | head -1 | cut -c1-140))"
+    if L=$(nix-build --no-out-link "${NOIFD[@]}" -E "$(viatls "sslCertFile = $tls/ca.pem;")" 2>"$tls/pull.log"); then
+      expect_eq "sslCertFile = CA: pulled over HTTPS from the registry of that CA" \
+        "$(jq -r '.manifests[0].manifest.digest' "$TLOCK")" "sha256:$(skopeo inspect --raw "oci:$L:base" | sha256sum | cut -d' ' -f1)"
+    else
+      fail "sslCertFile = CA: pulled over HTTPS (needs the registry client to trust SSL_CERT_FILE)" "$(grep 'nix-layer: error' "$tls/pull.log" | tail -1)"
+    fi
+  else
+    fail "a registry whose CA is not trusted is refused with a TLS message" "$(grep -i error <<<"$out" | tail -2)"
+  fi
+else
+  fail "a CA and a server certificate are made" "$(tail -3 "$tls/openssl.log")"
+fi
+
 # --- what must fail ---------------------------------------------------------------
 missing=sha256:$(printf 'no such manifest' | sha256sum | cut -d' ' -f1)
 if out=$(nix-build --no-out-link -E "$(pulled "$missing")" 2>&1); then fail "an unknown digest fails" "built: $out"
@@ -284,84 +365,6 @@ if "$HOST_BIN" index --layout "$multi" --name test/multi:1 test/multi:amd64 test
   else fail "lock-image of an index without --platform fails with a clear message" "$out"; fi
 else
   fail "a two-platform index is pushed" "$(tail -5 "$work/multi.log")"
-fi
-
-# --- proxies: the fetches honour http(s)_proxy and no_proxy (impureEnvVars) -----------
-mkdir -p "$work/proxy"
-python3 "$TESTS_DIR/fixtures/connect-proxy.py" "$work/proxy/port" "$work/proxy/log" 600 2>"$work/proxy/err" &
-echo $! >"$work/proxy/pid"
-for _ in $(seq 50); do [ -s "$work/proxy/port" ] && break; sleep 0.1; done
-: >>"$work/proxy/log"
-tunnels() { grep -c "^CONNECT $REG\$" "$work/proxy/log"; }
-# Two fresh images (their own labels), locked on the host without a proxy.
-fresh_lock() { # fresh_lock NAME: pushes test/NAME:1, prints its lock file
-  echo "{\"Cmd\": [\"/bin/hello\"], \"Labels\": {\"run\": \"$1-$(date +%s%N)\"}}" >"$work/config-$1.json"
-  local d
-  d=$(PUSH_CONFIG=$work/config-$1.json push "test/$1:1" "$TOOL") &&
-    "$HOST_BIN" lock-image "$REG/test/$1@$d" --plain-http -o "$work/$1.lock.json" 2>>"$work/lock.log" && echo "$work/$1.lock.json"
-}
-if [ -s "$work/proxy/port" ] && P1=$(fresh_lock proxied) && P2=$(fresh_lock bypassed); then
-  PROXY=http://127.0.0.1:$(cat "$work/proxy/port")
-  # A proxy that is not there: the fetch must fail, so the variable is really used.
-  if out=$(https_proxy=http://127.0.0.1:9 nix-build --no-out-link "${NOIFD[@]}" -E "$(locked "$P1")" 2>&1); then
-    fail "https_proxy reaches the fetch: a dead proxy fails it" "built: $out"
-  else
-    pass "https_proxy reaches the fetch: with a dead proxy it fails ($(grep -o 'error: [^:]*' <<<"$out" | tail -1))"
-  fi
-  before=$(tunnels)
-  if L=$(https_proxy=$PROXY nix-build --no-out-link "${NOIFD[@]}" -E "$(locked "$P1")" 2>"$work/proxied.log"); then
-    n=$(($(tunnels) - before))
-    if [ "$n" -ge 3 ]; then pass "through the proxy in https_proxy: pulled, $n CONNECT tunnels to $REG (manifest, config, layers)"
-    else fail "the fetches go through the proxy in https_proxy" "$n CONNECT tunnels to $REG: $(tail -3 "$work/proxy/log")"; fi
-  else
-    fail "a pull through the proxy in https_proxy" "$(tail -5 "$work/proxied.log")"
-  fi
-  before=$(tunnels)
-  if L=$(HTTP_PROXY=$PROXY no_proxy=127.0.0.1 nix-build --no-out-link "${NOIFD[@]}" -E "$(locked "$P2")" 2>"$work/bypassed.log"); then
-    expect_eq "no_proxy=127.0.0.1 bypasses the proxy in HTTP_PROXY (no tunnel)" "$(($(tunnels) - before))" 0
-  else
-    fail "a pull with no_proxy bypassing the proxy" "$(tail -5 "$work/bypassed.log")"
-  fi
-else
-  fail "a forward proxy starts and two fresh images are locked" "$(tail -3 "$work/proxy/err" "$work/lock.log" 2>&1)"
-fi
-
-# --- a custom CA: a registry over HTTPS with a certificate of its own CA --------------
-# Two registries serve one storage: plain HTTP to push and lock, HTTPS (a CA made here)
-# to pull from; the lock's imageName is overridden to the HTTPS one.
-tls=$work/tls
-mkdir -p "$tls"
-if openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=nix-layer test CA" \
-    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>"$tls/openssl.log" &&
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" 2>>"$tls/openssl.log" &&
-  printf 'subjectAltName = IP:127.0.0.1\n' >"$tls/ext" &&
-  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 2 \
-    -extfile "$tls/ext" -out "$tls/server.pem" 2>>"$tls/openssl.log" &&
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') &&
-  printf '%s\n' "version: 0.1" "storage:" "  filesystem:" "    rootdirectory: $work/reg/storage" "http:" "  addr: 127.0.0.1:$port" \
-    "  tls:" "    certificate: $tls/server.pem" "    key: $tls/server.key" >"$tls/config.yml"; then
-  "$REGISTRY_BIN" serve "$tls/config.yml" >"$tls/access.log" 2>"$tls/registry.log" &
-  echo $! >"$tls/pid"
-  for _ in $(seq 100); do curl -s --cacert "$tls/ca.pem" -o /dev/null "https://127.0.0.1:$port/v2/" && break; sleep 0.1; done
-  TLOCK=$(fresh_lock tls)
-  curl -s --cacert "$tls/ca.pem" -o /dev/null "https://127.0.0.1:$port/v2/" || fail "the HTTPS registry starts" "$(tail -3 "$tls/registry.log")"
-  viatls() { locked "$TLOCK" "plainHttp = false; imageName = \"127.0.0.1:$port/test/tls\"; $1"; }
-  if [ -z "$TLOCK" ]; then fail "an image for the HTTPS registry is pushed and locked" "$(tail -3 "$work/lock.log")"
-  elif out=$(nix-build --no-out-link "${NOIFD[@]}" -E "$(viatls "")" 2>&1); then
-    fail "a registry whose CA is not trusted is refused" "built: $out"
-  elif grep -qi "certificate\|tls" <<<"$out"; then
-    pass "a registry whose CA is not trusted is refused ($(grep -oi 'unknown ?issuer\|certificate[^,;]*' <<<"$out" | head -1))"
-    if L=$(nix-build --no-out-link "${NOIFD[@]}" -E "$(viatls "sslCertFile = $tls/ca.pem;")" 2>"$tls/pull.log"); then
-      expect_eq "sslCertFile = CA: pulled over HTTPS from the registry of that CA" \
-        "$(jq -r '.manifests[0].manifest.digest' "$TLOCK")" "sha256:$(skopeo inspect --raw "oci:$L:base" | sha256sum | cut -d' ' -f1)"
-    else
-      fail "sslCertFile = CA: pulled over HTTPS (needs the registry client to trust SSL_CERT_FILE)" "$(grep -i error "$tls/pull.log" | tail -2)"
-    fi
-  else
-    fail "a registry whose CA is not trusted is refused with a TLS message" "$(grep -i error <<<"$out" | tail -2)"
-  fi
-else
-  fail "a CA and a server certificate are made" "$(tail -3 "$tls/openssl.log")"
 fi
 
 # --- a registry that wants credentials: they come through impureEnvVars ---------------

@@ -76,6 +76,9 @@ pub struct FetchBlobArgs {
     /// Speak plain HTTP (a registry on localhost).
     #[arg(long)]
     pub plain_http: bool,
+    /// CA certificates (PEM) to trust besides the usual ones: SSL_CERT_FILE for this fetch.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
 }
@@ -95,13 +98,11 @@ pub struct AssembleLayoutArgs {
 
 /// `fetch-blob`: the manifest or blob, verified, at `-o`.
 pub fn fetch_blob(a: &FetchBlobArgs) -> Result<()> {
-    // Nix's own variable for a custom CA bundle (what nixpkgs' fetchers honour) stands
-    // for SSL_CERT_FILE, which the registry client reads. Set before any thread reads
-    // the environment.
-    if std::env::var_os("SSL_CERT_FILE").is_none() {
-        if let Some(nix_ca) = std::env::var_os("NIX_SSL_CERT_FILE") {
-            std::env::set_var("SSL_CERT_FILE", nix_ca);
-        }
+    normalise_builder_env();
+    if let Some(ca) = &a.ca_file {
+        // The derivation's own attributes are not in the environment (structured attrs).
+        File::open(ca).with_context(|| format!("cannot read the CA file {}", ca.display()))?;
+        std::env::set_var("SSL_CERT_FILE", ca);
     }
     let creds = std::env::var(CREDS_ENV).ok().filter(|c| !c.is_empty());
     let client = crate::pull::client(a.plain_http, creds.as_deref())?;
@@ -117,6 +118,40 @@ pub fn fetch_blob(a: &FetchBlobArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The variables a fixed-output fetch passes through (`impureEnvVars` in
+/// nix/pull-image.nix) that this process reads itself or through the registry client.
+const PASSED_THROUGH: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "NIX_SSL_CERT_FILE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// Nix sets every `impureEnvVars` variable in the builder, empty when the caller's
+/// environment lacks it: an empty `NO_PROXY` would hide `no_proxy`, an empty
+/// `SSL_CERT_FILE` would name no file. Empty ones are removed, as if never set; then
+/// Nix's own CA variable (what nixpkgs' fetchers honour) stands for `SSL_CERT_FILE`.
+/// Runs before the registry client reads the environment, in the builder's main thread.
+fn normalise_builder_env() {
+    for var in PASSED_THROUGH {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(var);
+        }
+    }
+    if std::env::var_os("SSL_CERT_FILE").is_none() {
+        if let Some(nix_ca) = std::env::var_os("NIX_SSL_CERT_FILE") {
+            std::env::set_var("SSL_CERT_FILE", nix_ca);
+        }
+    }
 }
 
 /// Writes `bytes` to `dest` through a file beside it, renamed once complete.

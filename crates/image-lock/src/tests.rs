@@ -7,8 +7,11 @@ use nix_layer_registry::{BlobSource, BytesBlob, ImageUpload, OCI_INDEX};
 const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
-/// An image for `arch` with two layers; returns (manifest bytes, config, layers).
-fn image(arch: &str, variant: Option<&str>) -> (Vec<u8>, BytesBlob, Vec<BytesBlob>) {
+/// An image: its manifest bytes, config and layers.
+type Image = (Vec<u8>, BytesBlob, Vec<BytesBlob>);
+
+/// An image for `arch` with two layers.
+fn image(arch: &str, variant: Option<&str>) -> Image {
     let mut config = serde_json::json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
     if let Some(v) = variant {
         config["variant"] = v.into();
@@ -28,11 +31,7 @@ fn image(arch: &str, variant: Option<&str>) -> (Vec<u8>, BytesBlob, Vec<BytesBlo
     (serde_json::to_vec(&manifest).unwrap(), config, layers)
 }
 
-fn push(
-    reg: &TestRegistry,
-    target: &str,
-    (manifest, config, layers): &(Vec<u8>, BytesBlob, Vec<BytesBlob>),
-) -> Digest {
+fn push(reg: &TestRegistry, target: &str, (manifest, config, layers): &Image) -> Digest {
     let blobs: Vec<&dyn BlobSource> = std::iter::once(config as &dyn BlobSource)
         .chain(layers.iter().map(|l| l as &dyn BlobSource))
         .collect();
@@ -42,7 +41,7 @@ fn push(
 
 /// Pushes amd64, arm64/v8 and an attestation-like entry without a usable platform under
 /// `repo:multi`; returns the index digest and the two images.
-fn push_index(reg: &TestRegistry, repo: &str) -> (Digest, [(Vec<u8>, BytesBlob, Vec<BytesBlob>); 2]) {
+fn push_index(reg: &TestRegistry, repo: &str) -> (Digest, [Image; 2]) {
     let images = [image("amd64", None), image("arm64", Some("v8"))];
     let mut entries = Vec::new();
     for (img, variant) in images.iter().zip([None, Some("v8")]) {
@@ -74,7 +73,7 @@ fn platform(s: &str) -> Platform {
     Platform::parse(s).unwrap()
 }
 
-fn locked_as(m: &LockedManifest, img: &(Vec<u8>, BytesBlob, Vec<BytesBlob>)) {
+fn locked_as(m: &LockedManifest, img: &Image) {
     assert_eq!(
         m.manifest,
         Blob { media_type: OCI_MANIFEST.into(), digest: Digest::of(&img.0), size: img.0.len() as u64 }
