@@ -40,11 +40,18 @@ echo "$REF" >>"$work/loaded"
 # The digests of the blobs uploaded so far (one per line, hex), from the final PUTs.
 uploaded() { grep -oE '"PUT /v2/test/copied/blobs/uploads/[^ "]*digest=sha256(:|%3A)[0-9a-f]{64}' "$work/reg/access.log" | grep -oE '[0-9a-f]{64}$' | sort; }
 
+# tools.docker: a client that records its calls, then runs Docker's.
+mkdir -p "$work/tools"
+printf '#!/bin/sh\necho "$*" >>%s\nexec %s "$@"\n' "$work/docker-calls" "$(command -v docker)" >"$work/tools/docker"
+chmod +x "$work/tools/docker"
+
 # The image and its helpers; a label unique to this run, so no layer is in Docker yet.
 RUN=$(date +%s%N)
 expr="let
   fx = import ./fixtures/packages.nix { };
-  image = import $REPO/nix/image.nix { nixLayer = builtins.storePath $NIX_LAYER; mkScript = fx.writeShellScriptBin; };
+  image = import $REPO/nix/image.nix {
+    nixLayer = builtins.storePath $NIX_LAYER; mkScript = fx.writeShellScriptBin; tools.docker = \"$work/tools/docker\";
+  };
 in image.buildLayeredImage {
   name = \"$REG/test/copied\"; tag = \"1\";
   contents = [ fx.hello fx.tool ];
@@ -108,6 +115,8 @@ if H=$(helper copyToDockerDaemon); then
   docker image rm -f "$REF" >/dev/null 2>&1
   if "$H" --verbose >"$work/load1.out" 2>"$work/load1.log" && docker image inspect "$REF" >/dev/null 2>&1; then
     pass "copyToDockerDaemon loads the image ($(grep -o 'sent [0-9]* bytes.*already there)' "$work/load1.log"))"
+    expect_eq "nix-layer load ran the docker of tools.docker (inspect, then load)" \
+      "$(grep -q '^image inspect' "$work/docker-calls" && echo inspect) $(grep -qx load "$work/docker-calls" && echo load)" "inspect load"
     expect_eq "the loaded image runs" "$(docker run --rm "$REF" 2>&1)" "hello from the fixture"
     sent1=$(grep -o 'sent [0-9]*' "$work/load1.log" | cut -d' ' -f2)
     layers=$(docker image inspect -f '{{len .RootFS.Layers}}' "$REF")
