@@ -150,6 +150,9 @@ if LDIGEST=$(PUSH_CONFIG=$work/config-locked.json push test/locked:1 "$HELLO" "$
   else
     fail "nix-layer lock-image REF@DIGEST -o FILE" "$(tail -3 "$work/lock.log")" "$(head -c 600 "$work/locked.lock.json" 2>&1)"
   fi
+  if "$HOST_BIN" lock-image "$REG/test/locked:1" --plain-http 2>>"$work/lock.log" | cmp -s - "$work/locked.lock.json"; then
+    pass "lock-image of the tag, to stdout: the same bytes as the file (the tag resolved to its digest)"
+  else fail "lock-image of the tag, to stdout: the same bytes as the file" "$(tail -3 "$work/lock.log")"; fi
   expect_eq "the lock lists the registry's blobs (digest, size, media type)" \
     "$(jq -c '.manifests[0] | [.config] + .layers | map([.digest, .size, .mediaType])' "$work/locked.lock.json")" \
     "$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/test/locked/manifests/$LDIGEST" | jq -c '[.config] + .layers | map([.digest, .size, .mediaType])')"
