@@ -68,6 +68,9 @@ pub enum Command {
     Sign(crate::sign::SignArgs),
     /// Check that an image's manifest digest is signed by a key; non-zero if not.
     Verify(crate::sign::VerifyArgs),
+    /// Write a lock file of a registry image for the flake's `pullImage { lockFile; }`: the
+    /// manifests of the platforms asked for, and each blob's digest, size and media type.
+    LockImage(crate::fetch::LockImageArgs),
     /// Builder of the flake's pullImage: one manifest or blob by digest, verified.
     #[command(hide = true)]
     FetchBlob(crate::fetch::FetchBlobArgs),

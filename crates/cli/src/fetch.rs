@@ -1,7 +1,8 @@
-//! The builders of the flake's `pullImage` (nix/pull-image.nix), hidden from `--help`:
-//! `fetch-blob` fetches one manifest or blob by digest (a fixed-output derivation whose
-//! output hash is that digest, so Nix checks it too), and `assemble-layout` puts the
-//! fetched blobs together into an OCI layout naming the image `base`.
+//! The flake's `pullImage` (nix/pull-image.nix): `lock-image` writes the lock file it
+//! reads at evaluation time; its builders, hidden from `--help`, are `fetch-blob`, which
+//! fetches one manifest or blob by digest (a fixed-output derivation whose output hash is
+//! that digest, so Nix checks it too), and `assemble-layout`, which puts the fetched blobs
+//! together into an OCI layout naming the image `base`.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -11,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use nix_layer_blob::{Digest, HashingWriter};
 use nix_layer_image::{Document, OciLayout};
-use nix_layer_registry::{Reference, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use nix_layer_registry::{Platform, Reference, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use nix_layer_scratch::{ScratchDir, ScratchFile};
 
 /// The name the pulled image has in its layout (what `fromImage` opens).
@@ -20,6 +21,40 @@ use nix_layer_pull::BASE_NAME;
 
 /// Credentials for a fetch in a Nix build, where no `--creds` can be given: `user:password`.
 pub const CREDS_ENV: &str = "NIX_LAYER_REGISTRY_CREDS";
+
+#[derive(Args)]
+pub struct LockImageArgs {
+    /// The image: `registry/repository@sha256:…` (a tag is resolved to its digest now).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// A platform to lock, `os/arch[/variant]` (repeatable; needed for an index).
+    #[arg(long = "platform", value_name = "OS/ARCH", value_parser = parse_platform)]
+    pub platforms: Vec<Platform>,
+    /// Speak plain HTTP (a registry on localhost).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Registry credentials `user:password` (default: Docker/Podman auth files, credential
+    /// helpers, and GITHUB_TOKEN for ghcr.io).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+    /// Where to write the lock (default: stdout), e.g. base.lock.json beside flake.nix.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s).ok_or_else(|| format!("`{s}` is not os/arch[/variant], e.g. linux/arm64"))
+}
+
+/// `lock-image`: the lock file of an image, written whole or not at all.
+pub fn lock_image(a: &LockImageArgs) -> Result<()> {
+    let client = crate::pull::client(a.plain_http, a.creds.as_deref())?;
+    let lock = nix_layer_image_lock::lock_image(&client, &a.reference, &a.platforms)?;
+    match &a.output {
+        Some(path) => Ok(lock.write_to(path)?),
+        None => crate::print_report(&lock.to_json()),
+    }
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Media {
@@ -42,6 +77,9 @@ pub struct FetchBlobArgs {
     /// Speak plain HTTP (a registry on localhost).
     #[arg(long)]
     pub plain_http: bool,
+    /// CA certificates (PEM) to trust besides the usual ones: SSL_CERT_FILE for this fetch.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
 }
@@ -61,6 +99,12 @@ pub struct AssembleLayoutArgs {
 
 /// `fetch-blob`: the manifest or blob, verified, at `-o`.
 pub fn fetch_blob(a: &FetchBlobArgs) -> Result<()> {
+    normalise_builder_env();
+    if let Some(ca) = &a.ca_file {
+        // The derivation's own attributes are not in the environment (structured attrs).
+        File::open(ca).with_context(|| format!("cannot read the CA file {}", ca.display()))?;
+        std::env::set_var("SSL_CERT_FILE", ca);
+    }
     let creds = std::env::var(CREDS_ENV).ok().filter(|c| !c.is_empty());
     let client = crate::pull::client(a.plain_http, creds.as_deref())?;
     let repo = Reference::parse(&a.reference)?.with_digest(a.digest);
@@ -75,6 +119,40 @@ pub fn fetch_blob(a: &FetchBlobArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The variables a fixed-output fetch passes through (`impureEnvVars` in
+/// nix/pull-image.nix) that this process reads itself or through the registry client.
+const PASSED_THROUGH: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "NIX_SSL_CERT_FILE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// Nix sets every `impureEnvVars` variable in the builder, empty when the caller's
+/// environment lacks it: an empty `NO_PROXY` would hide `no_proxy`, an empty
+/// `SSL_CERT_FILE` would name no file. Empty ones are removed, as if never set; then
+/// Nix's own CA variable (what nixpkgs' fetchers honour) stands for `SSL_CERT_FILE`.
+/// Runs before the registry client reads the environment, in the builder's main thread.
+fn normalise_builder_env() {
+    for var in PASSED_THROUGH {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(var);
+        }
+    }
+    if std::env::var_os("SSL_CERT_FILE").is_none() {
+        if let Some(nix_ca) = std::env::var_os("NIX_SSL_CERT_FILE") {
+            std::env::set_var("SSL_CERT_FILE", nix_ca);
+        }
+    }
 }
 
 /// Writes `bytes` to `dest` through a file beside it, renamed once complete.

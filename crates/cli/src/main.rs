@@ -129,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
             print_report(&text)
         }
         Command::Sharing(a) => sharing::run(a),
+        Command::LockImage(a) => fetch::lock_image(&a),
         Command::FetchBlob(a) => fetch::fetch_blob(&a),
         Command::AssembleLayout(a) => fetch::assemble_layout(&a),
         Command::Sbom(a) => sbom::run(*a),
