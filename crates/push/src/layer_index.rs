@@ -1,0 +1,205 @@
+//! The registry's layer index, used as a hint and nothing more.
+//!
+//! An entry (cache key → blob) lets a push skip compressing a store layer. Whoever can
+//! push to the repository can write the index, so an entry is used only when:
+//!
+//! 1. its diff_id is the one of the tar this machine would write for the layer (hashed
+//!    here, uncompressed: no compression is paid), and
+//! 2. its blob, as the cache repository serves it, unpacks to exactly that tar: the blob is
+//!    streamed (at most its recorded size), decompressed as a registry client does it
+//!    (every gzip member, every zstd frame; at most the tar's length) and hashed. The proof
+//!    is remembered in the [`BlobInfoRecord`], so each blob is downloaded once per machine.
+//!
+//! What this guarantees: every layer of the pushed image unpacks to the bytes a push
+//! without the index would send, so the config (and its diff_ids) is the same and so is
+//! every container's filesystem. It does not prove how a blob was compressed: an entry whose
+//! blob holds the right tar compressed by another encoder or level is used as it is, and
+//! the manifest then names that blob (its digest differs from the local build's). Anything
+//! else (wrong diff_id, a blob that unpacks to other bytes, that is missing, larger than
+//! recorded or not compressed as its media type says) is ignored with a warning and the
+//! layer is built locally, so the push gives the image it would give without the index.
+//! An unreadable index is skipped with a warning.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::sync::Mutex;
+
+use nix_layer_blob::{BlobInfo, Compression, Digest, HashingWriter};
+use nix_layer_registry::{Client, LayerCacheIndex, Reference};
+
+use crate::record::{BlobInfoRecord, Proven};
+
+/// Counts of what the index lookups did, for the summary and the bench.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Entries used (their layers were not compressed).
+    pub used: usize,
+    /// Of those, blobs proven by this push (downloaded and unpacked).
+    pub proven: usize,
+    /// Compressed bytes downloaded to prove them.
+    pub proof_bytes: u64,
+    /// Entries refused (see the warnings).
+    pub refused: usize,
+}
+
+/// A read registry index with the checks above.
+pub(crate) struct VerifiedIndex<'a> {
+    pub client: &'a Client,
+    pub repo: Reference,
+    pub index: LayerCacheIndex,
+    pub record: &'a BlobInfoRecord,
+    /// Blobs a HEAD found in `repo` at their size.
+    pub confirmed: Mutex<HashSet<Digest>>,
+    pub stats: Mutex<IndexStats>,
+    pub warnings: Mutex<Vec<String>>,
+}
+
+impl<'a> VerifiedIndex<'a> {
+    /// Reads `repo`'s index; a damaged, foreign or oversized one is skipped with a warning.
+    pub fn read(client: &'a Client, repo: Reference, record: &'a BlobInfoRecord) -> VerifiedIndex<'a> {
+        let mut warnings = Vec::new();
+        let index = client.read_layer_cache(&repo).unwrap_or_else(|e| {
+            warnings.push(format!(
+                "the registry's layer index of {}/{} is skipped: {e}",
+                repo.registry, repo.repository
+            ));
+            LayerCacheIndex::default()
+        });
+        VerifiedIndex {
+            client,
+            repo,
+            index,
+            record,
+            confirmed: Mutex::default(),
+            stats: Mutex::default(),
+            warnings: Mutex::new(warnings),
+        }
+    }
+
+    fn refuse(&self, key: &str, why: String) -> Option<BlobInfo> {
+        self.stats.lock().expect("stats").refused += 1;
+        self.warnings.lock().expect("warnings").push(format!(
+            "the registry's layer index entry {key} is not used ({why}); the layer is built here"
+        ));
+        None
+    }
+
+    /// The layer with cache key `key`, if the index has an entry for it that passes the
+    /// checks; `local` hashes the layer's tar.
+    pub fn lookup(&self, key: &str, local: &nix_layer_pipeline::LocalDiffId) -> Option<BlobInfo> {
+        let entry = self.index.get(key)?;
+        let Some(compression) = Compression::from_layer_media_type(&entry.media_type) else {
+            return self.refuse(key, format!("unknown media type {}", entry.media_type));
+        };
+        let (diff_id, tar_len) = local()?;
+        if entry.diff_id != diff_id {
+            return self.refuse(key, format!("it names diff_id {}, the layer's is {diff_id}", entry.diff_id));
+        }
+        match self.client.head_blob(&self.repo, &entry.digest) {
+            Ok(Some(size)) if size == entry.size => {}
+            Ok(Some(size)) => {
+                return self.refuse(key, format!("blob {} is {size} bytes, not {}", entry.digest, entry.size))
+            }
+            Ok(None) => return self.refuse(key, format!("blob {} is missing", entry.digest)),
+            Err(e) => return self.refuse(key, format!("blob {}: {e}", entry.digest)),
+        }
+        let fact = Proven { diff_id, size: tar_len, compression };
+        if self.record.proven(&entry.digest) != Some(fact) {
+            match prove(self.client, &self.repo, &entry.digest, entry.size, compression, tar_len) {
+                Ok(got) if got == (diff_id, tar_len) => {
+                    let mut s = self.stats.lock().expect("stats");
+                    s.proven += 1;
+                    s.proof_bytes += entry.size;
+                    self.record.add_proven(&entry.digest, fact);
+                }
+                Ok((d, n)) => {
+                    return self.refuse(
+                        key,
+                        format!("blob {} unpacks to {d} ({n} bytes), not to the layer", entry.digest),
+                    )
+                }
+                Err(e) => return self.refuse(key, format!("blob {} cannot be unpacked: {e}", entry.digest)),
+            }
+        }
+        self.stats.lock().expect("stats").used += 1;
+        self.confirmed.lock().expect("confirmed").insert(entry.digest);
+        self.record.add_location(&self.repo.registry, &self.repo.repository, &entry.digest);
+        Some(BlobInfo {
+            diff_id,
+            uncompressed_size: tar_len,
+            digest: entry.digest,
+            size: entry.size,
+            compression,
+        })
+    }
+}
+
+/// Downloads `blob` (at most `size` bytes; its digest checked by the client), unpacks it
+/// as `compression` with the reader every local check uses (every gzip member, every zstd
+/// frame; a truncated stream is an error), at most `max_tar` bytes (one more proves it
+/// longer), and returns the diff_id and length of what it unpacks to.
+pub(crate) fn prove(
+    client: &Client,
+    repo: &Reference,
+    blob: &Digest,
+    size: u64,
+    compression: Compression,
+    max_tar: u64,
+) -> anyhow::Result<(Digest, u64)> {
+    let (rx, tx) = io::pipe()?;
+    std::thread::scope(|s| {
+        let unpack = s.spawn(move || -> io::Result<(Digest, u64)> {
+            let mut tar = HashingWriter::new(Capped { left: max_tar.saturating_add(1) });
+            io::copy(&mut compression.decoder(rx)?, &mut tar)?;
+            let (_, d, n) = tar.finish();
+            Ok((d, n))
+        });
+        let mut body = Capped2 { left: size, pipe: tx };
+        let fetched = client.fetch_blob(repo, blob, &mut body);
+        drop(body); // end of input for the unpacker
+        let unpacked = unpack.join().map_err(|_| anyhow::anyhow!("the unpacker panicked"))?;
+        // The unpacker's error explains a fetch cut short by it (a broken pipe).
+        let got = unpacked?;
+        fetched?;
+        Ok(got)
+    })
+}
+
+/// Discards bytes, failing once more than `left` arrive.
+struct Capped {
+    left: u64,
+}
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.left = self
+            .left
+            .checked_sub(buf.len() as u64)
+            .ok_or_else(|| io::Error::other("it unpacks to more bytes than the layer has"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Passes at most `left` compressed bytes on: a body longer than the blob's recorded size
+/// fails as it arrives.
+struct Capped2 {
+    left: u64,
+    pipe: io::PipeWriter,
+}
+
+impl Write for Capped2 {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.left = self
+            .left
+            .checked_sub(buf.len() as u64)
+            .ok_or_else(|| io::Error::other("the blob is longer than its recorded size"))?;
+        self.pipe.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
