@@ -56,6 +56,11 @@ impl LayerCacheIndex {
         self.entries.get(key).map(|e| &e.layer)
     }
 
+    /// Every entry, by cache key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &CachedLayer)> {
+        self.entries.iter().map(|(k, e)| (k.as_str(), &e.layer))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
