@@ -42,6 +42,22 @@ pub struct IndexStats {
     pub refused: usize,
 }
 
+/// `repo`'s layer index, or an empty one and a warning when it cannot be read (damaged,
+/// foreign, oversized, endless, deleted, or the registry failed): the index is a hint, and
+/// a push goes on without it.
+pub fn read_or_skip(client: &Client, repo: &Reference) -> (LayerCacheIndex, Option<String>) {
+    match client.read_layer_cache(repo) {
+        Ok(index) => (index, None),
+        Err(e) => (
+            LayerCacheIndex::default(),
+            Some(format!(
+                "the registry's layer index of {}/{} is skipped: {e}",
+                repo.registry, repo.repository
+            )),
+        ),
+    }
+}
+
 /// A read registry index with the checks above.
 pub(crate) struct VerifiedIndex<'a> {
     pub client: &'a Client,
@@ -57,14 +73,8 @@ pub(crate) struct VerifiedIndex<'a> {
 impl<'a> VerifiedIndex<'a> {
     /// Reads `repo`'s index; a damaged, foreign or oversized one is skipped with a warning.
     pub fn read(client: &'a Client, repo: Reference, record: &'a BlobInfoRecord) -> VerifiedIndex<'a> {
-        let mut warnings = Vec::new();
-        let index = client.read_layer_cache(&repo).unwrap_or_else(|e| {
-            warnings.push(format!(
-                "the registry's layer index of {}/{} is skipped: {e}",
-                repo.registry, repo.repository
-            ));
-            LayerCacheIndex::default()
-        });
+        let (index, warning) = read_or_skip(client, &repo);
+        let warnings = warning.into_iter().collect();
         VerifiedIndex {
             client,
             repo,
