@@ -369,6 +369,9 @@ fn registry_layer_index_entries_are_verified_before_use() {
     let dest = format!("{host}/e2e/poison:1");
     let first = scratch();
     let (clean, _) = push_as(first.path(), &[&f.app], &dest, &[]);
+    // Blobs this machine compressed need no proof.
+    let (_, again) = push_as(first.path(), &[&f.app], &format!("{host}/e2e/poison:again"), &[]);
+    assert!(again.contains("(3 layers not even built; 0 blobs proven"), "{again}");
     // Someone else's image in the same repository: its layers are consistent blobs.
     push_as(first.path(), &[&f.other], &format!("{host}/e2e/poison:other"), &[]);
     let client = r.client(None);
@@ -443,6 +446,8 @@ fn registry_layer_index_entries_are_verified_before_use() {
     let fresh = scratch();
     let (digest, stderr) = push_as(fresh.path(), &[&f.app], &format!("{host}/e2e/poison:regz"), &[]);
     assert!(stderr.contains("3 blobs proven"), "from a fresh machine every entry used is proven: {stderr}");
+    let (_, again) = push_as(fresh.path(), &[&f.app], &format!("{host}/e2e/poison:regz2"), &[]);
+    assert!(again.contains("(3 layers not even built; 0 blobs proven"), "once per machine: {again}");
     let config = |d: &str| remote_raw(d)["config"]["digest"].as_str().unwrap().to_owned();
     assert_eq!(
         config(&format!("{host}/e2e/poison:regz")),
@@ -456,6 +461,12 @@ fn registry_layer_index_entries_are_verified_before_use() {
         .args(["copy", "--quiet", "--src-tls-verify=false", &format!("docker://{host}/e2e/poison:regz")])
         .arg(format!("oci:{}:a", layout.display())));
     verify_layout(&layout);
+    // `--verify-index exact` refuses it (the same machine too: a content proof is not
+    // enough) and gives the clean manifest; the other blobs were compressed as here.
+    let (exact, stderr) = push_as(fresh.path(), &[&f.app], &dest, &["--verify-index", "exact"]);
+    assert_eq!(exact, clean, "{stderr}");
+    assert!(stderr.contains("compressed otherwise than here"), "{stderr}");
+    assert!(stderr.contains("(2 layers not even built; 2 blobs proven"), "{stderr}");
 }
 
 /// A damaged, deleted or foreign layer index is skipped with a warning; the push gives the

@@ -21,6 +21,14 @@ pub struct PushArgs {
     /// destination's); its layers are mounted rather than sent.
     #[arg(long, value_name = "REPO")]
     pub cache_repo: Option<String>,
+    /// How a registry layer index entry is checked before its blob is used instead of
+    /// compressing the layer here: `content` (the blob unpacks to the tar built here, so
+    /// the config and every layer's content are the same; proving a blob costs a download
+    /// and a decompression, once per machine) or `exact` (the blob is also what this
+    /// machine's compressor makes of that tar, so the manifest digest is the same too;
+    /// proving costs a compression).
+    #[arg(long, value_name = "HOW", default_value = "content", value_parser = ["content", "exact"])]
+    pub verify_index: String,
     /// Push an image of this OCI layout (one nix-layer wrote) instead of building one.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["closure", "graph"])]
     pub layout: Option<std::path::PathBuf>,
@@ -64,8 +72,13 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
         let mut req = crate::flags::build_request(a.build)?;
         // For a push the SBOM goes to the registry, not beside an output.
         let sbom = std::mem::take(&mut req.sbom);
-        let how =
-            BuildPush { destination: &destination, tags: &tags, cache_repo: a.cache_repo.as_deref(), sbom };
+        let how = BuildPush {
+            destination: &destination,
+            tags: &tags,
+            cache_repo: a.cache_repo.as_deref(),
+            sbom,
+            exact_index: a.verify_index == "exact",
+        };
         nix_layer_push::push_build(&client, &record, &req, &how)?
     };
     for w in &outcome.warnings {

@@ -11,7 +11,7 @@ use nix_layer_pipeline::{BuildRequest, LocalDiffId};
 use nix_layer_registry::{BlobSource, BytesBlob, CachedLayer, Client, Descriptor, ImageUpload, Reference};
 
 use crate::layer_index::VerifiedIndex;
-use crate::record::BlobInfoRecord;
+use crate::record::{BlobInfoRecord, Proven};
 use crate::upload::Mounts;
 use crate::{save_record, PushOutcome};
 
@@ -29,6 +29,10 @@ pub struct BuildPush<'a> {
     pub cache_repo: Option<&'a str>,
     /// Push the closure's SBOM as a referrer of the manifest.
     pub sbom: bool,
+    /// Use a registry layer index entry only if its blob is exactly what this machine's
+    /// encoder makes of the layer (proving a blob then costs its compression): the
+    /// manifest digest is then always the one of a push without the index.
+    pub exact_index: bool,
 }
 
 /// A verified layer blob, read from the inode that was verified.
@@ -79,7 +83,7 @@ pub fn push_build(
         None => destination.clone(),
     };
     let separate_cache = cache_repo.repository != destination.repository;
-    let index = VerifiedIndex::read(client, cache_repo.clone(), record);
+    let index = VerifiedIndex::read(client, cache_repo.clone(), record, how.exact_index);
     let remote = |key: &str, local: &LocalDiffId| index.lookup(key, local);
     let (built, _) = nix_layer_pipeline::build_for_registry(req, &nix_layer_pipeline::Silent, &remote)?;
     let image = &built.image;
@@ -108,6 +112,16 @@ pub fn push_build(
         (Mounts { record, also: Vec::new() }, confirmed)
     };
     let report = mounts.push_image(client, destination, how.tags, &upload, &present)?;
+    // A blob compressed here is proven by construction: the index may name it later.
+    for blob in built.blobs.iter().flatten() {
+        let fact = Proven {
+            diff_id: blob.diff_id,
+            size: blob.uncompressed_size,
+            compression: blob.compression,
+            reproduced: true,
+        };
+        record.add_proven(&blob.digest, fact);
+    }
     let mut warnings = std::mem::take(&mut *index.warnings.lock().expect("warnings"));
     let new: BTreeMap<String, CachedLayer> = built
         .store_keys

@@ -21,7 +21,7 @@
 //! An unreadable index is skipped with a warning.
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Mutex;
 
 use nix_layer_blob::{BlobInfo, Compression, Digest, HashingWriter};
@@ -64,6 +64,8 @@ pub(crate) struct VerifiedIndex<'a> {
     pub repo: Reference,
     pub index: LayerCacheIndex,
     pub record: &'a BlobInfoRecord,
+    /// Blobs must also be what the local encoder makes of the tar.
+    pub exact: bool,
     /// Blobs a HEAD found in `repo` at their size.
     pub confirmed: Mutex<HashSet<Digest>>,
     pub stats: Mutex<IndexStats>,
@@ -72,7 +74,12 @@ pub(crate) struct VerifiedIndex<'a> {
 
 impl<'a> VerifiedIndex<'a> {
     /// Reads `repo`'s index; a damaged, foreign or oversized one is skipped with a warning.
-    pub fn read(client: &'a Client, repo: Reference, record: &'a BlobInfoRecord) -> VerifiedIndex<'a> {
+    pub fn read(
+        client: &'a Client,
+        repo: Reference,
+        record: &'a BlobInfoRecord,
+        exact: bool,
+    ) -> VerifiedIndex<'a> {
         let (index, warning) = read_or_skip(client, &repo);
         let warnings = warning.into_iter().collect();
         VerifiedIndex {
@@ -80,6 +87,7 @@ impl<'a> VerifiedIndex<'a> {
             repo,
             index,
             record,
+            exact,
             confirmed: Mutex::default(),
             stats: Mutex::default(),
             warnings: Mutex::new(warnings),
@@ -113,22 +121,44 @@ impl<'a> VerifiedIndex<'a> {
             Ok(None) => return self.refuse(key, format!("blob {} is missing", entry.digest)),
             Err(e) => return self.refuse(key, format!("blob {}: {e}", entry.digest)),
         }
-        let fact = Proven { diff_id, size: tar_len, compression };
-        if self.record.proven(&entry.digest) != Some(fact) {
-            match prove(self.client, &self.repo, &entry.digest, entry.size, compression, tar_len) {
-                Ok(got) if got == (diff_id, tar_len) => {
+        let known = self.record.proven(&entry.digest).is_some_and(|p| {
+            (p.diff_id, p.size, p.compression) == (diff_id, tar_len, compression)
+                && (p.reproduced || !self.exact)
+        });
+        if !known {
+            match prove(self.client, &self.repo, &entry.digest, entry.size, compression, tar_len, self.exact)
+            {
+                Ok(got) if (got.diff_id, got.size) == (diff_id, tar_len) => {
+                    let reproduced = got.reencoded == Some(entry.digest);
+                    if self.exact && !reproduced {
+                        return self.refuse(
+                            key,
+                            format!(
+                                "blob {} holds the layer but compressed otherwise than here",
+                                entry.digest
+                            ),
+                        );
+                    }
                     let mut s = self.stats.lock().expect("stats");
                     s.proven += 1;
                     s.proof_bytes += entry.size;
-                    self.record.add_proven(&entry.digest, fact);
+                    self.record.add_proven(
+                        &entry.digest,
+                        Proven { diff_id, size: tar_len, compression, reproduced },
+                    );
                 }
-                Ok((d, n)) => {
+                Ok(got) => {
                     return self.refuse(
                         key,
-                        format!("blob {} unpacks to {d} ({n} bytes), not to the layer", entry.digest),
+                        format!(
+                            "blob {} unpacks to {} ({} bytes), not to the layer",
+                            entry.digest, got.diff_id, got.size
+                        ),
                     )
                 }
-                Err(e) => return self.refuse(key, format!("blob {} cannot be unpacked: {e}", entry.digest)),
+                Err(e) => {
+                    return self.refuse(key, format!("blob {} cannot be unpacked: {e:#}", entry.digest))
+                }
             }
         }
         self.stats.lock().expect("stats").used += 1;
@@ -144,10 +174,18 @@ impl<'a> VerifiedIndex<'a> {
     }
 }
 
+/// What a blob unpacks to.
+pub(crate) struct Unpacked {
+    pub diff_id: Digest,
+    pub size: u64,
+    /// The digest of the tar compressed again by this machine's encoder, when asked.
+    pub reencoded: Option<Digest>,
+}
+
 /// Downloads `blob` (at most `size` bytes; its digest checked by the client), unpacks it
 /// as `compression` with the reader every local check uses (every gzip member, every zstd
 /// frame; a truncated stream is an error), at most `max_tar` bytes (one more proves it
-/// longer), and returns the diff_id and length of what it unpacks to.
+/// longer), and hashes what it unpacks to; with `reencode`, also compresses that again.
 pub(crate) fn prove(
     client: &Client,
     repo: &Reference,
@@ -155,14 +193,33 @@ pub(crate) fn prove(
     size: u64,
     compression: Compression,
     max_tar: u64,
-) -> anyhow::Result<(Digest, u64)> {
+    reencode: bool,
+) -> anyhow::Result<Unpacked> {
     let (rx, tx) = io::pipe()?;
     std::thread::scope(|s| {
-        let unpack = s.spawn(move || -> io::Result<(Digest, u64)> {
+        let unpack = s.spawn(move || -> io::Result<Unpacked> {
             let mut tar = HashingWriter::new(Capped { left: max_tar.saturating_add(1) });
-            io::copy(&mut compression.decoder(rx)?, &mut tar)?;
-            let (_, d, n) = tar.finish();
-            Ok((d, n))
+            let mut again = match reencode {
+                true => Some(compression.encoder(HashingWriter::new(io::sink()))?),
+                false => None,
+            };
+            let mut decoder = compression.decoder(rx)?;
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = match decoder.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                tar.write_all(&buf[..n])?;
+                if let Some(enc) = again.as_mut() {
+                    enc.write_all(&buf[..n])?;
+                }
+            }
+            let reencoded = again.map(|e| e.finish().map(|h| h.digest())).transpose()?;
+            let (_, diff_id, size) = tar.finish();
+            Ok(Unpacked { diff_id, size, reencoded })
         });
         let mut body = Capped2 { left: size, pipe: tx };
         let fetched = client.fetch_blob(repo, blob, &mut body);

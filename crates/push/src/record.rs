@@ -37,6 +37,10 @@ pub struct Proven {
     /// Length of the unpacked tar.
     pub size: u64,
     pub compression: Compression,
+    /// The blob is exactly what this machine's encoder makes of the tar (it compressed
+    /// the blob itself, or compressed the unpacked tar again and got the same digest).
+    #[serde(default)]
+    pub reproduced: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -221,7 +225,12 @@ mod tests {
     use super::*;
 
     fn fact(n: u8) -> Proven {
-        Proven { diff_id: Digest::of(&[n]), size: n as u64, compression: Compression::Gzip }
+        Proven {
+            diff_id: Digest::of(&[n]),
+            size: n as u64,
+            compression: Compression::Gzip,
+            reproduced: false,
+        }
     }
 
     #[test]
