@@ -394,7 +394,9 @@ fn registry_layer_index_entries_are_verified_before_use() {
     let (k2, e2) = only_ours[1].clone();
     let (_, o) = entry(&|d| theirs.contains(&d.to_owned()) && !ours.contains(&d.to_owned()));
     let empty_json = nix_layer_blob::Digest::of(b"{}");
-    let cases: Vec<(&str, Vec<(String, CachedLayer)>, &str)> = vec![
+    /// A case: its name, the entries written over the index, the warning expected.
+    type Poison<'a> = (&'a str, Vec<(String, CachedLayer)>, &'a str);
+    let cases: Vec<Poison> = vec![
         ("someone else's layer", vec![(k1.clone(), o.clone())], "names diff_id"),
         (
             "another blob under the layer's diff_id",
@@ -503,7 +505,8 @@ fn a_damaged_or_foreign_layer_index_is_skipped() {
             ImageUpload { blobs: &blobs, manifest: &bytes, media_type: OCI_MANIFEST, mount_from: &[] };
         client.push_image(&at_tag, &[], &upload).unwrap();
     };
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Damage<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Damage)> = vec![
         ("a blob that is not JSON", Box::new(|| artifact(&BytesBlob::new(b"\x00 not json".to_vec())))),
         (
             "a blob deleted",
