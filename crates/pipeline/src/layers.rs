@@ -84,8 +84,9 @@ pub(crate) struct Layers<'a> {
 
 /// Looks a store layer's cache key up in a registry's layer index: the layer's description
 /// if the registry holds its blob. The second argument hashes the layer's tar (diff_id and
-/// length) for the lookup to check an entry against; a description whose diff_id is not
-/// the local tar's is never used, whatever the lookup says.
+/// length) for the lookup to check an entry against: the lookup must answer only with a
+/// blob that unpacks to this tar (it may know the diff_id from an earlier hash of the same
+/// cache key, which fixes the tar as it fixes a local cache entry).
 pub type Remote<'a> = dyn Fn(&str, &LocalDiffId) -> Option<BlobInfo> + Sync + 'a;
 
 /// The diff_id and length of a store layer's tar, hashed on first use.
@@ -185,9 +186,7 @@ impl Layers<'_> {
                     })
                 };
                 if let Some(info) = remote(key.as_str(), &local).filter(|b| b.compression == compression) {
-                    if local().is_some_and(|(d, n)| d == info.diff_id && n == info.uncompressed_size) {
-                        return self.store_done(i, Ok((info, None, true)));
-                    }
+                    return self.store_done(i, Ok((info, None, true)));
                 }
             }
             let produce = |w: &mut dyn Write| self.write_store(i, w);

@@ -11,7 +11,7 @@ use nix_layer_pipeline::{BuildRequest, LocalDiffId};
 use nix_layer_registry::{BlobSource, BytesBlob, CachedLayer, Client, Descriptor, ImageUpload, Reference};
 
 use crate::layer_index::VerifiedIndex;
-use crate::record::{BlobInfoRecord, Proven};
+use crate::record::{BlobInfoRecord, Proven, Tar};
 use crate::upload::Mounts;
 use crate::{save_record, PushOutcome};
 
@@ -112,6 +112,9 @@ pub fn push_build(
         (Mounts { record, also: Vec::new() }, confirmed)
     };
     let report = mounts.push_image(client, destination, how.tags, &upload, &present)?;
+    for (key, info) in &built.store_keys {
+        record.add_tar(key, Tar { diff_id: info.diff_id, size: info.uncompressed_size });
+    }
     // A blob compressed here is proven by construction: the index may name it later.
     for blob in built.blobs.iter().flatten() {
         let fact = Proven {

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use nix_layer_blob::{BlobInfo, Compression, Digest, HashingWriter};
 use nix_layer_registry::{Client, LayerCacheIndex, Reference};
 
-use crate::record::{BlobInfoRecord, Proven};
+use crate::record::{BlobInfoRecord, Proven, Tar};
 
 /// Counts of what the index lookups did, for the summary and the bench.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,7 +109,14 @@ impl<'a> VerifiedIndex<'a> {
         let Some(compression) = Compression::from_layer_media_type(&entry.media_type) else {
             return self.refuse(key, format!("unknown media type {}", entry.media_type));
         };
-        let (diff_id, tar_len) = local()?;
+        let (diff_id, tar_len) = match self.record.tar(key) {
+            Some(t) => (t.diff_id, t.size),
+            None => {
+                let (diff_id, size) = local()?;
+                self.record.add_tar(key, Tar { diff_id, size });
+                (diff_id, size)
+            }
+        };
         if entry.diff_id != diff_id {
             return self.refuse(key, format!("it names diff_id {}, the layer's is {diff_id}", entry.diff_id));
         }

@@ -22,7 +22,7 @@ pub use archive::push_archive;
 pub use build::{push_build, BuildPush, CACHE_INDEX_ENTRIES};
 pub use layer_index::IndexStats;
 pub use layout::{push_layout, push_platform_index};
-pub use record::{BlobInfoRecord, Proven};
+pub use record::{BlobInfoRecord, Proven, Tar};
 pub use upload::MAX_MOUNT_CANDIDATES;
 
 use nix_layer_registry::PushReport;

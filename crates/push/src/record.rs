@@ -7,6 +7,10 @@
 //!   hashing it: a fact about the blob's bytes (its digest names them), so a blob is proven
 //!   once per machine, whatever registry holds it.
 //!
+//! It also remembers the diff_id of each store layer tar this machine hashed, by layer
+//! cache key, so that a push with an empty local layer cache need not read the store
+//! again to check the registry's layer index.
+//!
 //! One JSON file, replaced atomically (a temporary file renamed over it), read without a
 //! lock; writers take an exclusive `flock` on a lock file beside it, read the current file
 //! again and merge their facts in, so concurrent processes lose nothing. It is bounded: the
@@ -63,6 +67,16 @@ struct Facts {
     proven: BTreeMap<String, Aged<Proven>>,
     /// `registry blob-digest` → repositories that hold it.
     located: BTreeMap<String, Aged<Repos>>,
+    /// Layer cache key → the diff_id and length of its tar, hashed here.
+    #[serde(default)]
+    tars: BTreeMap<String, Aged<Tar>>,
+}
+
+/// The diff_id and length of a store layer's tar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tar {
+    pub diff_id: Digest,
+    pub size: u64,
 }
 
 /// The record: facts read at open, plus the ones learnt in this process until
@@ -76,6 +90,7 @@ pub struct BlobInfoRecord {
 #[derive(Default)]
 struct Learnt {
     proven: BTreeMap<String, Proven>,
+    tars: BTreeMap<String, Tar>,
     /// In the order seen: later sightings go in front.
     located: Vec<(String, String)>,
 }
@@ -125,6 +140,20 @@ impl BlobInfoRecord {
         self.learnt.lock().expect("record").proven.insert(blob.to_string(), fact);
     }
 
+    /// The tar of the store layer with cache key `key`, as hashed on this machine. The key
+    /// names the layer's store paths with their NAR hashes and the tar settings, so it
+    /// fixes the tar (the local layer cache relies on the same).
+    pub fn tar(&self, key: &str) -> Option<Tar> {
+        if let Some(t) = self.learnt.lock().expect("record").tars.get(key) {
+            return Some(*t);
+        }
+        self.known.tars.get(key).map(|a| a.fact)
+    }
+
+    pub fn add_tar(&self, key: &str, tar: Tar) {
+        self.learnt.lock().expect("record").tars.insert(key.to_owned(), tar);
+    }
+
     /// Repositories of `registry` seen holding `blob`, the latest seen first.
     pub fn repos_holding(&self, registry: &str, blob: &Digest) -> Vec<String> {
         let key = located_key(registry, blob);
@@ -154,7 +183,7 @@ impl BlobInfoRecord {
     pub fn save(&self) -> std::io::Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
         let learnt = std::mem::take(&mut *self.learnt.lock().expect("record"));
-        if learnt.proven.is_empty() && learnt.located.is_empty() {
+        if learnt.proven.is_empty() && learnt.located.is_empty() && learnt.tars.is_empty() {
             return Ok(());
         }
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -173,6 +202,9 @@ impl BlobInfoRecord {
         for (blob, fact) in learnt.proven {
             facts.proven.insert(blob, Aged { fact, generation });
         }
+        for (key, fact) in learnt.tars {
+            facts.tars.insert(key, Aged { fact, generation });
+        }
         for (key, repo) in learnt.located {
             let entry = facts
                 .located
@@ -185,6 +217,7 @@ impl BlobInfoRecord {
         }
         evict(&mut facts.proven);
         evict(&mut facts.located);
+        evict(&mut facts.tars);
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(&serde_json::to_vec(&facts).map_err(std::io::Error::other)?)?;
         tmp.as_file().sync_all()?;
@@ -242,12 +275,14 @@ mod tests {
         a.add_proven(&blob, fact(1));
         a.add_location("r.example", "org/base", &blob);
         b.add_location("r.example", "org/web", &blob);
+        b.add_tar("key", Tar { diff_id: Digest::of(b"tar"), size: 3 });
         std::thread::scope(|s| {
             s.spawn(|| a.save().unwrap());
             s.spawn(|| b.save().unwrap());
         });
         let again = BlobInfoRecord::at(&path);
         assert_eq!(again.proven(&blob), Some(fact(1)));
+        assert_eq!(again.tar("key"), Some(Tar { diff_id: Digest::of(b"tar"), size: 3 }));
         let mut repos = again.repos_holding("r.example", &blob);
         repos.sort();
         assert_eq!(repos, ["org/base", "org/web"], "neither writer lost the other's fact");
