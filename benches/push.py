@@ -14,6 +14,7 @@ Reports, every figure from this one run:
     downloaded, unpacked and hashed once: the cost of verification), against `nix-layer
     build --format oci` then `skopeo copy` of the layout, measured in the same run, and
     bytes sent against the changed layers' size;
+    With `--verify-index exact` the fresh machine also compresses every proven blob again;
   * the OpenSSL update of the corpus (devcontainer v1 then v2): bytes and requests.
 
     benches/push.py [--corpus /var/tmp/nix-layer-corpus] [--baseline stream_layered_image.py]
@@ -173,9 +174,11 @@ def main():
         rows.append(("first push (devcontainer + app)", res, len(reg.requests()) - r0, None))
         cases = [("edit loop, warm local cache", machine, ["--cache", os.path.join(work, "cache")]),
                  ("edit loop, empty local cache", machine, []),
-                 ("edit loop, fresh machine (verification)", os.path.join(work, "fresh"), [])]
+                 ("edit loop, fresh machine (verification)", os.path.join(work, "fresh"), []),
+                 ("edit loop, fresh machine, --verify-index exact", os.path.join(work, "fresh-exact"),
+                  ["--verify-index", "exact"])]
         for n, (label, m, extra) in enumerate(cases, start=1):
-            if extra:  # warm the local cache first with the same image
+            if "--cache" in extra:  # warm the local cache first with the same image
                 push(G0, f"{reg.host()}/bench/dev:warm", m, extra)
             app = app_path(work, n)
             g = graph_with(g1, app, work, f"g{n}.json")
@@ -203,7 +206,7 @@ def main():
                   + (f"   sent/changed {sent / changed:.3f}" if changed else ""))
         print(f"changed paths of the OpenSSL update: {changed_bytes} bytes (uncompressed NAR)")
         print(f"build --format oci + skopeo copy, one app change: {t_skopeo:.2f} s")
-        for i in (2, 3):
+        for i in (2, 3, 4):
             print(f"  nix-layer push, {rows[i][0]}: {rows[i][1][0]:.2f} s, {t_skopeo / rows[i][1][0]:.1f}x faster")
         print(f"cost of verification (fresh machine against same machine, empty local cache): "
               f"{rows[3][1][0] - rows[2][1][0]:+.2f} s, {rows[3][1][5]} compressed bytes downloaded and unpacked")
