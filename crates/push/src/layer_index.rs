@@ -14,7 +14,9 @@
 //! without the index would send, so the config (and its diff_ids) is the same and so is
 //! every container's filesystem. It does not prove how a blob was compressed: an entry whose
 //! blob holds the right tar compressed by another encoder or level is used as it is, and
-//! the manifest then names that blob (its digest differs from the local build's). Anything
+//! the manifest then names that blob (its digest differs from the local build's), unless
+//! `exact` is asked for: the unpacked tar is then compressed again here and must give the
+//! blob's digest (a proof then costs a compression). Anything
 //! else (wrong diff_id, a blob that unpacks to other bytes, that is missing, larger than
 //! recorded or not compressed as its media type says) is ignored with a warning and the
 //! layer is built locally, so the push gives the image it would give without the index.
@@ -205,7 +207,7 @@ pub(crate) fn prove(
     let (rx, tx) = io::pipe()?;
     std::thread::scope(|s| {
         let unpack = s.spawn(move || -> io::Result<Unpacked> {
-            let mut tar = HashingWriter::new(Capped { left: max_tar.saturating_add(1) });
+            let mut tar = HashingWriter::new(BoundedTar { left: max_tar.saturating_add(1) });
             let mut again = match reencode {
                 true => Some(compression.encoder(HashingWriter::new(io::sink()))?),
                 false => None,
@@ -228,7 +230,7 @@ pub(crate) fn prove(
             let (_, diff_id, size) = tar.finish();
             Ok(Unpacked { diff_id, size, reencoded })
         });
-        let mut body = Capped2 { left: size, pipe: tx };
+        let mut body = BoundedBody { left: size, pipe: tx };
         let fetched = client.fetch_blob(repo, blob, &mut body);
         drop(body); // end of input for the unpacker
         let unpacked = unpack.join().map_err(|_| anyhow::anyhow!("the unpacker panicked"))?;
@@ -240,11 +242,11 @@ pub(crate) fn prove(
 }
 
 /// Discards bytes, failing once more than `left` arrive.
-struct Capped {
+struct BoundedTar {
     left: u64,
 }
 
-impl Write for Capped {
+impl Write for BoundedTar {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.left = self
             .left
@@ -259,12 +261,12 @@ impl Write for Capped {
 
 /// Passes at most `left` compressed bytes on: a body longer than the blob's recorded size
 /// fails as it arrives.
-struct Capped2 {
+struct BoundedBody {
     left: u64,
     pipe: io::PipeWriter,
 }
 
-impl Write for Capped2 {
+impl Write for BoundedBody {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.left = self
             .left
