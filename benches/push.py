@@ -7,9 +7,14 @@ Reports, every figure from this one run:
 
   * first push of the devcontainer closure plus an app: time, bytes sent, requests;
   * the edit loop: the app changes (a new store path), rebuild and push, from a warm
-    local layer cache and from an empty one (the registry's layer index then tells
-    nix-layer what not to build), against `nix-layer build --format oci` then
-    `skopeo copy` of the layout, and bytes sent against the changed layers' size;
+    local layer cache, from an empty one on the same machine (the registry's layer index
+    tells nix-layer what not to compress; its entries are checked against the local tars'
+    diff_ids, the blobs were proven when this machine pushed them), and from a fresh
+    machine (empty local cache, empty blob-info record: every blob the index names is
+    downloaded, unpacked and hashed once: the cost of verification), against `nix-layer
+    build --format oci` then `skopeo copy` of the layout, measured in the same run, and
+    bytes sent against the changed layers' size;
+    With `--verify-index exact` the fresh machine also compresses every proven blob again;
   * the OpenSSL update of the corpus (devcontainer v1 then v2): bytes and requests.
 
     benches/push.py [--corpus /var/tmp/nix-layer-corpus] [--baseline stream_layered_image.py]
@@ -97,15 +102,18 @@ def graph_with(base_graph, app, work, name):
     return out
 
 
-def push(graph, ref, extra=()):
+def push(graph, ref, machine, extra=()):
+    """One push from `machine` (its user cache: the blob-info record)."""
     start = time.perf_counter()
+    env = dict(os.environ, XDG_CACHE_HOME=machine)
     p = subprocess.run([BIN, "push", ref, "--graph", graph, "--plain-http", "--verbose", "--strategy", "shared"] + list(extra),
-                       check=True, capture_output=True, text=True)
+                       check=True, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
-    m = re.search(r"(\d+) blobs uploaded \((\d+) bytes\), (\d+) mounted, (\d+) already there \((\d+) layers not even built\)", p.stderr)
+    m = re.search(r"(\d+) blobs uploaded \((\d+) bytes\), (\d+) mounted, (\d+) already there "
+                  r"\((\d+) layers not even built; (\d+) blobs proven, (\d+) bytes\)", p.stderr)
     if not m:
         sys.exit(p.stderr)
-    return wall, int(m.group(2)), int(m.group(1)), int(m.group(5))
+    return wall, int(m.group(2)), int(m.group(1)), int(m.group(5)), int(m.group(6)), int(m.group(7))
 
 
 def layout_then_skopeo(graph, ref, work, n):
@@ -158,22 +166,25 @@ def main():
     reg = Registry(work)
     try:
         rows = []
+        machine = os.path.join(work, "machine")
         app0 = app_path(work, 0)
         G0 = graph_with(g1, app0, work, "g0.json")
         r0 = len(reg.requests())
-        t, sent, up, skipped = push(G0, f"{reg.host()}/bench/dev:0")
-        rows.append(("first push (devcontainer + app)", t, sent, len(reg.requests()) - r0, up, skipped))
-        for n, (label, extra) in enumerate([("edit loop, warm local cache", ["--cache", os.path.join(work, "cache")]),
-                                            ("edit loop, empty local cache", [])], start=1):
-            if extra:  # warm the local cache first with the same image
-                push(G0, f"{reg.host()}/bench/dev:warm", extra)
+        res = push(G0, f"{reg.host()}/bench/dev:0", machine)
+        rows.append(("first push (devcontainer + app)", res, len(reg.requests()) - r0, None))
+        cases = [("edit loop, warm local cache", machine, ["--cache", os.path.join(work, "cache")]),
+                 ("edit loop, empty local cache", machine, []),
+                 ("edit loop, fresh machine (verification)", os.path.join(work, "fresh"), []),
+                 ("edit loop, fresh machine, --verify-index exact", os.path.join(work, "fresh-exact"),
+                  ["--verify-index", "exact"])]
+        for n, (label, m, extra) in enumerate(cases, start=1):
+            if "--cache" in extra:  # warm the local cache first with the same image
+                push(G0, f"{reg.host()}/bench/dev:warm", m, extra)
             app = app_path(work, n)
             g = graph_with(g1, app, work, f"g{n}.json")
             r0 = len(reg.requests())
-            t, sent, up, skipped = push(g, f"{reg.host()}/bench/dev:{n}", extra)
-            rows.append((label, t, sent, len(reg.requests()) - r0, up, skipped))
-            changed = app["narSize"]
-            rows[-1] = rows[-1] + (changed,)
+            res = push(g, f"{reg.host()}/bench/dev:{n}", m, extra)
+            rows.append((label, res, len(reg.requests()) - r0, app["narSize"]))
         app9 = app_path(work, 9)
         g9 = graph_with(g1, app9, work, "g9.json")
         t_skopeo = layout_then_skopeo(g9, f"{reg.host()}/bench/dev:skopeo", work, 9)
@@ -182,22 +193,26 @@ def main():
             app8 = app_path(work, 8)
             t_sli = sli_then_skopeo(a.baseline, graph_with(g1, app8, work, "g8.json"), f"{reg.host()}/bench/dev:sli", work)
         r0 = len(reg.requests())
-        t, sent, up, skipped = push(graph_with(g2, app0, work, "g2.json"), f"{reg.host()}/bench/dev:openssl")
-        rows.append(("OpenSSL update (v1 -> v2)", t, sent, len(reg.requests()) - r0, up, skipped))
+        res = push(graph_with(g2, app0, work, "g2.json"), f"{reg.host()}/bench/dev:openssl", machine)
+        rows.append(("OpenSSL update (v1 -> v2)", res, len(reg.requests()) - r0, None))
         with open(g1) as f:
             old = {n["path"] for n in json.load(f)}
         with open(g2) as f:
             changed_bytes = sum(n["narSize"] for n in json.load(f) if n["path"] not in old)
-        print(f"{'case':38s} {'time':>7s} {'sent':>12s} {'requests':>9s} {'uploads':>8s} {'not built':>9s}")
-        for r in rows:
-            print(f"{r[0]:38s} {r[1]:7.2f} {r[2]:12d} {r[3]:9d} {r[4]:8d} {r[5]:9d}"
-                  + (f"   sent/changed {r[2] / r[6]:.3f}" if len(r) > 6 else ""))
+        print(f"{'case':42s} {'time':>7s} {'sent':>12s} {'requests':>9s} {'uploads':>8s} {'not built':>9s} "
+              f"{'proven':>7s} {'proof bytes':>12s}")
+        for label, (t, sent, up, skipped, proven, proof_bytes), requests, changed in rows:
+            print(f"{label:42s} {t:7.2f} {sent:12d} {requests:9d} {up:8d} {skipped:9d} {proven:7d} {proof_bytes:12d}"
+                  + (f"   sent/changed {sent / changed:.3f}" if changed else ""))
         print(f"changed paths of the OpenSSL update: {changed_bytes} bytes (uncompressed NAR)")
-        print(f"build --format oci + skopeo copy, one app change: {t_skopeo:.2f} s "
-              f"(nix-layer push, empty local cache: {rows[2][1]:.2f} s, {t_skopeo / rows[2][1]:.1f}x faster)")
+        print(f"build --format oci + skopeo copy, one app change: {t_skopeo:.2f} s")
+        for i in (2, 3, 4):
+            print(f"  nix-layer push, {rows[i][0]}: {rows[i][1][0]:.2f} s, {t_skopeo / rows[i][1][0]:.1f}x faster")
+        print(f"cost of verification (fresh machine against same machine, empty local cache): "
+              f"{rows[3][1][0] - rows[2][1][0]:+.2f} s, {rows[3][1][5]} compressed bytes downloaded and unpacked")
         if t_sli is not None:
             print(f"stream_layered_image.py + skopeo copy, one app change: {t_sli:.2f} s "
-                  f"({t_sli / rows[2][1]:.1f}x nix-layer push)")
+                  f"({t_sli / rows[2][1][0]:.1f}x nix-layer push)")
     finally:
         reg.stop()
         shutil.rmtree(work, ignore_errors=True)

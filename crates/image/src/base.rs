@@ -100,6 +100,14 @@ pub struct BaseImage {
     _unpacked: Option<ScratchFile>,
 }
 
+/// Which image of a docker-archive to open.
+#[derive(Clone, Copy)]
+enum Pick<'a> {
+    First,
+    Only,
+    Named(&'a str),
+}
+
 impl BaseImage {
     /// Opens a docker-archive (a `docker save` tar, possibly gzip- or zstd-compressed as a
     /// whole, as dockerTools' `buildImage` makes) or an OCI image layout directory (its
@@ -132,6 +140,17 @@ impl BaseImage {
 
     /// Opens a docker-archive; if it holds several images, the first.
     pub fn open_docker_archive(path: &Path) -> Result<BaseImage, Error> {
+        Self::open_archive_image(path, Pick::First)
+    }
+
+    /// Opens the image of a docker-archive named `name` (one of its `RepoTags`), or its
+    /// only image when `name` is `None`: an archive of several images is refused then,
+    /// never read as its first.
+    pub fn open_docker_archive_image(path: &Path, name: Option<&str>) -> Result<BaseImage, Error> {
+        Self::open_archive_image(path, name.map_or(Pick::Only, Pick::Named))
+    }
+
+    fn open_archive_image(path: &Path, pick: Pick) -> Result<BaseImage, Error> {
         let bad = |problem: String| Error::BadBaseImage { path: path.to_owned(), problem };
         let mut file = File::open(path).map_err(Error::io("cannot open the base image", path))?;
         let mut magic = [0u8; 4];
@@ -165,7 +184,33 @@ impl BaseImage {
         }
         let manifest: Value = serde_json::from_slice(&read_member("manifest.json")?)
             .map_err(|e| bad(format!("manifest.json is not valid JSON: {e}")))?;
-        let image = manifest.get(0).ok_or_else(|| bad("manifest.json lists no image".into()))?;
+        let images = manifest.as_array().map(Vec::as_slice).unwrap_or_default();
+        let tags = |i: &Value| -> Vec<String> {
+            i["RepoTags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        };
+        let image = match pick {
+            Pick::First => images.first(),
+            Pick::Only if images.len() > 1 => {
+                let names: Vec<String> = images.iter().flat_map(tags).collect();
+                return Err(bad(format!(
+                    "it holds {} images ({}); name one with --image",
+                    images.len(),
+                    names.join(", ")
+                )));
+            }
+            Pick::Only => images.first(),
+            Pick::Named(n) => {
+                let latest = format!("{n}:latest");
+                let found = images.iter().find(|i| tags(i).iter().any(|t| *t == n || *t == latest));
+                Some(found.ok_or_else(|| bad(format!("it has no image named `{n}`")))?)
+            }
+        }
+        .ok_or_else(|| bad("manifest.json lists no image".into()))?;
         let config_name =
             image["Config"].as_str().ok_or_else(|| bad("manifest.json has no Config entry".into()))?;
         let layer_names: Vec<&str> = image["Layers"]

@@ -84,8 +84,14 @@ pub(crate) struct Layers<'a> {
 }
 
 /// Looks a store layer's cache key up in a registry's layer index: the layer's description
-/// if the registry holds its blob.
-pub type Remote<'a> = dyn Fn(&str) -> Option<BlobInfo> + Sync + 'a;
+/// if the registry holds its blob. The second argument hashes the layer's tar (diff_id and
+/// length) for the lookup to check an entry against: the lookup must answer only with a
+/// blob that unpacks to this tar (it may know the diff_id from an earlier hash of the same
+/// cache key, which fixes the tar as it fixes a local cache entry).
+pub type Remote<'a> = dyn Fn(&str, &LocalDiffId) -> Option<BlobInfo> + Sync + 'a;
+
+/// The diff_id and length of a store layer's tar, hashed on first use.
+pub type LocalDiffId<'a> = dyn Fn() -> Option<(Digest, u64)> + 'a;
 
 impl Layers<'_> {
     fn store_opts(&self) -> StoreLayerOptions {
@@ -164,10 +170,25 @@ impl Layers<'_> {
         let cache = self.req.cache.as_deref().map(LayerCache::open).transpose()?;
         self.each_store_layer(|i| {
             let key = self.cache_key(&self.store_paths()[i], compression);
-            if let Some(info) =
-                self.remote.and_then(|r| r(key.as_str())).filter(|b| b.compression == compression)
-            {
-                return self.store_done(i, Ok((info, None, true)));
+            if let Some(remote) = self.remote {
+                // A local hit is verified and costs no request: it goes first.
+                if let Some(blob) =
+                    cache.as_ref().and_then(|c| c.get(&key)).filter(|b| b.compression == compression)
+                {
+                    return self.store_done(i, Ok((blob.info().clone(), Some(blob), true)));
+                }
+                let hashed = std::sync::OnceLock::new();
+                let local = || {
+                    *hashed.get_or_init(|| {
+                        let mut w = HashingWriter::new(io::sink());
+                        self.write_store(i, &mut w).ok()?;
+                        let (_, d, n) = w.finish();
+                        Some((d, n))
+                    })
+                };
+                if let Some(info) = remote(key.as_str(), &local).filter(|b| b.compression == compression) {
+                    return self.store_done(i, Ok((info, None, true)));
+                }
             }
             let produce = |w: &mut dyn Write| self.write_store(i, w);
             let result = match &cache {

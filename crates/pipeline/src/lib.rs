@@ -21,7 +21,7 @@ use nix_layer_tar::{HostFiles, Ownership, TopLayerSpec};
 
 use layers::{Layers, Produced};
 
-pub use layers::{LayerKind, Remote};
+pub use layers::{LayerKind, LocalDiffId, Remote};
 pub use nix_layer_image::Timestamp;
 pub use output::{Output, OutputFormat};
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use nix_layer_graph::{Graph, PathInfo};
 use nix_layer_image::{Document, Image, OciLayout, Timestamp, REF_NAME_ANNOTATION};
-use nix_layer_sbom::{referrer, Format, Sbom, SbomTime};
+use nix_layer_sbom::{referrer, Format, Referrer, Sbom, SbomTime};
 
 use nix_layer_store::StorePath;
 
@@ -75,6 +75,15 @@ pub fn sidecar(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The SBOM referrer of `image` for its CycloneDX `document`: the same manifest bytes
+/// whether it goes into an OCI layout (`build --sbom`) or to a registry (`push --sbom`).
+pub fn image_referrer(req: &ImageRequest, document: Vec<u8>, image: &Image) -> Result<Referrer, Error> {
+    let created = SbomTime::parse(&Timestamp::from_epoch(req.created.epoch).map_err(Error::Invalid)?.rfc3339)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    referrer(Format::CycloneDx, &document, &image.manifest().descriptor(), &created)
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
 /// Writes the SBOM beside `output` (an archive file) or into it (an OCI layout).
 pub(crate) fn attach(
     req: &ImageRequest,
@@ -99,10 +108,7 @@ pub(crate) fn attach(
             .map_err(|e| crate::io_err(format!("cannot write {}", dest.display()))(e.source))?;
         return Ok(());
     }
-    let created = SbomTime::parse(&Timestamp::from_epoch(req.created.epoch).map_err(Error::Invalid)?.rfc3339)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    let r = referrer(Format::CycloneDx, &doc, &image.manifest().descriptor(), &created)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let r = image_referrer(req, doc, image)?;
     let layout = OciLayout::open_or_create(output)?;
     for (d, bytes) in &r.blobs {
         layout.add_document(&Document::from_bytes(bytes.clone(), d.media_type().as_ref()))?;

@@ -1,10 +1,12 @@
 //! The registry as a shared layer cache: a small artifact, tagged [`CACHE_TAG`] in a
 //! repository, maps a layer's cache key to the blob the registry already holds for it. A
-//! machine with an empty local cache reads it before pushing and skips producing the
+//! machine with an empty local cache reads it before pushing and skips compressing the
 //! layers whose blobs are there; every push merges what it learnt back in.
 //!
-//! Entries are hints, never trusted content: a push still HEADs each blob (and uploads it if
-//! the registry lost it), and a pull still verifies each blob's digest.
+//! Anyone who can push to the repository can write this index, so its entries are hints:
+//! reading it is bounded ([`MAX_INDEX_BYTES`], enforced while the body arrives), and a
+//! caller checks an entry against the layer it built before using it (nix-layer-push proves
+//! that the blob unpacks to the local tar's diff_id).
 
 use std::collections::BTreeMap;
 
@@ -21,8 +23,8 @@ pub const CACHE_TAG: &str = "nix-layer-cache";
 pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.nix-layer.layer-cache.v1";
 /// The media type of the JSON blob holding the map.
 const CACHE_BLOB_TYPE: &str = "application/vnd.nix-layer.layer-cache.v1+json";
-/// Larger index blobs are not read (about 50 000 entries).
-const MAX_INDEX_BYTES: u64 = 16 << 20;
+/// Larger index blobs are not read (about 50 000 entries); the cap holds while reading.
+pub const MAX_INDEX_BYTES: u64 = 16 << 20;
 
 /// What the registry holds for one cache key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +54,11 @@ pub struct LayerCacheIndex {
 impl LayerCacheIndex {
     pub fn get(&self, key: &str) -> Option<&CachedLayer> {
         self.entries.get(key).map(|e| &e.layer)
+    }
+
+    /// Every entry, by cache key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &CachedLayer)> {
+        self.entries.iter().map(|(k, e)| (k.as_str(), &e.layer))
     }
 
     pub fn len(&self) -> usize {
@@ -88,8 +95,31 @@ impl LayerCacheIndex {
     }
 }
 
+/// A sink that refuses to grow past `cap` bytes: an endless or oversized body fails as it
+/// arrives, before it is held in memory.
+struct Capped {
+    bytes: Vec<u8>,
+    cap: u64,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() as u64 + buf.len() as u64 > self.cap {
+            return Err(std::io::Error::other(format!("more than the {} bytes announced", self.cap)));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Client {
-    /// Reads the cache index of `repo`; an absent index is an empty one.
+    /// Reads the cache index of `repo`; an absent index is an empty one. Anything else that
+    /// is not a readable index (another artifact under the tag, a blob that is not JSON,
+    /// deleted, larger than announced or than [`MAX_INDEX_BYTES`]) is an error, for the
+    /// caller to skip with a warning.
     pub fn read_layer_cache(&self, repo: &Reference) -> Result<LayerCacheIndex, Error> {
         let at = repo.with_tag(CACHE_TAG)?;
         let manifest = match self.get_manifest(&at) {
@@ -102,6 +132,9 @@ impl Client {
             what: format!("the layer cache index {at}"),
             reason,
         };
+        if manifest.is_index() {
+            return Err(bad("an image index, not the layer cache artifact".into()));
+        }
         let (_, layers) = manifest.blobs().map_err(|e| bad(e.to_string()))?;
         let blob = layers
             .iter()
@@ -110,13 +143,13 @@ impl Client {
         if blob.size > MAX_INDEX_BYTES {
             return Err(bad(format!("{} bytes is more than the {MAX_INDEX_BYTES} allowed", blob.size)));
         }
-        let mut bytes = Vec::with_capacity(blob.size as usize);
-        self.fetch_blob(repo, &blob.digest, &mut bytes)?;
-        LayerCacheIndex::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
+        let mut sink = Capped { bytes: Vec::with_capacity(blob.size as usize), cap: blob.size };
+        self.fetch_blob(repo, &blob.digest, &mut sink).map_err(|e| bad(e.to_string()))?;
+        LayerCacheIndex::from_bytes(&sink.bytes).map_err(|e| bad(format!("not a layer cache index: {e}")))
     }
 
     /// Merges `new` into `repo`'s cache index (keeping at most `max_entries`) and pushes it.
-    /// A missing or unreadable index is replaced. Concurrent writers may lose each other's
+    /// An index that cannot be read is replaced. Concurrent writers may lose each other's
     /// entries: the index is a cache, and the next push adds them again.
     pub fn write_layer_cache(
         &self,
@@ -124,12 +157,14 @@ impl Client {
         new: &BTreeMap<String, CachedLayer>,
         max_entries: usize,
     ) -> Result<LayerCacheIndex, Error> {
-        let mut index = match self.read_layer_cache(repo) {
-            Ok(i) => i,
-            Err(Error::Protocol { .. } | Error::DigestMismatch { .. }) => LayerCacheIndex::default(),
-            Err(e) => return Err(e),
-        };
+        let mut index = self.read_layer_cache(repo).unwrap_or_default();
         index.merge(new, max_entries);
+        self.put_layer_cache(repo, &index)?;
+        Ok(index)
+    }
+
+    /// Pushes `index` as `repo`'s cache index, replacing what is there.
+    pub fn put_layer_cache(&self, repo: &Reference, index: &LayerCacheIndex) -> Result<(), Error> {
         let payload = BytesBlob::new(index.to_bytes());
         let config = BytesBlob::new(crate::manifest::EMPTY_JSON.to_vec());
         let layer = Descriptor::of(CACHE_BLOB_TYPE, &payload.bytes);
@@ -139,7 +174,7 @@ impl Client {
         let upload =
             ImageUpload { blobs: &blobs, manifest: &manifest, media_type: OCI_MANIFEST, mount_from: &[] };
         self.push_image(&target, &[], &upload)?;
-        Ok(index)
+        Ok(())
     }
 }
 

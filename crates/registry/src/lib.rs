@@ -68,7 +68,7 @@ mod reference;
 mod referrers;
 
 pub use auth::{AuthEnvironment, CredentialSource, Credentials, IDENTITY_TOKEN_USER};
-pub use cache_index::{CachedLayer, LayerCacheIndex, CACHE_ARTIFACT_TYPE, CACHE_TAG};
+pub use cache_index::{CachedLayer, LayerCacheIndex, CACHE_ARTIFACT_TYPE, CACHE_TAG, MAX_INDEX_BYTES};
 pub use client::{
     BlobOutcome, BlobReport, BlobSource, BytesBlob, Client, ClientOptions, FileBlob, ImageUpload, PushReport,
     ResolvedImage, RetryPolicy, Timeouts,

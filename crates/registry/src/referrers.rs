@@ -57,8 +57,23 @@ impl Client {
         };
         let subject = Descriptor { annotations: BTreeMap::new(), platform: None, ..subject.clone() };
         let bytes = artifact_manifest(artifact_type, &[layer], Some(&subject), annotations);
-        let (digest, oci_subject) =
-            self.put_manifest(repo, &Digest::of(&bytes).to_string(), &bytes, OCI_MANIFEST)?;
+        self.push_referrer_manifest(repo, &subject.digest, &bytes, artifact_type, annotations)
+    }
+
+    /// Pushes referrer manifest `bytes` exactly as given (an artifact of `artifact_type`
+    /// whose `subject` is `subject`; its blobs already pushed) by digest, and lists it in
+    /// the referrers tag schema where the registry has no referrers API. The one way both
+    /// [`Client::push_referrer`] and callers holding ready-made manifests (an SBOM written
+    /// byte for byte as `build --sbom` writes it) attach a referrer.
+    pub fn push_referrer_manifest(
+        &self,
+        repo: &Reference,
+        subject: &Digest,
+        bytes: &[u8],
+        artifact_type: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<ReferrerPush, Error> {
+        let (digest, oci_subject) = self.put_manifest(repo, &Digest::of(bytes).to_string(), bytes, OCI_MANIFEST)?;
         let manifest = Descriptor {
             media_type: OCI_MANIFEST.to_owned(),
             digest,
@@ -67,13 +82,13 @@ impl Client {
             platform: None,
             annotations: annotations.clone(),
         };
-        if oci_subject.is_some() || self.referrers_api(repo, &subject.digest)?.is_some() {
+        if oci_subject.is_some() || self.referrers_api(repo, subject)?.is_some() {
             return Ok(ReferrerPush { manifest, via: ReferrersVia::Api });
         }
-        let mut listed = self.tag_schema_index(repo, &subject.digest)?;
+        let mut listed = self.tag_schema_index(repo, subject)?;
         if !listed.iter().any(|d| d.digest == digest) {
             listed.push(manifest.clone());
-            self.push_manifest(repo, &[&tag_schema_tag(&subject.digest)], &index_bytes(&listed), OCI_INDEX)?;
+            self.push_manifest(repo, &[&tag_schema_tag(subject)], &index_bytes(&listed), OCI_INDEX)?;
         }
         Ok(ReferrerPush { manifest, via: ReferrersVia::TagSchema })
     }
