@@ -380,14 +380,21 @@ pub(crate) fn stream_ordered(
             });
         }
         let mut receivers = receivers;
-        let outcome = (0..n).try_for_each(|i| match receivers[i].take() {
-            None => consume(i, None),
-            Some(rx) => consume(i, Some(&mut ChannelReader { rx, buf: Vec::new(), pos: 0 })),
-        });
-        // Before the scope waits for the threads: every send fails from here on, and no
-        // further layer is started.
-        drop(receivers);
+        let mut outcome = Ok(());
+        for i in 0..n {
+            let mut reader = receivers[i].take().map(|rx| ChannelReader { rx, buf: Vec::new(), pos: 0 });
+            outcome = consume(i, reader.as_mut().map(|r| r as _));
+            if outcome.is_err() {
+                // No further layer is started, and only then is any receiver dropped: a
+                // producer freed by a failing send must not claim a layer whose channel
+                // still takes its chunks.
+                next.store(n, Ordering::SeqCst);
+                break;
+            }
+        }
+        // Before the scope waits for the threads: every send fails from here on.
         next.store(n, Ordering::SeqCst);
+        drop(receivers);
         outcome
     })
 }
