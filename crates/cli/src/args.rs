@@ -129,8 +129,8 @@ pub struct BuildArgs {
     /// Output format.
     #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci", "oci-archive"])]
     pub format: Option<String>,
-    /// Layer compression for oci and oci-archive (default gzip; docker-archive layers are always uncompressed).
-    #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
+    /// Layer compression for oci and oci-archive: none, gzip or zstd, with an optional level (gzip:9 of 1-12, zstd:19 of 1-19); default gzip (docker-archive layers are always uncompressed).
+    #[arg(long, value_name = "ALGO[:LEVEL]", value_parser = compression_spec)]
     pub compression: Option<String>,
     /// Image config JSON (Cmd, Entrypoint, Env, User, WorkingDir, ExposedPorts, Volumes, Labels, StopSignal).
     #[arg(long, value_name = "FILE")]
@@ -274,4 +274,9 @@ mod tests {
     fn arguments_are_consistent() {
         super::Cli::command().debug_assert();
     }
+}
+
+/// Checks `--compression` early (codec and level), keeping the text for the settings.
+fn compression_spec(s: &str) -> Result<String, String> {
+    s.parse::<nix_layer_blob::Compression>().map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
