@@ -266,6 +266,11 @@ pub struct CacheArgs {
     pub dir: PathBuf,
 }
 
+/// Checks `--compression` early (codec and level), keeping the text for the settings.
+fn compression_spec(s: &str) -> Result<String, String> {
+    s.parse::<nix_layer_blob::Compression>().map(|_| s.to_owned()).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -274,9 +279,4 @@ mod tests {
     fn arguments_are_consistent() {
         super::Cli::command().debug_assert();
     }
-}
-
-/// Checks `--compression` early (codec and level), keeping the text for the settings.
-fn compression_spec(s: &str) -> Result<String, String> {
-    s.parse::<nix_layer_blob::Compression>().map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
