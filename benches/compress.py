@@ -58,9 +58,9 @@ def encoders(compress):
     c = compress
     return [
         ("old: zlib-rs 6 (gzip-zlib)", f"{c} gzip-zlib 1"),
-        ("new: libdeflate 6, 1 thread", f"{c} gzip 1"),
-        ("new: libdeflate 6, 2 threads (default)", f"{c} gzip 2"),
-        ("libdeflate 5, 2 threads", f"{c} gzip:5 2"),
+        ("new: libdeflate 5, 1 thread", f"{c} gzip 1"),
+        ("new: libdeflate 5, 2 threads (default)", f"{c} gzip 2"),
+        ("libdeflate 6, 2 threads", f"{c} gzip:6 2"),
         ("libdeflate 4, 2 threads", f"{c} gzip:4 2"),
         ("libdeflate 9, 2 threads", f"{c} gzip:9 2"),
         ("zstd 3 (nix-layer, 1 thread)", f"{c} zstd 1"),
@@ -105,7 +105,8 @@ def oci_blobs(layout):
 def part2(profile, graph, tmp, binary, runs):
     rows = []
     layouts = {}
-    for name, comp, jobs in [("old gzip (zlib-rs 6)", "gzip-zlib", "2"), ("new gzip (default)", "gzip", "2"),
+    for name, comp, jobs in [("old gzip (zlib-rs 6)", "gzip-zlib", "2"), ("new gzip (default, level 5)", "gzip", "2"),
+                             ("new gzip, level 6", "gzip:6", "2"),
                              ("new gzip, --jobs 1", "gzip", "1"), ("zstd", "zstd", "2")]:
         out = os.path.join(tmp, f"oci-{comp}-{jobs}")
 
