@@ -110,7 +110,8 @@ impl Compression {
 
     /// Everything that decides the compressed bytes: codec, level, encoder and its version,
     /// member size. Cache keys and the registry's layer index include it, so a blob made
-    /// with other settings (or by another encoder) is never served for these.
+    /// with other settings (or by another encoder) is never served for these. The versions
+    /// are the exact pins in the workspace Cargo.toml: change both together.
     pub fn identity(&self) -> String {
         match self.codec {
             Codec::None => "none".into(),
