@@ -316,6 +316,61 @@ fn layer_cache_rebuilds_only_new_layers() {
     assert_eq!(a, b, "a cached rebuild gives the same image");
 }
 
+/// The cache key names the codec and level: another level misses, the same level hits.
+#[test]
+fn layer_cache_misses_on_another_compression_level() {
+    let f = fixtures();
+    let dir = scratch();
+    let cache = dir.path().join("cache");
+    let build = |compression: &str, out: &str| -> String {
+        let o = run(nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[&f.app]))
+            .args(["--name", "nix-layer-e2e/levels:t", "--format", "oci", "--compression", compression])
+            .args(["--verbose", "--cache"])
+            .arg(&cache)
+            .arg("-o")
+            .arg(dir.path().join(out)));
+        String::from_utf8(o.stderr).unwrap()
+    };
+    assert!(build("gzip", "a").contains("(0 from cache)"));
+    assert!(build("gzip:9", "b").contains("(0 from cache)"), "gzip:9 was served gzip:5 blobs");
+    assert!(build("gzip:9", "c").contains("(3 from cache)"));
+    assert!(build("gzip:5", "d").contains("(3 from cache)"), "gzip:5 is the default gzip");
+    assert!(build("zstd:9", "e").contains("(0 from cache)"));
+    let index = |out: &str| std::fs::read(dir.path().join(out).join("index.json")).unwrap();
+    assert_eq!(index("b"), index("c"));
+    assert_eq!(index("a"), index("d"));
+    assert_ne!(index("a"), index("b"), "level 9 made the same bytes as level 5");
+}
+
+/// An invalid level is a clear error before anything is written.
+#[test]
+fn invalid_compression_levels_are_refused() {
+    let f = fixtures();
+    let dir = scratch();
+    for (bad, says) in [
+        ("gzip:13", "1 to 12"),
+        ("zstd:0", "1 to 19"),
+        ("gzip:fast", "whole number"),
+        ("lz4:1", "unknown compression"),
+    ] {
+        let out = dir.path().join("out");
+        let o = nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[&f.app]))
+            .args(["--name", "x:t", "--format", "oci", "--compression", bad, "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{bad}: {err}");
+        assert!(!out.exists(), "{bad}: output written");
+    }
+}
+
 /// `nix path-info --json -r` output for a root: a graph file Nix itself wrote.
 fn path_info_graph(dir: &Path, root: &str, name: &str) -> PathBuf {
     let json = stdout(Command::new("nix").args([

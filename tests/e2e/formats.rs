@@ -455,3 +455,81 @@ fn a_store_path_changing_under_a_stream_fails_it() {
     assert!(!out.status.success(), "a stream of a store that changed must fail");
     assert!(err.contains("changed while"), "{err}");
 }
+
+/// The gzip members of a blob: nix-layer cuts layers into 1 MiB members (see
+/// crates/blob/src/members.rs); every member must decode on its own.
+fn gzip_members(blob: &[u8]) -> usize {
+    use std::io::Read;
+    let mut rest = blob;
+    let mut n = 0;
+    while !rest.is_empty() {
+        let mut d = flate2::bufread::GzDecoder::new(rest);
+        std::io::copy(&mut d.by_ref(), &mut std::io::sink()).unwrap();
+        rest = d.into_inner();
+        n += 1;
+    }
+    n
+}
+
+/// The blobs of an OCI layout's image, by media type.
+fn layout_layers(layout: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let read_json = |digest: &str| -> serde_json::Value {
+        let path = layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = read_json(index["manifests"][0]["digest"].as_str().unwrap());
+    let layers = manifest["layers"].as_array().unwrap().iter();
+    layers
+        .map(|l| {
+            let digest = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+            (
+                l["mediaType"].as_str().unwrap().to_owned(),
+                std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Multi-member gzip layers (busybox's layer is two members) pass skopeo into Docker and
+/// into Podman's storage, run in both, and unpack with umoci.
+#[test]
+fn multi_member_gzip_layers_copy_unpack_and_run() {
+    let dir = scratch();
+    let layout = build_hello(dir.path(), "oci", &["--compression", "gzip:9"]);
+    let layers = layout_layers(&layout);
+    let most = layers.iter().map(|(_, b)| gzip_members(b)).max().unwrap();
+    assert!(most >= 2, "no layer has several gzip members: the test proves nothing");
+    assert!(layers.iter().all(|(t, _)| t == "application/vnd.oci.image.layer.v1.tar+gzip"));
+    let src = format!("oci:{}:nix-layer-e2e/hello-oci:t1", layout.display());
+    let bundle = dir.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:nix-layer-e2e/hello-oci:t1", layout.display()))
+        .arg(&bundle));
+    let busybox = bundle.join("rootfs").join(fixtures().busybox.trim_start_matches('/')).join("bin/busybox");
+    let unpacked = std::fs::read(&busybox).unwrap();
+    assert_eq!(unpacked, std::fs::read(fixtures().busybox.clone() + "/bin/busybox").unwrap());
+    for engine in [Engine::Docker, Engine::Podman] {
+        let loaded = engine.copy_in(&src, "nix-layer-e2e/hello-multi-member:t1");
+        assert_eq!(loaded.run(&[]).trim(), "hello from nix-layer", "{engine:?}");
+    }
+}
+
+/// gzip layers are the same bytes whatever `--jobs`, and as dense as at the default.
+#[test]
+fn gzip_layout_is_the_same_on_any_jobs() {
+    let dir = scratch();
+    let mut layouts = Vec::new();
+    for jobs in ["1", "2", "4"] {
+        let sub = dir.path().join(jobs);
+        std::fs::create_dir(&sub).unwrap();
+        layouts.push(build_hello(&sub, "oci", &["--compression", "gzip", "--jobs", jobs]));
+    }
+    let index = |l: &std::path::Path| std::fs::read(l.join("index.json")).unwrap();
+    for l in &layouts[1..] {
+        assert_eq!(index(l), index(&layouts[0]), "{}", l.display());
+        assert_eq!(layout_layers(l), layout_layers(&layouts[0]));
+    }
+}

@@ -472,6 +472,24 @@ mod tests {
         assert_eq!(cache.get(&k).unwrap().compression, Compression::None);
     }
 
+    /// Belt and braces beside the key: an entry made at another level is not served.
+    #[test]
+    fn other_compression_level_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let k = key("level");
+        let gzip9: Compression = "gzip:9".parse().unwrap();
+        let data = layer_bytes(3);
+        let (_, hit) =
+            cache.get_or_insert(&k, Compression::Gzip, dir.path(), |w| w.write_all(&data)).unwrap();
+        assert!(!hit);
+        let (blob, hit) = cache.get_or_insert(&k, gzip9, dir.path(), |w| w.write_all(&data)).unwrap();
+        assert!(!hit, "a gzip:5 entry was served for gzip:9");
+        assert_eq!(blob.compression, gzip9);
+        let (blob, hit) = cache.get_or_insert(&k, gzip9, dir.path(), |w| w.write_all(&data)).unwrap();
+        assert!(hit && blob.compression == gzip9, "the level is kept in the entry");
+    }
+
     #[test]
     fn truncated_blob_is_detected_and_rebuilt() {
         let dir = tempfile::tempdir().unwrap();

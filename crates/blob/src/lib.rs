@@ -2,9 +2,9 @@
 //!
 //! A layer's tar stream is hashed, compressed, hashed again and written to disk in one pass
 //! ([`write_blob`]), so the `diff_id` in the image config and the `digest` in the manifest
-//! always describe the bytes that were actually stored. Compression settings are fixed
-//! ([`Compression`]): the compressed bytes decide layer digests, and layers are only shared
-//! between builds whose bytes agree.
+//! always describe the bytes that were actually stored. A [`Compression`] (codec and level)
+//! fixes every setting of its encoder: the compressed bytes decide layer digests, and layers
+//! are only shared between builds whose bytes agree.
 //!
 //! [`LayerCache`] keeps finished blobs between builds, content-addressed and safe for
 //! concurrent builders. It never serves an entry whose blob fails its checks; it returns a
@@ -15,6 +15,7 @@
 mod cache;
 mod compression;
 mod digest;
+mod members;
 mod write;
 
 use std::io;
@@ -30,8 +31,10 @@ pub use write::{open_no_follow, sweep_temporaries, write_blob, write_stored_blob
 pub enum Error {
     #[error("`{input}` is not a valid digest: {reason} (expected `sha256:` and 64 lower-case hex digits)")]
     BadDigest { input: String, reason: &'static str },
-    #[error("unknown compression `{0}` (expected one of: none, gzip, zstd)")]
+    #[error("unknown compression `{0}` (expected none, gzip, zstd, or gzip:LEVEL / zstd:LEVEL)")]
     BadCompression(String),
+    #[error("invalid compression `{spec}`: its level must be {accepted}")]
+    BadCompressionLevel { spec: String, accepted: String },
     #[error("{action} `{}`: {cause}", path.display())]
     Io { action: &'static str, path: PathBuf, cause: io::Error },
     #[error("`{}` is not a layer cache (no blobs/sha256 and entries directories)", .0.display())]

@@ -138,8 +138,8 @@ pub struct BuildArgs {
     /// Output format.
     #[arg(long, value_name = "FORMAT", value_parser = ["docker-archive", "oci", "oci-archive"])]
     pub format: Option<String>,
-    /// Layer compression for oci and oci-archive (default gzip; docker-archive layers are always uncompressed).
-    #[arg(long, value_name = "ALGO", value_parser = ["none", "gzip", "zstd"])]
+    /// Layer compression for oci and oci-archive: none, gzip or zstd, with an optional level (gzip:9 of 1-12, zstd:19 of 1-19); default gzip (docker-archive layers are always uncompressed).
+    #[arg(long, value_name = "ALGO[:LEVEL]", value_parser = compression_spec)]
     pub compression: Option<String>,
     /// Image config JSON (Cmd, Entrypoint, Env, User, WorkingDir, ExposedPorts, Volumes, Labels, StopSignal).
     #[arg(long, value_name = "FILE")]
@@ -273,6 +273,11 @@ pub struct ContractArgs {
 pub struct CacheArgs {
     /// The cache directory.
     pub dir: PathBuf,
+}
+
+/// Checks `--compression` early (codec and level), keeping the text for the settings.
+fn compression_spec(s: &str) -> Result<String, String> {
+    s.parse::<nix_layer_blob::Compression>().map(|_| s.to_owned()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -215,6 +215,8 @@ pub fn arguments() -> Vec<Argument> {
         arg("compression", Type::String, ByFormat)
             .nullable()
             .choices(Compression::ALL.iter().map(|c| c.as_str()).collect()),
+        // gzip 1-12, zstd 1-19: the Rust side checks the codec's own range.
+        arg("compressionLevel", Type::Int, null()).nullable().range(1, Some(19)),
         arg("passthru", Type::Attrs, v(json!({}))).scope(Scope::Wrapper),
         arg("meta", Type::Attrs, v(json!({}))).scope(Scope::Wrapper),
         arg("mode", Type::String, v(json!(MODES[0]))).scope(Scope::Internal).choices(MODES.to_vec()),

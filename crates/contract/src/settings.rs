@@ -31,6 +31,8 @@ pub struct Settings {
     pub tag: Option<String>,
     pub format: Option<String>,
     pub compression: Option<String>,
+    /// The level for `compression` (gzip 1-12, zstd 1-19); null for its default.
+    pub compression_level: Option<i64>,
     pub max_layers: Option<usize>,
     pub strategy: Option<String>,
     pub config: Option<Value>,
@@ -232,10 +234,13 @@ pub fn request(s: Settings, inputs: Inputs) -> Result<Request> {
         Some(v) => v.parse().map_err(Error::Invalid)?,
         None => contract::DEFAULT_FORMAT,
     };
-    let compression: Compression = match s.compression.as_deref() {
+    let mut compression: Compression = match s.compression.as_deref() {
         Some(v) => v.parse()?,
         None => contract::default_compression(format),
     };
+    if let Some(level) = s.compression_level {
+        compression = compression.with_level(level)?;
+    }
     let max_layers = check_max_layers(s.max_layers.unwrap_or(contract::DEFAULT_MAX_LAYERS))?;
     let user = || contract::DEFAULT_USER.to_owned();
     let image = ImageRequest {
@@ -311,6 +316,11 @@ pub fn image_from_flags(f: BuildFlags) -> Result<Request> {
                 s.tag = None;
             }
             s.format = flags.format.or(s.format);
+            if flags.compression.is_some() {
+                // `--compression gzip:9` carries its own level; the image's level was for
+                // the image's codec.
+                s.compression_level = None;
+            }
             s.compression = flags.compression.or(s.compression);
             // Annotations known only when publishing (a revision, a source URL) add to the
             // image's own.
@@ -466,6 +476,10 @@ mod tests {
                 "strategy" => serde_json::json!(r.strategy.name()),
                 "family" => serde_json::json!(if r.family.is_some() { "some" } else { "{}" }),
                 "familyFile" | "topLayer" => continue,
+                // null: the codec's own default level (the request shows the level it chose).
+                "compressionLevel" => serde_json::json!((req.compression.level()
+                    != contract::default_compression(req.format).level())
+                .then_some(req.compression.level())),
                 "format" => serde_json::json!(contract::format_name(req.format)),
                 "variant" => serde_json::json!(r.variant),
                 "annotations" => serde_json::json!(r.annotations),
@@ -481,6 +495,31 @@ mod tests {
         assert_eq!(req.compression, Compression::None);
         let oci = inline_request(serde_json::json!({ "name": "x", "format": "oci" })).unwrap();
         assert_eq!(oci.compression, Compression::Gzip);
+    }
+
+    #[test]
+    fn compression_level_applies_to_the_codec_and_is_checked() {
+        let req = |v: Value| inline_request(v).map(|r| r.compression);
+        let gz9 = req(serde_json::json!({ "name": "x", "format": "oci", "compressionLevel": 9 })).unwrap();
+        assert_eq!((gz9.as_str(), gz9.level()), ("gzip", 9));
+        let zs =
+            req(serde_json::json!({ "name": "x", "format": "oci", "compression": "zstd", "compressionLevel": 19 }))
+                .unwrap();
+        assert_eq!((zs.as_str(), zs.level()), ("zstd", 19));
+        let spec = req(serde_json::json!({ "name": "x", "format": "oci", "compression": "gzip:2" })).unwrap();
+        assert_eq!(spec.level(), 2);
+        for (bad, says) in [
+            (serde_json::json!({ "name": "x", "format": "oci", "compressionLevel": 13 }), "gzip:13"),
+            (
+                serde_json::json!({ "name": "x", "format": "oci", "compression": "zstd", "compressionLevel": 0 }),
+                "zstd:0",
+            ),
+            (serde_json::json!({ "name": "x", "compressionLevel": 5 }), "none"),
+            (serde_json::json!({ "name": "x", "format": "oci", "compression": "gzip:99" }), "gzip:99"),
+        ] {
+            let err = req(bad.clone()).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("level"), "{bad}: {err}");
+        }
     }
 
     #[test]

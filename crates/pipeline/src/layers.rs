@@ -277,7 +277,7 @@ impl Layers<'_> {
     pub fn cache_key(&self, paths: &[StorePath], c: Compression) -> CacheKey {
         let o = &self.req.owner;
         let settings =
-            format!("{} {} {} {} {} {}", o.uid, o.gid, o.uname, o.gname, self.req.mtime.epoch, c.as_str());
+            format!("{} {} {} {} {} {}", o.uid, o.gid, o.uname, o.gname, self.req.mtime.epoch, c.identity());
         let mut parts: Vec<Vec<u8>> = vec![LAYER_FORMAT.to_vec(), settings.into_bytes()];
         let g = &self.plan.graph;
         for p in paths {

@@ -86,7 +86,7 @@ pub fn push_build(
         None => destination.clone(),
     };
     let separate_cache = cache_repo.repository != destination.repository;
-    let index = VerifiedIndex::read(client, cache_repo.clone(), record, how.exact_index);
+    let index = VerifiedIndex::read(client, cache_repo.clone(), record, how.exact_index, how.compression);
     let remote = |key: &str, local: &LocalDiffId| index.lookup(key, local);
     let (built, _) = nix_layer_pipeline::build_for_registry(req, how.compression, &nix_layer_pipeline::Silent, &remote)?;
     let image = &built.image;

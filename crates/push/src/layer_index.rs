@@ -68,6 +68,9 @@ pub(crate) struct VerifiedIndex<'a> {
     pub record: &'a BlobInfoRecord,
     /// Blobs must also be what the local encoder makes of the tar.
     pub exact: bool,
+    /// The push's compression: the cache key names its codec and level, so an entry is
+    /// of this codec and level or unusable.
+    pub compression: Compression,
     /// Blobs a HEAD found in `repo` at their size.
     pub confirmed: Mutex<HashSet<Digest>>,
     pub stats: Mutex<IndexStats>,
@@ -81,6 +84,7 @@ impl<'a> VerifiedIndex<'a> {
         repo: Reference,
         record: &'a BlobInfoRecord,
         exact: bool,
+        compression: Compression,
     ) -> VerifiedIndex<'a> {
         let (index, warning) = read_or_skip(client, &repo);
         let warnings = warning.into_iter().collect();
@@ -90,6 +94,7 @@ impl<'a> VerifiedIndex<'a> {
             index,
             record,
             exact,
+            compression,
             confirmed: Mutex::default(),
             stats: Mutex::default(),
             warnings: Mutex::new(warnings),
@@ -108,9 +113,11 @@ impl<'a> VerifiedIndex<'a> {
     /// checks; `local` hashes the layer's tar.
     pub fn lookup(&self, key: &str, local: &nix_layer_pipeline::LocalDiffId) -> Option<BlobInfo> {
         let entry = self.index.get(key)?;
-        let Some(compression) = Compression::from_layer_media_type(&entry.media_type) else {
-            return self.refuse(key, format!("unknown media type {}", entry.media_type));
-        };
+        // The media type names the codec only; the level comes from the key.
+        let compression = self.compression;
+        if entry.media_type != compression.layer_media_type() {
+            return self.refuse(key, format!("media type {} is not {compression}'s", entry.media_type));
+        }
         let (diff_id, tar_len) = match self.record.tar(key) {
             Some(t) => (t.diff_id, t.size),
             None => {
