@@ -376,8 +376,8 @@ mod registry_bases {
     use std::process::{Command, Output};
 
     use nix_layer_blob::Digest;
-    use nix_layer_registry_testkit::TestRegistry;
     use nix_layer_registry::{BlobSource, BytesBlob, Client, Platform, OCI_INDEX, OCI_MANIFEST};
+    use nix_layer_registry_testkit::TestRegistry;
     use nix_layer_tar::{EntryKind, Header, TarWriter};
     use serde_json::{json, Value};
 

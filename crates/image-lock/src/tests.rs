@@ -1,8 +1,8 @@
 //! Against a real docker-registry on 127.0.0.1 (the registry crate's test harness).
 
 use super::*;
-use nix_layer_registry_testkit::TestRegistry;
 use nix_layer_registry::{BlobSource, BytesBlob, ImageUpload, OCI_INDEX};
+use nix_layer_registry_testkit::TestRegistry;
 
 const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";

@@ -381,8 +381,8 @@ pub(crate) fn stream_ordered(
         }
         let mut receivers = receivers;
         let mut outcome = Ok(());
-        for i in 0..n {
-            let mut reader = receivers[i].take().map(|rx| ChannelReader { rx, buf: Vec::new(), pos: 0 });
+        for (i, slot) in receivers.iter_mut().enumerate() {
+            let mut reader = slot.take().map(|rx| ChannelReader { rx, buf: Vec::new(), pos: 0 });
             outcome = consume(i, reader.as_mut().map(|r| r as _));
             if outcome.is_err() {
                 // No further layer is started, and only then is any receiver dropped: a

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use nix_layer_blob::Digest;
 use nix_layer_image::OciLayout;
 use nix_layer_pull::{fetch_base, is_registry_reference, Error, BASE_NAME};
-use nix_layer_registry_testkit::TestRegistry;
 use nix_layer_registry::{BlobSource, BytesBlob, Client, Platform, OCI_INDEX, OCI_MANIFEST};
+use nix_layer_registry_testkit::TestRegistry;
 use nix_layer_tar::{EntryKind, Header, TarWriter};
 use serde_json::{json, Value};
 

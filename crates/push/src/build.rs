@@ -88,7 +88,8 @@ pub fn push_build(
     let separate_cache = cache_repo.repository != destination.repository;
     let index = VerifiedIndex::read(client, cache_repo.clone(), record, how.exact_index, how.compression);
     let remote = |key: &str, local: &LocalDiffId| index.lookup(key, local);
-    let (built, _) = nix_layer_pipeline::build_for_registry(req, how.compression, &nix_layer_pipeline::Silent, &remote)?;
+    let (built, _) =
+        nix_layer_pipeline::build_for_registry(req, how.compression, &nix_layer_pipeline::Silent, &remote)?;
     let image = &built.image;
     let verified: Vec<Verified> = built.blobs.iter().flatten().map(Verified).collect();
     let remote_layers: Vec<Remote> = image
@@ -193,6 +194,12 @@ fn push_sbom(
     let artifact_type = nix_layer_sbom::Format::CycloneDx.media_type();
     let annotations: BTreeMap<String, String> =
         r.manifest.annotations().clone().unwrap_or_default().into_iter().collect();
-    client.push_referrer_manifest(destination, &image.manifest().digest(), &r.bytes, artifact_type, &annotations)?;
+    client.push_referrer_manifest(
+        destination,
+        &image.manifest().digest(),
+        &r.bytes,
+        artifact_type,
+        &annotations,
+    )?;
     Ok(())
 }

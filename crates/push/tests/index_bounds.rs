@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix_layer_blob::Digest;
-use nix_layer_registry_testkit::{test_client, TestRegistry};
 use nix_layer_registry::{CachedLayer, Reference, CACHE_TAG, MAX_INDEX_BYTES};
+use nix_layer_registry_testkit::{test_client, TestRegistry};
 
 /// What the proxy does to the index.
 #[derive(Clone, Copy)]

@@ -73,7 +73,8 @@ impl Client {
         artifact_type: &str,
         annotations: &BTreeMap<String, String>,
     ) -> Result<ReferrerPush, Error> {
-        let (digest, oci_subject) = self.put_manifest(repo, &Digest::of(bytes).to_string(), bytes, OCI_MANIFEST)?;
+        let (digest, oci_subject) =
+            self.put_manifest(repo, &Digest::of(bytes).to_string(), bytes, OCI_MANIFEST)?;
         let manifest = Descriptor {
             media_type: OCI_MANIFEST.to_owned(),
             digest,
