@@ -24,11 +24,13 @@
 # Also (b): scripts/setup.sh as root on a machine whose Nix has no
 # configuration at all writes none.
 #
-# The daemon gets its own configuration directory and socket
-# (NIX_CONF_DIR, NIX_DAEMON_SOCKET_PATH, given to runner's commands too):
-# root's /etc/nix/nix.conf and root's direct store access stay as they
-# are. The daemon is stopped on exit. The runner account stays (no
-# password); its sudo rule is removed on exit.
+# Nothing of root's Nix changes: the daemon and each runner step run in
+# their own mount namespace where /etc/nix is this test's directory holding
+# install-nix-action's nix.conf (so a step that writes /etc/nix/nix.conf
+# fails as on GitHub), and /nix/var/nix/daemon-socket is this test's
+# directory holding the daemon's socket. Root's own /etc/nix/nix.conf and
+# its direct store access stay as they are. The daemon is stopped on exit.
+# The runner account stays (no password); its sudo rule is removed on exit.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -65,22 +67,36 @@ ensure_build_users || die "the nixbld group and its build users exist"
 # What cachix/install-nix-action leaves in /etc/nix/nix.conf (plus the
 # installer's build-users-group), except the binary cache (none is
 # reachable here) and always-allow-substitutes (Nix 2.8 does not know it).
-mkdir -p "$work/etc-nix" "$work/daemon"
+mkdir -p "$work/etc-nix" "$work/daemon" "$work/bare-nix"
 cat >"$work/etc-nix/nix.conf" <<'CONF'
 build-users-group = nixbld
 max-jobs = auto
 trusted-users = root runner
 experimental-features = nix-command flakes
-substituters =
 CONF
-sock=$work/daemon/socket
-# Root's own Nix configuration, to check that nothing rewrites it.
+# No binary cache is reachable here: each command passes `substituters =`
+# (scripts/test.sh and the tests set it in NIX_CONFIG).
+nocache=$'substituters ='
+# Root's Nix configuration too, to check that nothing rewrites either.
 conf_sums() { sha256sum "$work/etc-nix/nix.conf" /etc/nix/nix.conf 2>/dev/null; ls -A "$work/etc-nix"; }
 before=$(conf_sums)
 
-$SUDO env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin NIX_CONF_DIR="$work/etc-nix" NIX_DAEMON_SOCKET_PATH="$sock" \
-  nix-daemon >"$work/daemon.log" 2>&1 &
+# in_ns ETC_NIX COMMAND…: COMMAND as root with ETC_NIX as /etc/nix and the
+# test's socket directory as /nix/var/nix/daemon-socket.
+$SUDO mkdir -p /etc/nix /nix/var/nix/daemon-socket || die "mount points exist"
+in_ns() {
+  $SUDO unshare --mount --propagation private -- bash -c \
+    'mount --bind "$1" /etc/nix && mount --bind "$2" /nix/var/nix/daemon-socket && shift 2 && exec "$@"' \
+    in_ns "$1" "$work/daemon" "${@:2}"
+}
+
+# Not through in_ns: $! must be the daemon itself (unshare and bash exec it).
+$SUDO unshare --mount --propagation private -- bash -c \
+  'mount --bind "$1" /etc/nix && mount --bind "$2" /nix/var/nix/daemon-socket &&
+   exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin nix-daemon' \
+  daemon "$work/etc-nix" "$work/daemon" >"$work/daemon.log" 2>&1 &
 daemon=$!
+sock=$work/daemon/socket
 for _ in $(seq 1 50); do [ -S "$sock" ] && break; sleep 0.2; done
 [ -S "$sock" ] || die "nix-daemon listens" "$(tail -5 "$work/daemon.log")"
 
@@ -94,10 +110,9 @@ $SUDO rm -rf "$ws" && sudo -n -u runner mkdir -p "$ws" || die "the runner's work
 # A step of the workflow: bash as runner in the workspace, with a GitHub
 # runner's environment (CI, GITHUB_*), its Nix client config and cargo.
 step() { # COMMANDS
-  sudo -n -u runner env -i HOME=/home/runner USER=runner LOGNAME=runner CI=true \
-    GITHUB_WORKSPACE="$ws" \
+  in_ns "$work/etc-nix" sudo -n -u runner env -i HOME=/home/runner USER=runner LOGNAME=runner CI=true \
+    GITHUB_WORKSPACE="$ws" NIX_CONFIG="$nocache" \
     PATH="$toolchain/bin:/home/runner/.local/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
-    NIX_CONF_DIR="$work/etc-nix" NIX_DAEMON_SOCKET_PATH="$sock" \
     bash -euo pipefail -c "cd '$ws' && $1"
 }
 
@@ -115,7 +130,8 @@ else fail "scripts/setup.sh runs as runner (sudo, daemon)" "$(tail -10 <<<"$out"
 
 # The e2e fixtures' build (sandbox off, as scripts/test.sh asks), as runner:
 # a trusted user's per-command option, built by a build user of the daemon.
-if out=$(step 'NIX_CONFIG="sandbox = false" nix-build tests/e2e/fixtures.nix -A app --no-out-link 2>&1 | tail -3' 2>&1) &&
+if out=$(step 'NIX_CONFIG="$NIX_CONFIG
+sandbox = false" nix-build tests/e2e/fixtures.nix -A app --no-out-link 2>&1 | tail -3' 2>&1) &&
   [ -x "$(tail -1 <<<"$out")/bin/app" ]; then
   pass "an e2e fixture builds through the daemon with sandbox = false per command"
 else
@@ -144,17 +160,15 @@ else
   fail "workflows job: check-jsonschema accepts every workflow" "$(tail -10 <<<"$out")"
 fi
 
-[ "$(conf_sums)" = "$before" ] && pass "nothing rewrote the runner's nix.conf or /etc/nix/nix.conf" ||
-  fail "nothing rewrote the runner's nix.conf or /etc/nix/nix.conf" "before: $before" "after: $(conf_sums)"
-
 # --- (b) root on a bare machine: a Nix without any configuration ---------------
-mkdir -p "$work/bare-nix"
-if [ "$(id -u)" -eq 0 ]; then
-  if out=$(NIX_CONF_DIR="$work/bare-nix" bash "$repo/scripts/setup.sh" 2>&1) && [ -z "$(ls -A "$work/bare-nix")" ]; then
-    pass "scripts/setup.sh as root writes no Nix configuration"
-  else
-    fail "scripts/setup.sh as root writes no Nix configuration" "$out" "$(ls -A "$work/bare-nix")"
-  fi
+if out=$(in_ns "$work/bare-nix" env -i PATH="$toolchain/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root \
+  bash "$repo/scripts/setup.sh" 2>&1) && [ -z "$(ls -A "$work/bare-nix")" ]; then
+  pass "scripts/setup.sh as root on a Nix without configuration writes none"
+else
+  fail "scripts/setup.sh as root on a Nix without configuration writes none" "$out" "/etc/nix: $(ls -A "$work/bare-nix")"
 fi
+
+[ "$(conf_sums)" = "$before" ] && pass "nothing rewrote the runner's nix.conf or root's /etc/nix/nix.conf" ||
+  fail "nothing rewrote the runner's nix.conf or root's /etc/nix/nix.conf" "before: $before" "after: $(conf_sums)"
 
 exit $failed
