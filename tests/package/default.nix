@@ -41,6 +41,7 @@ in
           echo "host-uid=$(awk '$1 == 1000 { print $2 }' /proc/self/uid_map)"
           echo "HOME=$HOME"
           echo "usr-bin=$(test -e /usr/bin && echo present || echo absent)"
+          echo "bin-sh=$(test -x /bin/sh && echo present || echo absent)"
           echo "network=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | grep -vx lo | tr '\n' ' ')"
           echo "flock=$(command -v flock || echo none)"
           echo "cc=$(cc -dumpmachine)"

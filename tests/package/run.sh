@@ -15,7 +15,8 @@
 # These are host binaries linked against the host's glibc: the loader, the
 # shared libraries and gcc's own files come in read-only through
 # sandbox-paths (/usr/lib/<triple>, /usr/lib/gcc, /usr/libexec/gcc,
-# /usr/include, the loader's directory). No /usr/bin, /bin or other tool is visible in the sandbox.
+# /usr/include, the loader's directory), and /bin/sh as a nixpkgs-built Nix
+# has it. No /usr/bin or other host tool is visible in the sandbox.
 #
 # As root with a local store it builds with build-users-group = nixbld (and
 # creates that group and its users when missing); as any other user it
@@ -29,7 +30,7 @@ pass() { echo "ok - $1"; }
 fail() { echo "not ok - $1"; [ $# -gt 1 ] && printf '    %s\n' "${@:2}"; failed=1; }
 die() { fail "$@"; exit 1; }
 
-for tool in nix-build nix-instantiate nix-store cargo readelf rustc gcc dpkg-query; do
+for tool in nix nix-build nix-instantiate nix-store cargo readelf rustc gcc dpkg-query; do
   command -v "$tool" >/dev/null || die "$tool is installed (scripts/setup.sh)"
 done
 
@@ -64,6 +65,17 @@ pass "inputs in the store: $(basename "$tools") $(basename "$toolchain") $(basen
 paths=("/usr/lib/$triple" "/lib/$triple=$(realpath "/lib/$triple")" "/usr/lib/gcc" "/usr/include")
 paths+=("$(dirname "$loader")=$(realpath "$(dirname "$loader")")")
 [ -d /usr/libexec/gcc ] && paths+=(/usr/libexec/gcc)
+# A Nix built by nixpkgs (the installers', NixOS's) puts a static busybox at
+# /bin/sh in every sandbox; Debian's nix-bin does not, so it is added here
+# (tests run `#!/bin/sh` scripts, as nixpkgs builds may).
+if ! nix show-config 2>/dev/null | grep -q '^sandbox-paths = .*/bin/sh='; then
+  busybox=$(command -v busybox || echo /bin/busybox)
+  case $(ldd "$busybox" 2>&1) in
+    *"not a dynamic executable"* | *"statically linked"*) ;;
+    *) die "a static busybox for the sandbox's /bin/sh (apt-get install busybox-static)" ;;
+  esac
+  paths+=("/bin/sh=$(realpath "$busybox")")
+fi
 # The copied gcc looks for cc1, collect2 and the LTO plugin next to itself
 # unless told where they are.
 gcc_install=$(gcc -print-search-dirs | sed -n 's/^install: //p') # /usr/lib/gcc/<triple>/<version>/
@@ -84,10 +96,10 @@ if probe=$(nix-build "${args[@]}" -A probe 2>"$work/probe.log"); then
     fail "a build runs as a build user of nixbld" "$seen" "host uid ${host_uid:-?}: ${builder:-no such user}"
   fi
   if grep -q '^HOME=/homeless-shelter$' <<<"$seen" && grep -q '^usr-bin=absent$' <<<"$seen" &&
-    grep -q '^network=$' <<<"$seen" && grep -q '^flock=none$' <<<"$seen"; then
-    pass "a build sees HOME=/homeless-shelter, no /usr/bin, no network but lo, no flock"
+    grep -q '^bin-sh=present$' <<<"$seen" && grep -q '^network=$' <<<"$seen" && grep -q '^flock=none$' <<<"$seen"; then
+    pass "a build sees HOME=/homeless-shelter, /bin/sh but no /usr/bin, no network but lo, no flock"
   else
-    fail "a build sees HOME=/homeless-shelter, no /usr/bin, no network but lo, no flock" "$seen"
+    fail "a build sees HOME=/homeless-shelter, /bin/sh but no /usr/bin, no network but lo, no flock" "$seen"
   fi
 else
   fail "the sandbox probe builds" "$(tail -15 "$work/probe.log")"
