@@ -38,7 +38,7 @@ in
         {
           echo "uid=$(id -u) user=$(id -un) group=$(id -gn)"
           # The host uid behind the sandbox's uid 1000: a build user's.
-          echo "host-uid=$(awk '$1 == 1000 { print $2 }' /proc/self/uid_map)"
+          echo "host-uid=$(gawk '$1 == 1000 { print $2 }' /proc/self/uid_map)"
           echo "HOME=$HOME"
           echo "usr-bin=$(test -e /usr/bin && echo present || echo absent)"
           echo "bin-sh=$(test -x /bin/sh && echo present || echo absent)"
