@@ -7,8 +7,10 @@ REPO=$(cd "$TESTS_DIR/../.." && pwd)
 RESULTS=${RESULTS:-$(mktemp)}
 # Builds run in Nix's sandbox (its default on Linux) unless
 # NIX_LAYER_TEST_SANDBOX=false; sandbox-fallback = false makes a machine that
-# cannot sandbox fail loudly instead of building unsandboxed.
-export NIX_PATH= NIX_CONFIG="experimental-features = nix-command flakes
+# cannot sandbox fail loudly instead of building unsandboxed. Appended to the
+# caller's NIX_CONFIG (scripts/test.sh's), whose other lines still apply.
+export NIX_PATH= NIX_CONFIG="${NIX_CONFIG:+$NIX_CONFIG
+}experimental-features = nix-command flakes
 substituters =
 sandbox = ${NIX_LAYER_TEST_SANDBOX:-true}
 sandbox-fallback = false"

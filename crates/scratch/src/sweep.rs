@@ -123,26 +123,52 @@ mod tests {
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2);
     }
 
+    /// Names the directory the locking child holds (see `lock_holder`).
+    const HOLD_ENV: &str = "NIX_LAYER_SCRATCH_TEST_HOLD";
+    /// What the child prints once it holds the lock.
+    const LOCKED: &str = "lock holder: locked";
+
+    /// The other process of the next test: this test binary run again, so the
+    /// test needs no tool outside it (a Nix build's check phase has no
+    /// util-linux `flock`). It locks the directory, says so on stdout and
+    /// holds the lock until stdin reaches EOF.
+    #[test]
+    #[ignore = "the locking child of keeps_an_entry_locked_by_another_process_until_it_exits"]
+    fn lock_holder() {
+        let dir = std::env::var_os(HOLD_ENV).expect("run by the parent test, which sets the directory");
+        let fd = fs::File::open(dir).unwrap();
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).unwrap();
+        println!("{LOCKED}");
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).unwrap();
+        drop(fd);
+    }
+
     #[test]
     fn keeps_an_entry_locked_by_another_process_until_it_exits() {
         let tmp = tempfile::tempdir().unwrap();
         let held = tmp.path().join(".s-held");
         fs::create_dir(&held).unwrap();
-        // util-linux flock(1) holds the lock while its command waits on stdin.
-        let mut child = Command::new("flock")
-            .args(["--nonblock", held.to_str().unwrap(), "-c", "echo locked; cat >/dev/null"])
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sweep::tests::lock_holder", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(HOLD_ENV, &held)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("flock(1) from util-linux");
+            .expect("the test binary runs again as the lock holder");
+        // The harness prints its own lines (and its "test … " prefix on ours).
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line, "locked\n");
+        while !line.contains(LOCKED) {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "the holder exited before locking");
+        }
 
         assert_eq!(sweep(tmp.path(), ".s-"), 0);
         assert!(held.is_dir());
 
         drop(child.stdin.take()); // EOF: the holder exits
+        std::io::copy(&mut out, &mut std::io::sink()).unwrap();
         assert!(child.wait().unwrap().success());
         assert_eq!(sweep(tmp.path(), ".s-"), 1);
         assert!(!held.exists());
