@@ -182,6 +182,7 @@ let
       topLayer ? null,
       format ? validate.defaults.format,
       compression ? null,
+      compressionLevel ? null,
       passthru ? { },
       meta ? { },
       # dockerTools' own, accepted at their defaults (see image/validate.nix).
