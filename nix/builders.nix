@@ -153,6 +153,8 @@ let
     familyFile = defaultFamilyFile;
     format = "docker-archive";
     compression = null;
+    # null: the codec's default level (gzip 5, zstd 3).
+    compressionLevel = null;
     created = "1970-01-01T00:00:01Z";
     # org.opencontainers.image.* annotations on the manifest (source, revision,
     # version, licenses); config labels of that family are copied there too.
@@ -538,6 +540,7 @@ rec {
       familyFile ? sharedArgs.familyFile,
       format ? sharedArgs.format,
       compression ? sharedArgs.compression,
+      compressionLevel ? sharedArgs.compressionLevel,
       created ? sharedArgs.created,
       annotations ? sharedArgs.annotations,
       architecture ? sharedArgs.architecture,
@@ -668,6 +671,7 @@ rec {
       familyFile ? sharedArgs.familyFile,
       format ? sharedArgs.format,
       compression ? sharedArgs.compression,
+      compressionLevel ? sharedArgs.compressionLevel,
       created ? sharedArgs.created,
       annotations ? sharedArgs.annotations,
       architecture ? sharedArgs.architecture,

@@ -44,6 +44,13 @@ in
       ];
       expect = [ "none" "gzip" "oci" ];
     };
+    "compressionLevel reaches nix-layer; null is the codec's default" = {
+      expr = [
+        (attrs (image.buildLayeredImageOCI (base // { compressionLevel = 9; }))).compressionLevel
+        ((attrs (image.buildLayeredImageOCI base)).compressionLevel or null)
+      ];
+      expect = [ 9 null ];
+    };
     "tag is computed: 32 characters" = {
       expr = builtins.stringLength (build { contents = [ pkg ]; }).imageTag;
       expect = 32;
