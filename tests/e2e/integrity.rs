@@ -376,9 +376,10 @@ mod registry_bases {
     use std::process::{Command, Output};
 
     use nix_layer_blob::Digest;
-    use nix_layer_registry::{BlobSource, BytesBlob, Client, Platform, OCI_INDEX, OCI_MANIFEST};
+    use nix_layer_registry::{BlobSource, BytesBlob, Client, PlatformExt, OCI_INDEX, OCI_MANIFEST};
     use nix_layer_registry_testkit::TestRegistry;
     use nix_layer_tar::{EntryKind, Header, TarWriter};
+    use oci_spec::image::Platform;
     use serde_json::{json, Value};
 
     use crate::support::*;
@@ -409,11 +410,11 @@ mod registry_bases {
         t.append_bytes(&h, platform.as_bytes()).unwrap();
         let tar = t.finish().unwrap();
         let mut config = json!({
-            "architecture": p.architecture, "os": p.os,
+            "architecture": p.architecture().to_string(), "os": p.os().to_string(),
             "config": { "Env": [format!("BASE={repo} {platform}")] },
             "rootfs": { "type": "layers", "diff_ids": [Digest::of(&tar).to_string()] },
         });
-        if let Some(v) = &p.variant {
+        if let Some(v) = p.variant() {
             config["variant"] = json!(v);
         }
         let config = serde_json::to_vec(&config).unwrap();

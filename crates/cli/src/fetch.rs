@@ -12,8 +12,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use nix_layer_blob::{Digest, HashingWriter};
 use nix_layer_image::{Document, OciLayout};
-use nix_layer_registry::{Platform, Reference, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use nix_layer_registry::{blob_digest, PlatformExt, Reference, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use nix_layer_scratch::{ScratchDir, ScratchFile};
+use oci_spec::image::Platform;
 
 /// The name the pulled image has in its layout (what `fromImage` opens).
 #[cfg(test)]
@@ -215,7 +216,9 @@ pub fn assemble_layout(a: &AssembleLayoutArgs) -> Result<()> {
     let tmp = scratch.path().join("layout");
     let layout = OciLayout::open_or_create(&tmp)?;
     for (desc, src) in wanted.iter().zip(&a.blobs) {
-        copy_verified(src, &desc.digest, desc.size, &layout.blob_path(&desc.digest))?;
+        let digest = blob_digest(desc.digest())
+            .with_context(|| format!("{} names a blob this tool cannot check", a.manifest.display()))?;
+        copy_verified(src, &digest, desc.size(), &layout.blob_path(&digest))?;
     }
     let manifest = Document::from_bytes(doc.bytes, &media_type);
     layout.add_document(&manifest)?;

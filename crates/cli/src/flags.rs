@@ -19,8 +19,7 @@ fn base_image(a: &BuildArgs) -> anyhow::Result<Option<String>> {
     }
     let client = crate::pull::client(a.plain_http, a.creds.as_deref())?;
     let arch = a.arch.clone().unwrap_or_else(|| nix_layer_image::go_arch(std::env::consts::ARCH).to_owned());
-    let platform =
-        nix_layer_registry::Platform { architecture: arch, os: "linux".into(), variant: a.variant.clone() };
+    let platform = nix_layer_registry::platform("linux", &arch, a.variant.as_deref());
     let layout = crate::pull::fetch_base(&client, &arg, &platform, a.cache.as_deref())?;
     Ok(Some(layout.display().to_string()))
 }

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use nix_layer_registry::{Client, ClientOptions, CredentialSource, Credentials, Platform};
+use nix_layer_registry::{Client, ClientOptions, CredentialSource, Credentials};
+use oci_spec::image::Platform;
 
 pub use nix_layer_pull::is_registry_reference;
 

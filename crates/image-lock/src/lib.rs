@@ -14,7 +14,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nix_layer_blob::Digest;
-use nix_layer_registry::{Client, Descriptor, Manifest, Platform, Reference, DOCKER_MANIFEST, OCI_MANIFEST};
+use nix_layer_registry::{
+    blob_digest, platform as make_platform, Client, Manifest, PlatformExt, Reference, DOCKER_MANIFEST,
+    OCI_MANIFEST,
+};
+use oci_spec::image::{Descriptor, Platform};
 use serde::{Deserialize, Serialize};
 
 /// The lock format this crate writes and reads (`lockVersion`).
@@ -46,9 +50,11 @@ pub struct Blob {
     pub size: u64,
 }
 
-impl From<&Descriptor> for Blob {
-    fn from(d: &Descriptor) -> Blob {
-        Blob { media_type: d.media_type.clone(), digest: d.digest, size: d.size }
+impl TryFrom<&Descriptor> for Blob {
+    type Error = nix_layer_blob::Error;
+
+    fn try_from(d: &Descriptor) -> Result<Blob, Self::Error> {
+        Ok(Blob { media_type: d.media_type().to_string(), digest: blob_digest(d.digest())?, size: d.size() })
     }
 }
 
@@ -83,13 +89,6 @@ pub struct ImageLock {
     pub manifests: Vec<LockedManifest>,
 }
 
-/// The parts of an index that choose a platform.
-#[derive(Deserialize)]
-struct IndexDoc {
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-}
-
 /// The platform fields of an image config.
 #[derive(Deserialize)]
 struct ConfigPlatform {
@@ -104,7 +103,7 @@ fn invalid(what: impl Into<String>, reason: impl ToString) -> Error {
 }
 
 fn listed<'a>(platforms: impl Iterator<Item = &'a Platform>) -> String {
-    let names: Vec<String> = platforms.map(Platform::to_string).collect();
+    let names: Vec<String> = platforms.map(Platform::name).collect();
     if names.is_empty() {
         "no platform".into()
     } else {
@@ -125,32 +124,36 @@ pub fn lock_image(client: &Client, reference: &str, platforms: &[Platform]) -> R
     let image_name = format!("{}/{}", r.registry, r.repository);
     let mut manifests: Vec<LockedManifest> = Vec::new();
     let index = if top.is_index() {
-        let doc: IndexDoc =
-            serde_json::from_slice(&top.bytes).map_err(|e| invalid(format!("index {pinned}"), e))?;
+        let doc = top.index().map_err(|e| invalid(format!("index {pinned}"), e))?;
         // Nested indexes are not images of a platform.
         let images: Vec<&Descriptor> = doc
-            .manifests
+            .manifests()
             .iter()
-            .filter(|d| is_image_manifest(&d.media_type) && d.platform.is_some())
+            .filter(|d| is_image_manifest(d.media_type().as_ref()) && d.platform().is_some())
             .collect();
-        let available = || listed(images.iter().filter_map(|d| d.platform.as_ref()));
+        let available = || listed(images.iter().filter_map(|d| d.platform().as_ref()));
         if platforms.is_empty() {
             return Err(Error::NeedPlatform { reference: pinned.to_string(), available: available() });
         }
         for wanted in platforms {
-            let Some(chosen) = images.iter().find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p)))
+            let Some(chosen) =
+                images.iter().find(|d| d.platform().as_ref().is_some_and(|p| wanted.matches(p)))
             else {
                 return Err(Error::NoPlatform {
                     reference: pinned.to_string(),
-                    wanted: wanted.to_string(),
+                    wanted: wanted.name(),
                     available: available(),
                 });
             };
-            if manifests.iter().any(|m| m.manifest.digest == chosen.digest) {
+            let digest = blob_digest(chosen.digest()).map_err(|e| invalid(format!("index {pinned}"), e))?;
+            if manifests.iter().any(|m| m.manifest.digest == digest) {
                 continue;
             }
-            let manifest = client.get_manifest(&pinned.with_digest(chosen.digest))?;
-            let platform = chosen.platform.clone().expect("filtered on platform");
+            let manifest = client.get_manifest(&pinned.with_digest(digest))?;
+            let p = chosen.platform().as_ref().expect("filtered on platform");
+            // Only what chooses an image goes in the lock: os, architecture, variant.
+            let platform =
+                make_platform(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref());
             manifests.push(lock_manifest(&pinned, &manifest, platform)?);
         }
         Some(Blob::from(&top))
@@ -160,12 +163,12 @@ pub fn lock_image(client: &Client, reference: &str, platforms: &[Platform]) -> R
         client.fetch_blob(&pinned, &config.digest, &mut bytes)?;
         let p: ConfigPlatform =
             serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the config of {pinned}"), e))?;
-        let platform = Platform { architecture: p.architecture, os: p.os, variant: p.variant };
+        let platform = make_platform(&p.os, &p.architecture, p.variant.as_deref());
         if let Some(wanted) = platforms.iter().find(|w| !w.matches(&platform)) {
             return Err(Error::NoPlatform {
                 reference: pinned.to_string(),
-                wanted: wanted.to_string(),
-                available: format!("{platform} (a single image, not an index)"),
+                wanted: wanted.name(),
+                available: format!("{} (a single image, not an index)", platform.name()),
             });
         }
         manifests.push(lock_manifest(&pinned, &top, platform)?);
@@ -178,24 +181,20 @@ fn is_image_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
-fn image_blobs(m: &Manifest, r: &Reference) -> Result<(Descriptor, Vec<Descriptor>), Error> {
+/// The config and layers of an image manifest, as lock entries.
+fn image_blobs(m: &Manifest, r: &Reference) -> Result<(Blob, Vec<Blob>), Error> {
+    let what = || format!("manifest {} of {r}", m.digest);
     if !is_image_manifest(&m.media_type) {
-        return Err(invalid(
-            format!("manifest {} of {r}", m.digest),
-            format!("is {}, not an image manifest", m.media_type),
-        ));
+        return Err(invalid(what(), format!("is {}, not an image manifest", m.media_type)));
     }
-    m.blobs().map_err(|e| invalid(format!("manifest {} of {r}", m.digest), e))
+    let (config, layers) = m.blobs().map_err(|e| invalid(what(), e))?;
+    let blob = |d: &Descriptor| Blob::try_from(d).map_err(|e| invalid(what(), e));
+    Ok((blob(&config)?, layers.iter().map(blob).collect::<Result<_, _>>()?))
 }
 
 fn lock_manifest(r: &Reference, m: &Manifest, platform: Platform) -> Result<LockedManifest, Error> {
     let (config, layers) = image_blobs(m, r)?;
-    Ok(LockedManifest {
-        platform,
-        manifest: Blob::from(m),
-        config: Blob::from(&config),
-        layers: layers.iter().map(Blob::from).collect(),
-    })
+    Ok(LockedManifest { platform, manifest: Blob::from(m), config, layers })
 }
 
 impl ImageLock {
@@ -229,7 +228,7 @@ impl ImageLock {
     pub fn manifest_for(&self, wanted: &Platform) -> Result<&LockedManifest, Error> {
         self.manifests.iter().find(|m| wanted.matches(&m.platform)).ok_or_else(|| Error::NoPlatform {
             reference: format!("the lock of {}@{}", self.image_name, self.image_digest),
-            wanted: wanted.to_string(),
+            wanted: wanted.name(),
             available: listed(self.manifests.iter().map(|m| &m.platform)),
         })
     }

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use nix_layer_blob::Digest;
 use nix_layer_image::{Document, OciLayout, REF_NAME_ANNOTATION};
-use nix_layer_registry::{Client, Platform, Reference};
+use nix_layer_registry::{blob_digest, Client, Reference};
 use nix_layer_scratch::ScratchDir;
-use oci_spec::image::{Descriptor, ImageManifest};
+use oci_spec::image::{Descriptor, ImageManifest, Platform};
 
 mod download;
 mod verify;
@@ -91,8 +91,8 @@ pub fn bases_dir(cache: Option<&Path>) -> Result<PathBuf, Error> {
 
 /// The kept layout's directory name: the pin and the whole wanted platform.
 fn kept_name(pin: &Digest, platform: &Platform) -> String {
-    let mut name = format!("{}-{}-{}", pin.hex(), platform.os, platform.architecture);
-    if let Some(v) = &platform.variant {
+    let mut name = format!("{}-{}-{}", pin.hex(), platform.os(), platform.architecture());
+    if let Some(v) = platform.variant() {
         name.push('-');
         name.push_str(v);
     }
@@ -172,7 +172,7 @@ fn parse_manifest(doc: &Document, reference: &str) -> Result<ImageManifest, Erro
 }
 
 pub(crate) fn digest_of(d: &Descriptor) -> Result<Digest, Error> {
-    Ok(d.digest().to_string().parse::<Digest>().map_err(nix_layer_image::Error::from)?)
+    Ok(blob_digest(d.digest()).map_err(nix_layer_image::Error::from)?)
 }
 
 /// Names `manifest` (already stored) [`BASE_NAME`] in `layout`'s index.

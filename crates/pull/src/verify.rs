@@ -5,19 +5,10 @@ use std::path::Path;
 
 use nix_layer_blob::Digest;
 use nix_layer_image::{OciLayout, MAX_DOCUMENT_SIZE};
-use nix_layer_registry::Platform;
-use oci_spec::image::ImageIndex;
+use nix_layer_registry::{platform as platform_of, PlatformExt};
+use oci_spec::image::{ImageIndex, Platform};
 
 use crate::{digest_of, io_err, Error, BASE_NAME};
-
-/// The OCI platform of an index entry, in the registry client's terms.
-fn platform_of(p: &oci_spec::image::Platform) -> Platform {
-    Platform {
-        os: p.os().to_string(),
-        architecture: p.architecture().to_string(),
-        variant: p.variant().clone(),
-    }
-}
 
 /// Checks a kept layout against the pin: the pin's blob hashes to the pin; the image named
 /// [`BASE_NAME`] is the pin itself or, for an index, its entry for `platform`; the manifest,
@@ -48,32 +39,34 @@ pub fn verify_kept(dir: &Path, pin: &Digest, platform: &Platform, reference: &st
         let chosen = index
             .manifests()
             .iter()
-            .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(&platform_of(p))))
-            .ok_or_else(|| mismatch(format!("the pinned index has no image for {platform}")))?;
+            .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(p)))
+            .ok_or_else(|| mismatch(format!("the pinned index has no image for {}", platform.name())))?;
         digest_of(chosen)?
     };
     if base.digest().to_string() != expected.to_string() {
         return Err(mismatch(format!(
-            "the kept layout names {} but the pin selects {expected} for {platform}",
-            base.digest()
+            "the kept layout names {} but the pin selects {expected} for {}",
+            base.digest(),
+            platform.name()
         )));
     }
     let manifest = layout.read_manifest(base)?;
     let (config, _) = layout.read_config(manifest.config())?;
-    let actual = Platform {
-        os: config.os().to_string(),
-        architecture: config.architecture().to_string(),
-        variant: config.variant().clone(),
-    };
+    let actual = platform_of(
+        &config.os().to_string(),
+        &config.architecture().to_string(),
+        config.variant().as_deref(),
+    );
     if !platform.matches(&actual) {
         return Err(Error::PlatformMismatch {
             reference: reference.to_owned(),
-            wanted: platform.to_string(),
-            actual: actual.to_string(),
+            wanted: platform.name(),
+            actual: actual.name(),
             hint: format!(
-                "build with --arch {}{} or pin the image (or index) for {platform}",
-                actual.architecture,
-                actual.variant.as_ref().map(|v| format!(" --variant {v}")).unwrap_or_default()
+                "build with --arch {}{} or pin the image (or index) for {}",
+                actual.architecture(),
+                actual.variant().as_ref().map(|v| format!(" --variant {v}")).unwrap_or_default(),
+                platform.name()
             ),
         });
     }

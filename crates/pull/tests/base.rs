@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use nix_layer_blob::Digest;
 use nix_layer_image::OciLayout;
 use nix_layer_pull::{fetch_base, is_registry_reference, Error, BASE_NAME};
-use nix_layer_registry::{BlobSource, BytesBlob, Client, Platform, OCI_INDEX, OCI_MANIFEST};
+use nix_layer_registry::{BlobSource, BytesBlob, Client, PlatformExt, OCI_INDEX, OCI_MANIFEST};
 use nix_layer_registry_testkit::TestRegistry;
 use nix_layer_tar::{EntryKind, Header, TarWriter};
+use oci_spec::image::Platform;
 use serde_json::{json, Value};
 
 fn registry() -> Option<TestRegistry> {
@@ -43,14 +44,14 @@ fn desc(media_type: &str, bytes: &[u8]) -> Value {
 /// Pushes a one-layer image for `platform` whose Env names it and `repo`; returns (manifest bytes,
 /// its descriptor with the platform).
 fn push_image(client: &Client, r: &TestRegistry, repo: &str, platform: &Platform) -> (Vec<u8>, Value) {
-    let tar = layer("etc/platform", platform.to_string().as_bytes());
+    let tar = layer("etc/platform", platform.name().as_bytes());
     let mut config = json!({
-        "architecture": platform.architecture,
-        "os": platform.os,
-        "config": { "Env": [format!("PLATFORM={platform}"), format!("REPO={repo}")] },
+        "architecture": platform.architecture().to_string(),
+        "os": platform.os().to_string(),
+        "config": { "Env": [format!("PLATFORM={}", platform.name()), format!("REPO={repo}")] },
         "rootfs": { "type": "layers", "diff_ids": [Digest::of(&tar).to_string()] },
     });
-    if let Some(v) = &platform.variant {
+    if let Some(v) = platform.variant() {
         config["variant"] = json!(v);
     }
     let config = serde_json::to_vec(&config).unwrap();

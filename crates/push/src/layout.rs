@@ -121,7 +121,9 @@ pub fn push_platform_index(
         }
         let (config, _) = m.blobs().with_context(|| format!("the manifest of {r} is not valid"))?;
         let mut bytes = Vec::new();
-        client.fetch_blob(r, &config.digest, &mut bytes)?;
+        let config = nix_layer_registry::blob_digest(config.digest())
+            .with_context(|| format!("the manifest of {r} names config {}", config.digest()))?;
+        client.fetch_blob(r, &config, &mut bytes)?;
         let doc = nix_layer_image::Document::from_bytes(m.bytes.clone(), &m.media_type);
         manifests.push(nix_layer_image::platform_descriptor(&doc, &bytes)?);
     }

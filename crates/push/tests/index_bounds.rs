@@ -121,7 +121,7 @@ fn registry_with_index() -> (TestRegistry, Digest) {
     assert_eq!(client.read_layer_cache(&repo).unwrap().len(), 1);
     let manifest = client.get_manifest(&repo.with_tag(CACHE_TAG).unwrap()).unwrap();
     let (_, layers) = manifest.blobs().unwrap();
-    (r, layers[0].digest)
+    (r, nix_layer_registry::blob_digest(layers[0].digest()).unwrap())
 }
 
 #[test]

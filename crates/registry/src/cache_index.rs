@@ -14,7 +14,7 @@ use nix_layer_blob::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::client::BytesBlob;
-use crate::manifest::{artifact_manifest, Descriptor, OCI_MANIFEST};
+use crate::manifest::{artifact_manifest, blob_digest, descriptor_of, OCI_MANIFEST};
 use crate::{BlobSource, Client, Error, ImageUpload, Reference};
 
 /// The tag the index is kept under.
@@ -138,13 +138,14 @@ impl Client {
         let (_, layers) = manifest.blobs().map_err(|e| bad(e.to_string()))?;
         let blob = layers
             .iter()
-            .find(|d| d.media_type == CACHE_BLOB_TYPE)
+            .find(|d| d.media_type().as_ref() == CACHE_BLOB_TYPE)
             .ok_or_else(|| bad(format!("no {CACHE_BLOB_TYPE} blob")))?;
-        if blob.size > MAX_INDEX_BYTES {
-            return Err(bad(format!("{} bytes is more than the {MAX_INDEX_BYTES} allowed", blob.size)));
+        if blob.size() > MAX_INDEX_BYTES {
+            return Err(bad(format!("{} bytes is more than the {MAX_INDEX_BYTES} allowed", blob.size())));
         }
-        let mut sink = Capped { bytes: Vec::with_capacity(blob.size as usize), cap: blob.size };
-        self.fetch_blob(repo, &blob.digest, &mut sink).map_err(|e| bad(e.to_string()))?;
+        let digest = blob_digest(blob.digest()).map_err(|e| bad(e.to_string()))?;
+        let mut sink = Capped { bytes: Vec::with_capacity(blob.size() as usize), cap: blob.size() };
+        self.fetch_blob(repo, &digest, &mut sink).map_err(|e| bad(e.to_string()))?;
         LayerCacheIndex::from_bytes(&sink.bytes).map_err(|e| bad(format!("not a layer cache index: {e}")))
     }
 
@@ -167,7 +168,7 @@ impl Client {
     pub fn put_layer_cache(&self, repo: &Reference, index: &LayerCacheIndex) -> Result<(), Error> {
         let payload = BytesBlob::new(index.to_bytes());
         let config = BytesBlob::new(crate::manifest::EMPTY_JSON.to_vec());
-        let layer = Descriptor::of(CACHE_BLOB_TYPE, &payload.bytes);
+        let layer = descriptor_of(CACHE_BLOB_TYPE, &payload.bytes);
         let manifest = artifact_manifest(CACHE_ARTIFACT_TYPE, &[layer], None, &BTreeMap::new());
         let blobs: [&dyn BlobSource; 2] = [&config, &payload];
         let target = repo.with_tag(CACHE_TAG)?;

@@ -32,8 +32,9 @@
 //! ```no_run
 //! use nix_layer_registry::{
 //!     BytesBlob, BlobSource, Client, ClientOptions, CredentialSource, FileBlob, ImageUpload,
-//!     Platform, Reference, OCI_MANIFEST,
+//!     PlatformExt, Reference, OCI_MANIFEST,
 //! };
+//! use oci_spec::image::Platform;
 //! # fn main() -> Result<(), nix_layer_registry::Error> {
 //! # let (layer_path, layer_digest, layer_size) = (std::path::PathBuf::new(), nix_layer_blob::Digest::of(b""), 0);
 //! # let (config_json, manifest_json): (Vec<u8>, Vec<u8>) = (vec![], vec![]);
@@ -54,7 +55,8 @@
 //! let image = client.resolve_image(&base, &Platform::host())?;
 //! let (config, layers) = image.manifest.blobs().expect("an image manifest");
 //! for d in std::iter::once(&config).chain(&layers) {
-//!     client.fetch_blob_to_path(&base, &d.digest, &std::path::Path::new("/tmp").join(d.digest.hex()))?;
+//!     let digest = nix_layer_registry::blob_digest(d.digest()).expect("a sha256 digest");
+//!     client.fetch_blob_to_path(&base, &digest, &std::path::Path::new("/tmp").join(digest.hex()))?;
 //! }
 //! # Ok(()) }
 //! ```
@@ -75,7 +77,8 @@ pub use client::{
 };
 pub use error::Error;
 pub use manifest::{
-    Descriptor, Manifest, Platform, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST,
+    annotations, blob_digest, descriptor, descriptor_of, document_bytes, oci_digest, platform, Manifest,
+    PlatformExt, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST,
 };
 pub use reference::{Reference, DOCKER_HUB};
 pub use referrers::{ReferrerPush, ReferrersVia};

@@ -8,8 +8,11 @@ use std::collections::BTreeMap;
 use nix_layer_blob::Digest;
 
 use crate::client::{pull_scope, BytesBlob, ReqBody};
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
+
 use crate::manifest::{
-    artifact_manifest, index_bytes, Descriptor, IndexDoc, EMPTY_JSON, OCI_INDEX, OCI_MANIFEST,
+    annotations as annotation_map, artifact_manifest, blob_digest, descriptor, index_bytes, EMPTY_JSON,
+    OCI_INDEX, OCI_MANIFEST,
 };
 use crate::{BlobSource, Client, Error, Reference};
 
@@ -47,17 +50,18 @@ impl Client {
     ) -> Result<ReferrerPush, Error> {
         let config = BytesBlob::new(EMPTY_JSON.to_vec());
         self.push_blobs(repo, &[&config, payload], &[])?;
-        let layer = Descriptor {
-            media_type: payload_media_type.to_owned(),
-            digest: payload.digest(),
-            size: payload.size(),
-            artifact_type: None,
-            platform: None,
-            annotations: BTreeMap::new(),
-        };
-        let subject = Descriptor { annotations: BTreeMap::new(), platform: None, ..subject.clone() };
+        let artifact_of = subject;
+        let layer = descriptor(payload_media_type, &payload.digest(), payload.size());
+        let subject_digest = blob_digest(subject.digest()).map_err(|e| Error::Protocol {
+            registry: repo.registry.clone(),
+            what: "the referrer's subject".into(),
+            reason: e.to_string(),
+        })?;
+        // The subject's identity and artifact type only: no annotations, platform, urls, data.
+        let mut subject = descriptor(subject.media_type().as_ref(), &subject_digest, subject.size());
+        subject.set_artifact_type(artifact_of.artifact_type().clone());
         let bytes = artifact_manifest(artifact_type, &[layer], Some(&subject), annotations);
-        self.push_referrer_manifest(repo, &subject.digest, &bytes, artifact_type, annotations)
+        self.push_referrer_manifest(repo, &subject_digest, &bytes, artifact_type, annotations)
     }
 
     /// Pushes referrer manifest `bytes` exactly as given (an artifact of `artifact_type`
@@ -75,19 +79,14 @@ impl Client {
     ) -> Result<ReferrerPush, Error> {
         let (digest, oci_subject) =
             self.put_manifest(repo, &Digest::of(bytes).to_string(), bytes, OCI_MANIFEST)?;
-        let manifest = Descriptor {
-            media_type: OCI_MANIFEST.to_owned(),
-            digest,
-            size: bytes.len() as u64,
-            artifact_type: Some(artifact_type.to_owned()),
-            platform: None,
-            annotations: annotations.clone(),
-        };
+        let mut manifest = descriptor(OCI_MANIFEST, &digest, bytes.len() as u64);
+        manifest.set_artifact_type(Some(MediaType::from(artifact_type)));
+        manifest.set_annotations(annotation_map(annotations));
         if oci_subject.is_some() || self.referrers_api(repo, subject)?.is_some() {
             return Ok(ReferrerPush { manifest, via: ReferrersVia::Api });
         }
         let mut listed = self.tag_schema_index(repo, subject)?;
-        if !listed.iter().any(|d| d.digest == digest) {
+        if !listed.iter().any(|d| blob_digest(d.digest()).ok() == Some(digest)) {
             listed.push(manifest.clone());
             self.push_manifest(repo, &[&tag_schema_tag(subject)], &index_bytes(&listed), OCI_INDEX)?;
         }
@@ -108,7 +107,9 @@ impl Client {
         };
         Ok(all
             .into_iter()
-            .filter(|d| artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t)))
+            .filter(|d| {
+                artifact_type.is_none_or(|t| d.artifact_type().as_ref().is_some_and(|a| a.to_string() == t))
+            })
             .collect())
     }
 
@@ -122,20 +123,18 @@ impl Client {
             _ => return Ok(None),
         }
         let body = self.body_reader(&req, resp, 4 << 20).read_all();
-        let doc = body.ok().and_then(|b| serde_json::from_slice::<IndexDoc>(&b).ok());
+        let doc = body.ok().and_then(|b| serde_json::from_slice::<ImageIndex>(&b).ok());
         // A 200 that is not an index is not the referrers API (some servers answer any path).
-        Ok(doc.map(|d| d.manifests))
+        Ok(doc.map(|d| d.manifests().clone()))
     }
 
     fn tag_schema_index(&self, repo: &Reference, subject: &Digest) -> Result<Vec<Descriptor>, Error> {
         let at = repo.with_tag(&tag_schema_tag(subject))?;
         match self.get_manifest(&at) {
-            Ok(m) => serde_json::from_slice::<IndexDoc>(&m.bytes).map(|d| d.manifests).map_err(|e| {
-                Error::Protocol {
-                    registry: repo.registry.clone(),
-                    what: format!("the referrers index {at}"),
-                    reason: e.to_string(),
-                }
+            Ok(m) => m.index().map(|d| d.manifests().clone()).map_err(|e| Error::Protocol {
+                registry: repo.registry.clone(),
+                what: format!("the referrers index {at}"),
+                reason: e.to_string(),
             }),
             Err(Error::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(e),

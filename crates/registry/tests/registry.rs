@@ -12,12 +12,18 @@ use std::thread;
 use nix_layer_blob::{compress_bytes, Compression, Digest};
 use nix_layer_registry::{
     AuthEnvironment, BlobOutcome, BlobSource, BytesBlob, CachedLayer, Client, ClientOptions,
-    CredentialSource, Credentials, Descriptor, Error, ImageUpload, Platform, Reference, ReferrersVia,
+    CredentialSource, Credentials, Error, ImageUpload, PlatformExt, Reference, ReferrersVia,
     IDENTITY_TOKEN_USER, OCI_INDEX, OCI_MANIFEST,
 };
 use nix_layer_registry_testkit::{test_client, LoggedRequest, TestRegistry, TestRegistryConfig};
+use oci_spec::image::{Descriptor, MediaType, Platform};
 
 // ------------------------------------------------------------------ fixtures
+
+/// A descriptor's digest, in this project's type.
+fn dg(d: &Descriptor) -> Digest {
+    nix_layer_registry::blob_digest(d.digest()).unwrap()
+}
 
 /// Incompressible, reproducible bytes (xorshift), so layers keep their size under gzip.
 fn noise(seed: &str, len: usize) -> Vec<u8> {
@@ -87,7 +93,7 @@ impl TestImage {
     }
 
     fn descriptor(&self) -> Descriptor {
-        Descriptor::of(OCI_MANIFEST, &self.manifest)
+        nix_layer_registry::descriptor_of(OCI_MANIFEST, &self.manifest)
     }
 
     fn push(
@@ -143,17 +149,17 @@ fn push_then_pull_back_and_skopeo_agrees() {
         );
     }
     let (config, layers) = client.get_manifest(&target).unwrap().blobs().unwrap();
-    assert_eq!(config.digest, img.config.digest);
+    assert_eq!(dg(&config), img.config.digest);
     let dir = tempfile::tempdir().unwrap();
     for (d, blob) in layers.iter().zip(&img.layers) {
         let mut got = Vec::new();
-        assert_eq!(client.fetch_blob(&target, &d.digest, &mut got).unwrap(), blob.bytes.len() as u64);
+        assert_eq!(client.fetch_blob(&target, &dg(d), &mut got).unwrap(), blob.bytes.len() as u64);
         assert_eq!(got, blob.bytes);
-        let path = dir.path().join(d.digest.hex());
-        client.fetch_blob_to_path(&target, &d.digest, &path).unwrap();
+        let path = dir.path().join(dg(d).hex());
+        client.fetch_blob_to_path(&target, &dg(d), &path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), blob.bytes);
     }
-    assert_eq!(client.head_manifest(&target).unwrap().unwrap().digest, img.digest());
+    assert_eq!(dg(&client.head_manifest(&target).unwrap().unwrap()), img.digest());
 
     // skopeo, an independent client, sees the same digest and bytes, and copies the image
     // (verifying every blob) into an OCI layout.
@@ -271,7 +277,7 @@ fn blobs_are_mounted_across_repositories() {
     assert_eq!(cancelled.count(), 4, "{reqs:#?}");
     let pulled = client.get_manifest(&reg.reference("team/app:1")).unwrap();
     for d in pulled.blobs().unwrap().1 {
-        client.fetch_blob(&reg.reference("team/app"), &d.digest, &mut io::sink()).unwrap();
+        client.fetch_blob(&reg.reference("team/app"), &dg(&d), &mut io::sink()).unwrap();
     }
 }
 
@@ -601,7 +607,7 @@ fn an_index_resolves_to_the_platform_asked_for() {
     let mut manifests = Vec::new();
     for (img, arch) in [(&amd, "amd64"), (&arm, "arm64")] {
         let mut d = img.descriptor();
-        d.platform = Some(Platform { architecture: arch.into(), os: "linux".into(), variant: None });
+        d.set_platform(Some(nix_layer_registry::platform("linux", arch, None)));
         manifests.push(d);
     }
     let index = serde_json::to_vec(
@@ -701,8 +707,8 @@ fn sboms_are_pushed_as_referrers() {
         let r = client.push_referrer(&repo, &img.descriptor(), sbom_type, &sbom, sbom_type, &notes).unwrap();
         // distribution 2.8 has no referrers API: the tag schema is used.
         assert_eq!(r.via, ReferrersVia::TagSchema);
-        assert_eq!(r.manifest.artifact_type.as_deref(), Some(sbom_type));
-        let artifact = client.get_manifest(&repo.with_digest(r.manifest.digest)).unwrap();
+        assert_eq!(r.manifest.artifact_type().as_ref(), Some(&MediaType::from(sbom_type)));
+        let artifact = client.get_manifest(&repo.with_digest(dg(&r.manifest))).unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&artifact.bytes).unwrap();
         assert_eq!(doc["subject"]["digest"], img.digest().to_string());
         assert_eq!(doc["artifactType"], sbom_type);

@@ -2,15 +2,14 @@
 //! `sha256-<hex>.sig` in the image's repository, one layer per signature (the payload, with
 //! the signature in an annotation), plus an OCI 1.1 referrer of the signed manifest.
 
-use std::collections::BTreeMap;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use nix_layer_blob::Digest;
 use nix_layer_registry::{
-    BlobSource, BytesBlob, Client, Descriptor, Error as RegistryError, Manifest, Reference, ReferrersVia,
-    OCI_MANIFEST,
+    annotations as annotation_map, blob_digest, descriptor_of, BlobSource, BytesBlob, Client,
+    Error as RegistryError, Reference, ReferrersVia, OCI_MANIFEST,
 };
+use oci_spec::image::Descriptor;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -59,21 +58,14 @@ struct Layers {
 pub fn sign_image(client: &Client, image: &Reference, signer: &dyn Signer) -> Result<Vec<Signed>, Error> {
     let top = client.get_manifest(image)?;
     let identity = docker_reference(image);
-    let mut subjects = vec![descriptor_of(&top)];
+    let mut subjects = vec![top.descriptor()];
     if top.is_index() {
-        #[derive(Deserialize)]
-        struct Index {
-            manifests: Vec<Descriptor>,
-        }
-        let index: Index = serde_json::from_slice(&top.bytes)
+        let index = top
+            .index()
             .map_err(|e| Error::Format { what: format!("the index {image}"), reason: e.to_string() })?;
-        subjects.extend(index.manifests);
+        subjects.extend(index.manifests().iter().cloned());
     }
     subjects.iter().map(|s| sign_manifest(client, image, &identity, s, signer)).collect()
-}
-
-fn descriptor_of(m: &Manifest) -> Descriptor {
-    Descriptor::of(&m.media_type, &m.bytes)
 }
 
 /// Signs one manifest `subject` of `image`'s repository under `identity`.
@@ -84,8 +76,12 @@ pub fn sign_manifest(
     subject: &Descriptor,
     signer: &dyn Signer,
 ) -> Result<Signed, Error> {
-    let payload = payload(identity, &subject.digest);
-    let sig_ref = image.with_tag(&signature_tag(&subject.digest))?;
+    let digest = blob_digest(subject.digest()).map_err(|e| Error::Format {
+        what: format!("the manifest to sign in {image}"),
+        reason: e.to_string(),
+    })?;
+    let payload = payload(identity, &digest);
+    let sig_ref = image.with_tag(&signature_tag(&digest))?;
     let mut layers = match client.get_manifest(&sig_ref) {
         Ok(m) => {
             serde_json::from_slice::<Layers>(&m.bytes)
@@ -107,14 +103,14 @@ pub fn sign_manifest(
                 .is_some_and(|sig| signer.already_signed(&payload, &sig))
     });
     if mine {
-        return Ok(Signed { digest: subject.digest, added: false, referrer: None });
+        return Ok(Signed { digest, added: false, referrer: None });
     }
     let signature = signer.sign(&payload)?;
     let mut annotations = signature.annotations.clone();
     annotations.insert(SIGNATURE_ANNOTATION.to_owned(), B64.encode(&signature.signature));
     let blob = BytesBlob::new(payload);
-    let mut layer = Descriptor::of(SIMPLE_SIGNING, &blob.bytes);
-    layer.annotations = annotations.clone();
+    let mut layer = descriptor_of(SIMPLE_SIGNING, &blob.bytes);
+    layer.set_annotations(annotation_map(&annotations));
     layers.push(serde_json::to_value(&layer).expect("a descriptor serialises"));
 
     // An image config listing the layers, as cosign writes it (tools that list the
@@ -133,19 +129,13 @@ pub fn sign_manifest(
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": Descriptor::of("application/vnd.oci.image.config.v1+json", &config.bytes),
+        "config": descriptor_of("application/vnd.oci.image.config.v1+json", &config.bytes),
         "layers": layers,
     }))
     .expect("a manifest serialises");
-    client.push_manifest(image, &[&signature_tag(&subject.digest)], &manifest, OCI_MANIFEST)?;
+    client.push_manifest(image, &[&signature_tag(&digest)], &manifest, OCI_MANIFEST)?;
 
-    let referrer = client.push_referrer(
-        image,
-        subject,
-        SIGNATURE_ARTIFACT_TYPE,
-        &blob,
-        SIMPLE_SIGNING,
-        &annotations.into_iter().collect::<BTreeMap<_, _>>(),
-    )?;
-    Ok(Signed { digest: subject.digest, added: true, referrer: Some(referrer.via) })
+    let referrer =
+        client.push_referrer(image, subject, SIGNATURE_ARTIFACT_TYPE, &blob, SIMPLE_SIGNING, &annotations)?;
+    Ok(Signed { digest, added: true, referrer: Some(referrer.via) })
 }

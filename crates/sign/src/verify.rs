@@ -6,7 +6,7 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use nix_layer_blob::Digest;
-use nix_layer_registry::{Client, Error as RegistryError, Reference};
+use nix_layer_registry::{blob_digest, Client, Error as RegistryError, Reference};
 use serde::Deserialize;
 
 use crate::attach::{signature_tag, SIGNATURE_ARTIFACT_TYPE};
@@ -121,8 +121,15 @@ pub fn verify_image(client: &Client, image: &Reference, key: &PublicKey) -> Resu
 
     for referrer in client.list_referrers(image, &digest, Some(SIGNATURE_ARTIFACT_TYPE))? {
         found_any = true;
-        let what = format!("referrer {}", referrer.digest);
-        let m = match client.get_manifest(&image.with_digest(referrer.digest)) {
+        let what = format!("referrer {}", referrer.digest());
+        let referrer = match blob_digest(referrer.digest()) {
+            Ok(d) => d,
+            Err(e) => {
+                rejections.push((what, Rejection::Garbled(e.to_string())));
+                continue;
+            }
+        };
+        let m = match client.get_manifest(&image.with_digest(referrer)) {
             Ok(m) => m,
             Err(RegistryError::NotFound { .. }) => {
                 rejections.push((what, Rejection::Garbled("listed but absent".into())));

@@ -174,7 +174,7 @@ fn a_signature_is_also_a_referrer_and_verifies_from_there_alone() {
     client.push_blobs(&image, &[&BytesBlob::new(b"{}".to_vec())], &[]).unwrap();
     put_sig_manifest(&client, &image, &digest, &empty);
     let v = verify_image(&client, &image, &public).unwrap();
-    assert_eq!(v.source, format!("referrer {}", referrers[0].digest));
+    assert_eq!(v.source, format!("referrer {}", referrers[0].digest()));
 }
 #[test]
 fn signing_an_index_signs_it_and_each_platform_manifest() {

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use nix_layer_blob::Digest;
 use serde::Deserialize;
 
-use crate::manifest::{is_index, Descriptor, IndexDoc, Manifest, Platform, ACCEPT_MANIFESTS};
+use oci_spec::image::{Descriptor, Platform};
+
+use crate::manifest::{blob_digest, descriptor, is_index, Manifest, PlatformExt, ACCEPT_MANIFESTS};
 use crate::{Error, Reference};
 
 use super::blobs::not_found;
@@ -67,25 +69,32 @@ impl Client {
         if !top.is_index() {
             return Ok(ResolvedImage { index: None, manifest: top });
         }
-        let index: IndexDoc = serde_json::from_slice(&top.bytes).map_err(|e| Error::Protocol {
+        let index = top.index().map_err(|e| Error::Protocol {
             registry: r.registry.clone(),
             what: format!("index {r}"),
             reason: e.to_string(),
         })?;
-        let chosen = index
-            .manifests
-            .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)) && !is_index(&d.media_type));
+        let chosen = index.manifests().iter().find(|d| {
+            d.platform().as_ref().is_some_and(|p| platform.matches(p)) && !is_index(d.media_type().as_ref())
+        });
         let Some(chosen) = chosen else {
-            let available: Vec<String> =
-                index.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+            let available: Vec<String> = index
+                .manifests()
+                .iter()
+                .filter_map(|d| d.platform().as_ref().map(PlatformExt::name))
+                .collect();
             return Err(Error::NoPlatform {
                 reference: r.to_string(),
-                wanted: platform.to_string(),
+                wanted: platform.name(),
                 available: available.join(", "),
             });
         };
-        let manifest = self.get_manifest(&r.with_digest(chosen.digest))?;
+        let chosen = blob_digest(chosen.digest()).map_err(|e| Error::Protocol {
+            registry: r.registry.clone(),
+            what: format!("index {r}"),
+            reason: e.to_string(),
+        })?;
+        let manifest = self.get_manifest(&r.with_digest(chosen))?;
         Ok(ResolvedImage { index: Some(top), manifest })
     }
 
@@ -232,13 +241,6 @@ impl Client {
         let digest = digest.parse::<Digest>().map_err(|e| protocol(&e.to_string()))?;
         let size = header(&resp, "Content-Length").and_then(|l| l.parse().ok()).unwrap_or(0);
         let media_type = header(&resp, "Content-Type").unwrap_or_default();
-        Ok(Some(Descriptor {
-            media_type,
-            digest,
-            size,
-            artifact_type: None,
-            platform: None,
-            annotations: Default::default(),
-        }))
+        Ok(Some(descriptor(&media_type, &digest, size)))
     }
 }
