@@ -498,7 +498,9 @@ fn push_sign_with_provenance_and_verify_attestations() {
         "https://github.com/org/app/.github/workflows/build.yml@refs/heads/main"
     );
     assert_eq!(p["runDetails"]["builder"]["version"]["nix-layer"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(p["buildDefinition"]["externalParameters"]["name"], dest);
+    let params = &p["buildDefinition"]["externalParameters"];
+    assert_eq!((&params["name"], &params["tag"]), (&json!(at("e2e/prov")), &json!("1")));
+    assert!(params["compression"].as_str().unwrap().starts_with("gzip:"), "{params}");
     let deps: Vec<(String, String)> = p["buildDefinition"]["resolvedDependencies"]
         .as_array()
         .unwrap()
