@@ -63,6 +63,9 @@ fn validate(files: &[PathBuf]) -> std::process::Output {
         .expect("bash and python3 run tests/validate.sh")
 }
 
+/// Makes a valid statement invalid.
+type Breaks = fn(&mut Value);
+
 #[test]
 fn statements_validate_and_broken_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +87,7 @@ fn statements_validate_and_broken_ones_are_refused() {
     );
 
     let base: Value = serde_json::from_slice(&statement(&provenance(false))).unwrap();
-    let broken: Vec<(&str, fn(&mut Value))> = vec![
+    let broken: Vec<(&str, Breaks)> = vec![
         ("no-builder-id", |v| {
             v["predicate"]["runDetails"]["builder"].as_object_mut().unwrap().remove("id");
         }),
