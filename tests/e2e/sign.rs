@@ -522,6 +522,16 @@ fn push_sign_with_provenance_and_verify_attestations() {
         .collect();
     expected.sort();
     assert_eq!(deps, expected);
+    // The statement as pushed validates against the in-toto Statement / SLSA v1 schema.
+    std::fs::write(d.join("statement.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+    let schema_dir = repo_root().join("crates/sign/tests");
+    let o = output(
+        Command::new(schema_dir.join("validate.sh"))
+            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("jsonschema-venv"))
+            .arg(schema_dir.join("provenance.schema.json"))
+            .arg(d.join("statement.json")),
+    );
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
 
     // The same image pushed again: the same statement bytes (a second attestation; the
     // ECDSA signatures differ, the statements do not).
