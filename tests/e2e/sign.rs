@@ -458,6 +458,20 @@ fn push_sign_with_provenance_and_verify_attestations() {
         client.get_manifest(&Reference::parse(&dest).unwrap()),
         Err(nix_layer_registry::Error::NotFound { .. })
     ));
+    // No password at all (no variable, no terminal): the same.
+    let o = output(
+        nix_layer()
+            .args(["push", &dest, "--plain-http", "--sign"])
+            .arg(d.join("a.key"))
+            .arg("--closure")
+            .args(f.closure(&[&f.app]))
+            .env_remove("COSIGN_PASSWORD"),
+    );
+    assert!(!o.status.success() && stderr(&o).contains("COSIGN_PASSWORD"), "{}", stderr(&o));
+    assert!(matches!(
+        client.get_manifest(&Reference::parse(&dest).unwrap()),
+        Err(nix_layer_registry::Error::NotFound { .. })
+    ));
     // --provenance without --sign is refused by the argument parser.
     let o = push_signed(&dest, &[&f.app], "pw-a", &[os("--provenance")]);
     assert!(!o.status.success() && stderr(&o).contains("--sign"), "{}", stderr(&o));
