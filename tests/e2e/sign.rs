@@ -609,9 +609,9 @@ fn push_sign_with_provenance_and_verify_attestations() {
 }
 
 /// `push --layout --sign` of a multi-platform layout signs the index and each platform's
-/// manifest, by digest.
+/// manifest, by digest; `push --archive --sign` the manifest it pushed.
 #[test]
-fn push_layout_sign_signs_the_index_and_each_manifest() {
+fn push_layout_and_archive_sign_what_they_pushed() {
     let r = registry();
     let client = r.client(None);
     let f = fixtures();
@@ -651,6 +651,27 @@ fn push_layout_sign_signs_the_index_and_each_manifest() {
         refs.push(format!("{}/e2e/signed-multi@{}", r.host(), m["digest"].as_str().unwrap()));
     }
     assert_eq!(refs.len(), 3);
+
+    // A docker-archive: its pushed manifest, signed by digest.
+    let archive = d.join("app.tar");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .args(["--name", "arch:1", "--quiet", "-o"])
+        .arg(&archive));
+    let dest = format!("{}/e2e/signed-archive:1", r.host());
+    let o = output(
+        nix_layer()
+            .args(["push", &dest, "--plain-http", "--archive"])
+            .arg(&archive)
+            .arg("--sign")
+            .arg(d.join("a.key"))
+            .env("COSIGN_PASSWORD", "pw"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    refs.push(format!("{}/e2e/signed-archive@{digest}", r.host()));
     for reference in refs {
         let o =
             output(nix_layer().args(["verify", "--plain-http", &reference, "--key"]).arg(d.join("a.pub")));
