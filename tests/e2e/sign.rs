@@ -491,6 +491,7 @@ fn push_sign_with_provenance_and_verify_attestations() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(out.starts_with(&format!("{digest} verified: signed as {dest} ")), "{out}");
     assert!(out.contains("verified: https://slsa.dev/provenance/v1"), "{out}");
+    assert_eq!(out.matches(" SBOM sha256:").count(), 1, "{out}");
     assert!(!verify(&dest, "b.pub", true).status.success());
 
     // The SBOM referrer carries the same signature.
@@ -606,6 +607,15 @@ fn push_sign_with_provenance_and_verify_attestations() {
     assert!(push_signed(&plain, &[&f.app], "pw-a", &[os("--sign"), &key("a.key")]).status.success());
     let o = verify(&plain, "a.pub", true);
     assert!(!o.status.success() && stderr(&o).contains("has no in-toto attestations"), "{}", stderr(&o));
+    // An SBOM referrer nobody signed (pushed without --sign) fails --attestations.
+    let unsigned = at("e2e/unsigned-sbom:1");
+    assert!(push_signed(&unsigned, &[&f.app], "pw-a", &[os("--sign"), &key("a.key"), os("--provenance")])
+        .status
+        .success());
+    assert!(verify(&unsigned, "a.pub", true).status.success());
+    assert!(push_signed(&unsigned, &[&f.app], "", &[os("--sbom")]).status.success());
+    let o = verify(&unsigned, "a.pub", true);
+    assert!(!o.status.success() && stderr(&o).contains("has no signatures"), "{}", stderr(&o));
 }
 
 /// `push --layout --sign` of a multi-platform layout signs the index and each platform's

@@ -38,7 +38,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// Also require in-toto attestations (SLSA provenance) attached to the manifest, each a
-    /// DSSE envelope signed by the key whose subject is the manifest's digest.
+    /// DSSE envelope signed by the key whose subject is the manifest's digest, and every
+    /// SBOM referrer to be signed by the key.
     #[arg(long)]
     pub attestations: bool,
     #[command(flatten)]
@@ -120,6 +121,11 @@ pub fn verify(a: &VerifyArgs) -> Result<()> {
                 "{} attestation {} verified: {}\n",
                 v.digest, at.referrer, at.predicate_type
             ));
+        }
+        let sboms = [nix_layer_sbom::CYCLONEDX_MEDIA_TYPE, nix_layer_sbom::SPDX_MEDIA_TYPE];
+        for s in nix_layer_sign::verify_referrers_signed(&client, &image.with_digest(v.digest), &key, &sboms)?
+        {
+            text.push_str(&format!("{} SBOM {} verified\n", v.digest, s.digest));
         }
     }
     crate::print_report(&text)

@@ -125,3 +125,21 @@ fn check(
     let v: serde_json::Value = serde_json::from_slice(&statement).expect("parsed by subjects");
     Ok(v["predicateType"].as_str().unwrap_or_default().to_owned())
 }
+
+/// Checks that every referrer of the manifest `image` names whose artifact type is one of
+/// `artifact_types` (the SBOMs) is itself signed by `key`; the verified referrers.
+pub fn verify_referrers_signed(
+    client: &Client,
+    image: &Reference,
+    key: &PublicKey,
+    artifact_types: &[&str],
+) -> Result<Vec<crate::Verified>, VerifyError> {
+    let digest = client.get_manifest(image)?.digest;
+    let mut verified = Vec::new();
+    for t in artifact_types {
+        for r in client.list_referrers(image, &digest, Some(t))? {
+            verified.push(crate::verify_image(client, &image.with_digest(r.digest), key)?);
+        }
+    }
+    Ok(verified)
+}

@@ -26,7 +26,7 @@ pub mod verify;
 pub use attach::{
     docker_reference, sign_image, sign_manifest, signature_tag, Signed, SIGNATURE_ARTIFACT_TYPE,
 };
-pub use attest::{attach_attestation, verify_attestations, Attestation};
+pub use attest::{attach_attestation, verify_attestations, verify_referrers_signed, Attestation};
 pub use error::Error;
 pub use keys::{generate_pair, PrivateKey, PublicKey};
 pub use password::password;
