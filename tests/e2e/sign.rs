@@ -361,3 +361,330 @@ fn podman_and_skopeo_enforce_the_signatures_under_a_sigstore_policy() {
         }
     }
 }
+
+/// `push --closure … --plain-http` plus `extra`, the key's password in COSIGN_PASSWORD and
+/// GitHub's workflow variables set (fixed, so the provenance's builder is known).
+fn push_signed(dest: &str, roots: &[&str], password: &str, extra: &[&std::ffi::OsStr]) -> Output {
+    let f = fixtures();
+    output(
+        nix_layer()
+            .args(["push", dest, "--plain-http", "--closure"])
+            .args(f.closure(roots))
+            .args(extra)
+            .env("COSIGN_PASSWORD", password)
+            .env("GITHUB_SERVER_URL", "https://github.com")
+            .env("GITHUB_REPOSITORY", "org/app")
+            .env("GITHUB_WORKFLOW_REF", "org/app/.github/workflows/build.yml@refs/heads/main")
+            .env("GITHUB_RUN_ID", "7")
+            .env("GITHUB_RUN_ATTEMPT", "1"),
+    )
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// The envelope bytes of each in-toto referrer of `digest` in `repo`.
+fn envelopes(client: &Client, repo: &Reference, digest: &Digest) -> Vec<Vec<u8>> {
+    let list = client.list_referrers(repo, digest, Some("application/vnd.in-toto+json")).unwrap();
+    list.iter()
+        .map(|r| {
+            let m: Value =
+                serde_json::from_slice(&client.get_manifest(&repo.with_digest(r.digest)).unwrap().bytes)
+                    .unwrap();
+            assert_eq!(m["layers"][0]["mediaType"], "application/vnd.dsse.envelope.v1+json");
+            let mut bytes = Vec::new();
+            client
+                .fetch_blob(repo, &m["layers"][0]["digest"].as_str().unwrap().parse().unwrap(), &mut bytes)
+                .unwrap();
+            bytes
+        })
+        .collect()
+}
+
+/// Stores `envelope` as an in-toto referrer of `digest` (what an attacker or a broken
+/// tool could put there).
+fn attach_envelope(client: &Client, repo: &Reference, digest: Digest, envelope: &[u8]) {
+    let m = client.get_manifest(&repo.with_digest(digest)).unwrap();
+    let subject = nix_layer_registry::Descriptor::of(&m.media_type, &m.bytes);
+    let blob = BytesBlob::new(envelope.to_vec());
+    client
+        .push_referrer(
+            repo,
+            &subject,
+            "application/vnd.in-toto+json",
+            &blob,
+            "application/vnd.dsse.envelope.v1+json",
+            &Default::default(),
+        )
+        .unwrap();
+}
+
+fn statement_of(envelope: &[u8]) -> Value {
+    let e: Value = serde_json::from_slice(envelope).unwrap();
+    assert_eq!(e["payloadType"], "application/vnd.in-toto+json");
+    serde_json::from_slice(&B64.decode(e["payload"].as_str().unwrap()).unwrap()).unwrap()
+}
+
+/// `push --sign` opens the key before sending anything and signs the digest it pushed;
+/// `--provenance` attaches signed SLSA provenance naming every store path with its NAR
+/// hash; `verify --attestations` accepts it and refuses a tampered envelope, one about
+/// another manifest and one signed by another key.
+#[test]
+fn push_sign_with_provenance_and_verify_attestations() {
+    let r = registry();
+    let client = r.client(None);
+    let f = fixtures();
+    let dir = scratch();
+    let d = dir.path();
+    keygen(d, "a", "pw-a");
+    keygen(d, "b", "pw-b");
+    let key = |k: &str| d.join(k).into_os_string();
+    let verify = |reference: &str, pubkey: &str, attestations: bool| {
+        let mut cmd = nix_layer();
+        cmd.args(["verify", "--plain-http", reference, "--key"]).arg(d.join(pubkey));
+        if attestations {
+            cmd.arg("--attestations");
+        }
+        output(&mut cmd)
+    };
+    let at = |name: &str| format!("{}/{name}", r.host());
+
+    // A wrong password: refused before the push, so the registry holds nothing.
+    let dest = at("e2e/prov:1");
+    let o = push_signed(&dest, &[&f.app], "wrong", &[os("--sign"), &key("a.key"), os("--provenance")]);
+    assert!(!o.status.success() && stderr(&o).contains("cannot be decrypted"), "{}", stderr(&o));
+    assert!(matches!(
+        client.get_manifest(&Reference::parse(&dest).unwrap()),
+        Err(nix_layer_registry::Error::NotFound { .. })
+    ));
+    // No password at all (no variable, no terminal): the same.
+    let o = output(
+        nix_layer()
+            .args(["push", &dest, "--plain-http", "--sign"])
+            .arg(d.join("a.key"))
+            .arg("--closure")
+            .args(f.closure(&[&f.app]))
+            .env_remove("COSIGN_PASSWORD"),
+    );
+    assert!(!o.status.success() && stderr(&o).contains("COSIGN_PASSWORD"), "{}", stderr(&o));
+    assert!(matches!(
+        client.get_manifest(&Reference::parse(&dest).unwrap()),
+        Err(nix_layer_registry::Error::NotFound { .. })
+    ));
+    // --provenance without --sign is refused by the argument parser.
+    let o = push_signed(&dest, &[&f.app], "pw-a", &[os("--provenance")]);
+    assert!(!o.status.success() && stderr(&o).contains("--sign"), "{}", stderr(&o));
+
+    let o = push_signed(
+        &dest,
+        &[&f.app],
+        "pw-a",
+        &[os("--sign"), &key("a.key"), os("--provenance"), os("--sbom")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let repo = Reference::parse(&dest).unwrap();
+    assert_eq!(client.get_manifest(&repo).unwrap().digest, digest);
+    let o = verify(&dest, "a.pub", true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.starts_with(&format!("{digest} verified: signed as {dest} ")), "{out}");
+    assert!(out.contains("verified: https://slsa.dev/provenance/v1"), "{out}");
+    assert_eq!(out.matches(" SBOM sha256:").count(), 1, "{out}");
+    assert!(!verify(&dest, "b.pub", true).status.success());
+
+    // The SBOM referrer carries the same signature.
+    let sboms = client.list_referrers(&repo, &digest, Some("application/vnd.cyclonedx+json")).unwrap();
+    assert_eq!(sboms.len(), 1);
+    let o = verify(&format!("{}@{}", at("e2e/prov"), sboms[0].digest), "a.pub", false);
+    assert!(o.status.success(), "the SBOM referrer is not signed: {}", stderr(&o));
+
+    // The statement: subject, builder, every store path of the closure with its NAR hash.
+    let envs = envelopes(&client, &repo, &digest);
+    assert_eq!(envs.len(), 1);
+    let s = statement_of(&envs[0]);
+    assert_eq!(s["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(s["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(s["subject"], json!([{"name": at("e2e/prov"), "digest": {"sha256": digest.hex()}}]));
+    let p = &s["predicate"];
+    assert_eq!(
+        p["runDetails"]["builder"]["id"],
+        "https://github.com/org/app/.github/workflows/build.yml@refs/heads/main"
+    );
+    assert_eq!(p["runDetails"]["builder"]["version"]["nix-layer"], env!("CARGO_PKG_VERSION"));
+    let params = &p["buildDefinition"]["externalParameters"];
+    assert_eq!((&params["name"], &params["tag"]), (&json!(at("e2e/prov")), &json!("1")));
+    assert!(params["compression"].as_str().unwrap().starts_with("gzip:"), "{params}");
+    let deps: Vec<(String, String)> = p["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap().to_owned(), d["digest"]["sha256"].as_str().unwrap().to_owned()))
+        .collect();
+    let mut expected: Vec<(String, String)> = f
+        .closure(&[&f.app])
+        .into_iter()
+        .map(|path| {
+            let nix32 = stdout(Command::new("nix-store").args(["-q", "--hash", &path]));
+            let hex = stdout(
+                Command::new("nix-hash")
+                    .args(["--type", "sha256", "--to-base16"])
+                    .arg(nix32.trim().trim_start_matches("sha256:")),
+            );
+            (path, hex.trim().to_owned())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(deps, expected);
+    // The statement as pushed validates against the in-toto Statement / SLSA v1 schema.
+    std::fs::write(d.join("statement.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+    let schema_dir = repo_root().join("crates/sign/tests");
+    let o = output(
+        Command::new(schema_dir.join("validate.sh"))
+            .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("jsonschema-venv"))
+            .arg(schema_dir.join("provenance.schema.json"))
+            .arg(d.join("statement.json")),
+    );
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+
+    // The same image pushed again: the same statement bytes (a second attestation; the
+    // ECDSA signatures differ, the statements do not).
+    let o = push_signed(&dest, &[&f.app], "pw-a", &[os("--sign"), &key("a.key"), os("--provenance")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let envs = envelopes(&client, &repo, &digest);
+    assert_eq!(envs.len(), 2);
+    let payload = |e: &[u8]| serde_json::from_slice::<Value>(e).unwrap()["payload"].clone();
+    assert_eq!(payload(&envs[0]), payload(&envs[1]));
+
+    // Another image's valid attestation, a tampered one, and one by key b, each attached
+    // to a signed copy of the image: each refused, saying why.
+    let other = at("e2e/other:1");
+    let o = push_signed(&other, &[&f.hello], "pw-a", &[os("--sign"), &key("a.key"), os("--provenance")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other_digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let other_env = envelopes(&client, &Reference::parse(&other).unwrap(), &other_digest).remove(0);
+    let mut tampered: Value = serde_json::from_slice(&envs[0]).unwrap();
+    let mut s2 = s.clone();
+    s2["predicate"]["runDetails"]["builder"]["id"] = json!("https://evil.example/builder");
+    tampered["payload"] = json!(B64.encode(serde_json::to_vec(&s2).unwrap()));
+    let tampered = serde_json::to_vec(&tampered).unwrap();
+    for (name, envelope, why) in [
+        ("tampered", Some(tampered), "does not verify with this key"),
+        ("another", Some(other_env), "for another manifest"),
+        ("bykeyb", None, "does not verify with this key"),
+    ] {
+        let target = at(&format!("e2e/{name}:1"));
+        let o = push_signed(&target, &[&f.app], "pw-a", &[os("--sign"), &key("a.key")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let t = Reference::parse(&target).unwrap();
+        match envelope {
+            Some(e) => attach_envelope(&client, &t, digest, &e),
+            None => {
+                let o = push_signed(
+                    &target,
+                    &[&f.app],
+                    "pw-b",
+                    &[os("--sign"), &key("b.key"), os("--provenance")],
+                );
+                assert!(o.status.success(), "{}", stderr(&o));
+            }
+        }
+        // The signature alone still verifies; the attestations do not.
+        assert!(verify(&target, "a.pub", false).status.success());
+        let o = verify(&target, "a.pub", true);
+        assert!(!o.status.success(), "{name}: accepted");
+        assert!(
+            stderr(&o).contains("do not verify with this key") && stderr(&o).contains(why),
+            "{name}: {}",
+            stderr(&o)
+        );
+    }
+    // An image without attestations.
+    let o = verify(&at("e2e/tampered:1"), "a.pub", false);
+    assert!(o.status.success());
+    let plain = at("e2e/plain:1");
+    assert!(push_signed(&plain, &[&f.app], "pw-a", &[os("--sign"), &key("a.key")]).status.success());
+    let o = verify(&plain, "a.pub", true);
+    assert!(!o.status.success() && stderr(&o).contains("has no in-toto attestations"), "{}", stderr(&o));
+    // An SBOM referrer nobody signed (pushed without --sign) fails --attestations.
+    let unsigned = at("e2e/unsigned-sbom:1");
+    assert!(push_signed(&unsigned, &[&f.app], "pw-a", &[os("--sign"), &key("a.key"), os("--provenance")])
+        .status
+        .success());
+    assert!(verify(&unsigned, "a.pub", true).status.success());
+    assert!(push_signed(&unsigned, &[&f.app], "", &[os("--sbom")]).status.success());
+    let o = verify(&unsigned, "a.pub", true);
+    assert!(!o.status.success() && stderr(&o).contains("has no signatures"), "{}", stderr(&o));
+}
+
+/// `push --layout --sign` of a multi-platform layout signs the index and each platform's
+/// manifest, by digest; `push --archive --sign` the manifest it pushed.
+#[test]
+fn push_layout_and_archive_sign_what_they_pushed() {
+    let r = registry();
+    let client = r.client(None);
+    let f = fixtures();
+    let dir = scratch();
+    let d = dir.path();
+    keygen(d, "a", "pw");
+    let layout = d.join("L");
+    for arch in ["amd64", "arm64"] {
+        run(nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[&f.app]))
+            .args(["--name", &format!("multi:{arch}"), "--arch", arch, "--format", "oci", "--quiet", "-o"])
+            .arg(&layout));
+    }
+    run(nix_layer().args(["index", "--layout"]).arg(&layout).args([
+        "--name",
+        "multi:1",
+        "multi:amd64",
+        "multi:arm64",
+    ]));
+    let dest = format!("{}/e2e/signed-multi:1", r.host());
+    let o = output(
+        nix_layer()
+            .args(["push", &dest, "--layout"])
+            .arg(&layout)
+            .args(["--image", "multi:1", "--plain-http", "--sign"])
+            .arg(d.join("a.key"))
+            .env("COSIGN_PASSWORD", "pw"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let index: Value =
+        serde_json::from_slice(&client.get_manifest(&Reference::parse(&dest).unwrap()).unwrap().bytes)
+            .unwrap();
+    let mut refs = vec![dest.clone()];
+    for m in index["manifests"].as_array().unwrap() {
+        refs.push(format!("{}/e2e/signed-multi@{}", r.host(), m["digest"].as_str().unwrap()));
+    }
+    assert_eq!(refs.len(), 3);
+
+    // A docker-archive: its pushed manifest, signed by digest.
+    let archive = d.join("app.tar");
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .args(["--name", "arch:1", "--quiet", "-o"])
+        .arg(&archive));
+    let dest = format!("{}/e2e/signed-archive:1", r.host());
+    let o = output(
+        nix_layer()
+            .args(["push", &dest, "--plain-http", "--archive"])
+            .arg(&archive)
+            .arg("--sign")
+            .arg(d.join("a.key"))
+            .env("COSIGN_PASSWORD", "pw"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    refs.push(format!("{}/e2e/signed-archive@{digest}", r.host()));
+    for reference in refs {
+        let o =
+            output(nix_layer().args(["verify", "--plain-http", &reference, "--key"]).arg(d.join("a.pub")));
+        assert!(o.status.success(), "{reference}: {}", stderr(&o));
+    }
+}

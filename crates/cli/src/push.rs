@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use nix_layer_push::{BlobInfoRecord, BuildPush};
 use nix_layer_registry::Reference;
+use nix_layer_sign::{KeySigner, PrivateKey, Signer};
 
 use crate::args::BuildArgs;
 
@@ -40,20 +41,42 @@ pub struct PushArgs {
     /// must be named).
     #[arg(long = "image", value_name = "NAME")]
     pub image: Option<String>,
+    /// Sign the pushed manifest digest (an index: it and each platform's manifest, and the
+    /// SBOM referrer) with this cosign private key (password from COSIGN_PASSWORD or the
+    /// terminal, asked before anything is pushed).
+    #[arg(long = "sign", value_name = "KEY")]
+    pub sign: Option<std::path::PathBuf>,
+    /// Attach SLSA provenance (an in-toto statement in a DSSE envelope signed with the
+    /// --sign key) as a referrer of the manifest. Built images only.
+    #[arg(long, requires = "sign", conflicts_with_all = ["layout", "archive"])]
+    pub provenance: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
 
 pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
     let destination = Reference::parse(&a.destination)?;
+    // The key is opened first: a wrong password stops the push before anything is sent.
+    let signer = match &a.sign {
+        Some(path) => {
+            let password = nix_layer_sign::password(false)?;
+            Some(KeySigner::new(PrivateKey::read(path, &password)?))
+        }
+        None => None,
+    };
     let client = crate::pull::client(a.build.plain_http, a.build.creds.as_deref())?;
     let tags: Vec<&str> = a.tags.iter().map(String::as_str).collect();
     let record = BlobInfoRecord::for_user();
     let verbose = verbose || a.build.verbose;
     let outcome = if let Some(file) = &a.archive {
-        nix_layer_push::push_archive(&client, &record, file, a.image.as_deref(), &destination, &tags)?
+        let o =
+            nix_layer_push::push_archive(&client, &record, file, a.image.as_deref(), &destination, &tags)?;
+        sign(&client, &destination, &o, signer.as_ref())?;
+        o
     } else if let Some(dir) = &a.layout {
-        nix_layer_push::push_layout(&client, &record, dir, a.image.as_deref(), &destination, &tags)?
+        let o = nix_layer_push::push_layout(&client, &record, dir, a.image.as_deref(), &destination, &tags)?;
+        sign(&client, &destination, &o, signer.as_ref())?;
+        o
     } else {
         if a.image.is_some() {
             bail!("--image names an image of --layout or --archive");
@@ -77,6 +100,8 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
             compression: req.compression,
             sbom: req.sbom,
             exact_index: a.verify_index == "exact",
+            signer: signer.as_ref().map(|s| s as &dyn Signer),
+            provenance: a.provenance,
         };
         nix_layer_push::push_build(&client, &record, &req.image, &how)?
     };
@@ -87,6 +112,18 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
         eprintln!("{}", outcome.summary(&destination.registry, &destination.repository));
     }
     crate::print_report(&format!("{}\n", outcome.report.manifest_digest))
+}
+
+fn sign(
+    client: &nix_layer_registry::Client,
+    destination: &Reference,
+    o: &nix_layer_push::PushOutcome,
+    signer: Option<&KeySigner>,
+) -> Result<()> {
+    if let Some(s) = signer {
+        nix_layer_push::sign_pushed(client, destination, &o.report.manifest_digest, &[], s)?;
+    }
+    Ok(())
 }
 
 #[derive(Args)]

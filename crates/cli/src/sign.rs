@@ -37,6 +37,11 @@ pub struct VerifyArgs {
     /// The signer's public key (PEM).
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
+    /// Also require in-toto attestations (SLSA provenance) attached to the manifest, each a
+    /// DSSE envelope signed by the key whose subject is the manifest's digest, and every
+    /// SBOM referrer to be signed by the key.
+    #[arg(long)]
+    pub attestations: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -109,5 +114,19 @@ pub fn verify(a: &VerifyArgs) -> Result<()> {
     let key = PublicKey::read(&a.key)?;
     let client = crate::pull::client(a.registry.plain_http, a.registry.creds.as_deref())?;
     let v = nix_layer_sign::verify_image(&client, &image, &key)?;
-    crate::print_report(&format!("{} verified: signed as {} ({})\n", v.digest, v.docker_reference, v.source))
+    let mut text = format!("{} verified: signed as {} ({})\n", v.digest, v.docker_reference, v.source);
+    if a.attestations {
+        for at in nix_layer_sign::verify_attestations(&client, &image.with_digest(v.digest), &key)? {
+            text.push_str(&format!(
+                "{} attestation {} verified: {}\n",
+                v.digest, at.referrer, at.predicate_type
+            ));
+        }
+        let sboms = [nix_layer_sbom::CYCLONEDX_MEDIA_TYPE, nix_layer_sbom::SPDX_MEDIA_TYPE];
+        for s in nix_layer_sign::verify_referrers_signed(&client, &image.with_digest(v.digest), &key, &sboms)?
+        {
+            text.push_str(&format!("{} SBOM {} verified\n", v.digest, s.digest));
+        }
+    }
+    crate::print_report(&text)
 }

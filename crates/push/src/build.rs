@@ -8,7 +8,9 @@ use std::io::Read;
 use anyhow::Result;
 use nix_layer_blob::{BlobInfo, Compression, LayerBlob};
 use nix_layer_pipeline::{ImageRequest, LocalDiffId};
-use nix_layer_registry::{BlobSource, BytesBlob, CachedLayer, Client, ImageUpload, Reference};
+use nix_layer_registry::{BlobSource, BytesBlob, CachedLayer, Client, Descriptor, ImageUpload, Reference};
+use nix_layer_sign::provenance::{self, Builder, Provenance, StorePathDependency};
+use nix_layer_sign::Signer;
 
 use crate::layer_index::VerifiedIndex;
 use crate::record::{BlobInfoRecord, Proven, Tar};
@@ -36,6 +38,10 @@ pub struct BuildPush<'a> {
     /// encoder makes of the layer (proving a blob then costs its compression): the
     /// manifest digest is then always the one of a push without the index.
     pub exact_index: bool,
+    /// Sign the pushed manifest (and the SBOM referrer) with this signer.
+    pub signer: Option<&'a dyn Signer>,
+    /// Attach signed SLSA provenance (needs `signer`).
+    pub provenance: bool,
 }
 
 /// A verified layer blob, read from the inode that was verified.
@@ -80,6 +86,7 @@ pub fn push_build(
     req: &ImageRequest,
     how: &BuildPush,
 ) -> Result<PushOutcome> {
+    anyhow::ensure!(how.signer.is_some() || !how.provenance, "provenance is attached signed: it needs a key");
     let destination = how.destination;
     let cache_repo = match how.cache_repo {
         Some(repo) => destination.with_repository(repo)?,
@@ -169,22 +176,80 @@ pub fn push_build(
             ));
         }
     }
-    if how.sbom {
-        push_sbom(client, destination, req, image)?;
+    let sbom = if how.sbom { Some(push_sbom(client, destination, req, image)?) } else { None };
+    if let Some(signer) = how.signer {
+        let referrers: Vec<Descriptor> = sbom.into_iter().collect();
+        crate::sign_pushed(client, destination, &report.manifest_digest, &referrers, signer)?;
+        if how.provenance {
+            let statement = provenance_statement(req, how, &report.manifest_digest)?;
+            let subject = Descriptor::of(image.manifest().media_type(), image.manifest().bytes());
+            let at = destination.with_digest(report.manifest_digest);
+            nix_layer_sign::attach_attestation(client, &at, &subject, &statement, signer)?;
+        }
     }
     save_record(record, &mut warnings);
     let stats = *index.stats.lock().expect("stats");
     Ok(PushOutcome { report, not_built: remote_layers.len(), index: stats, warnings })
 }
 
+/// The SLSA provenance of the image pushed as `digest`: the image arguments, every store
+/// path the image holds with its NAR hash, the builder from the environment.
+fn provenance_statement(
+    req: &ImageRequest,
+    how: &BuildPush,
+    digest: &nix_layer_blob::Digest,
+) -> Result<Vec<u8>> {
+    use serde_json::json;
+    let plan = nix_layer_pipeline::plan_image(req)?;
+    let held = nix_layer_pipeline::sbom::held_graph(req, &plan)?;
+    let store_paths = held
+        .infos()
+        .iter()
+        .map(|i| StorePathDependency {
+            path: i.path.to_string(),
+            nar_sha256: i.nar_hash.map(|h| h.to_base16().trim_start_matches("sha256:").to_owned()),
+        })
+        .collect();
+    let d = how.destination;
+    let parameters = [
+        ("name", json!(req.name)),
+        ("tag", json!(req.tag)),
+        ("strategy", json!(req.strategy.to_string())),
+        ("maxLayers", json!(req.max_layers)),
+        ("compression", json!(how.compression.identity())),
+        ("architecture", json!(req.architecture)),
+        ("variant", json!(req.variant)),
+        ("roots", json!(req.roots.as_ref().map(|r| r.iter().map(|p| p.to_string()).collect::<Vec<_>>()))),
+        ("contents", json!(req.contents.iter().map(|p| p.to_string()).collect::<Vec<_>>())),
+        ("created", json!(req.created.epoch)),
+        ("nixDb", json!(req.nix_db)),
+        ("includeStorePaths", json!(req.include_store_paths)),
+        ("destination", json!(format!("{}/{}", d.registry, d.repository))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let p = Provenance {
+        name: format!("{}/{}", d.registry, d.repository),
+        digest: *digest,
+        parameters,
+        store_paths,
+        // The image settings carry no flake lock; the flake's inputs are not listed.
+        flake_inputs: Vec::new(),
+        builder: Builder::from_env(|k| std::env::var(k).ok()),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    Ok(provenance::statement(&p))
+}
+
 /// The SBOM of what the image holds, as a referrer of its manifest: the manifest bytes
-/// `build --sbom` writes into a layout, pushed as they are.
+/// `build --sbom` writes into a layout, pushed as they are. Its descriptor.
 fn push_sbom(
     client: &Client,
     destination: &Reference,
     req: &ImageRequest,
     image: &nix_layer_image::Image,
-) -> Result<()> {
+) -> Result<Descriptor> {
     use nix_layer_pipeline::sbom;
     let plan = nix_layer_pipeline::plan_image(req)?;
     let r = sbom::image_referrer(req, sbom::document(req, &plan, image)?, image)?;
@@ -194,12 +259,12 @@ fn push_sbom(
     let artifact_type = nix_layer_sbom::Format::CycloneDx.media_type();
     let annotations: BTreeMap<String, String> =
         r.manifest.annotations().clone().unwrap_or_default().into_iter().collect();
-    client.push_referrer_manifest(
+    let pushed = client.push_referrer_manifest(
         destination,
         &image.manifest().digest(),
         &r.bytes,
         artifact_type,
         &annotations,
     )?;
-    Ok(())
+    Ok(pushed.manifest)
 }

@@ -25,7 +25,9 @@ pub use layout::{push_layout, push_platform_index};
 pub use record::{BlobInfoRecord, Proven, Tar};
 pub use upload::MAX_MOUNT_CANDIDATES;
 
-use nix_layer_registry::PushReport;
+use nix_layer_blob::Digest;
+use nix_layer_registry::{Client, Descriptor, PushReport, Reference};
+use nix_layer_sign::{Signed, Signer};
 
 /// What a push did.
 #[derive(Debug)]
@@ -64,4 +66,30 @@ fn save_record(record: &BlobInfoRecord, warnings: &mut Vec<String>) {
         let at = record.path().map(|p| p.display().to_string()).unwrap_or_default();
         warnings.push(format!("the blob-info record {at} could not be saved: {e}"));
     }
+}
+
+/// Signs what a push wrote: the manifest (or index, and each manifest it lists) by the
+/// digest pushed, never by the tag (someone may have moved it since), under the
+/// destination's name; and each referrer pushed with it (the SBOM).
+pub fn sign_pushed(
+    client: &Client,
+    destination: &Reference,
+    digest: &Digest,
+    referrers: &[Descriptor],
+    signer: &dyn Signer,
+) -> anyhow::Result<Vec<Signed>> {
+    use anyhow::Context as _;
+    let mut pinned = destination.clone();
+    pinned.digest = Some(*digest);
+    let mut signed = nix_layer_sign::sign_image(client, &pinned, signer)
+        .with_context(|| format!("pushed {destination}@{digest}, but could not sign it"))?;
+    let identity = nix_layer_sign::docker_reference(destination);
+    for r in referrers {
+        signed.push(
+            nix_layer_sign::sign_manifest(client, destination, &identity, r, signer).with_context(|| {
+                format!("cannot sign the referrer {} of {destination}@{digest}", r.digest)
+            })?,
+        );
+    }
+    Ok(signed)
 }

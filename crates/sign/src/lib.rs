@@ -1,6 +1,7 @@
 //! Sigstore/cosign-compatible image signing: cosign key files ([`keys`]), the
 //! simple-signing payload ([`payload`]), signatures stored under the `sha256-<hex>.sig`
-//! tag and as OCI 1.1 referrers ([`attach`]), and verification ([`verify`]).
+//! tag and as OCI 1.1 referrers ([`attach`]), and verification ([`verify`]); SLSA
+//! provenance ([`provenance`]) in DSSE envelopes ([`dsse`]) attached as referrers ([`attest`]).
 //!
 //! The signature layout is the one cosign and containers/image (podman, skopeo, CRI-O with
 //! `use-sigstore-attachments`) read, so a deployment can enforce it with a policy that
@@ -11,15 +12,21 @@
 //! password from the terminal without echo.
 
 pub mod attach;
+pub mod attest;
+pub mod dsse;
 mod error;
 pub mod keys;
 pub mod password;
 pub mod payload;
 mod pem;
+pub mod provenance;
 pub mod signer;
 pub mod verify;
 
-pub use attach::{docker_reference, sign_image, signature_tag, Signed, SIGNATURE_ARTIFACT_TYPE};
+pub use attach::{
+    docker_reference, sign_image, sign_manifest, signature_tag, Signed, SIGNATURE_ARTIFACT_TYPE,
+};
+pub use attest::{attach_attestation, verify_attestations, verify_referrers_signed, Attestation};
 pub use error::Error;
 pub use keys::{generate_pair, PrivateKey, PublicKey};
 pub use password::password;

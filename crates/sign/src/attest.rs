@@ -1,0 +1,145 @@
+//! Signed in-toto attestations as OCI 1.1 referrers of the manifest they are about (the
+//! DSSE envelope is the artifact's one layer), and their verification.
+
+use std::collections::BTreeMap;
+
+use nix_layer_blob::Digest;
+use nix_layer_registry::{BytesBlob, Client, Descriptor, Error as RegistryError, Reference, ReferrerPush};
+use serde::Deserialize;
+
+use crate::dsse::{self, Envelope, IN_TOTO};
+use crate::keys::PublicKey;
+use crate::provenance::subjects;
+use crate::signer::Signer;
+use crate::verify::{Rejection, VerifyError};
+use crate::Error;
+
+/// The envelope's media type (the artifact's layer); the artifact type is [`IN_TOTO`].
+pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+/// Envelopes larger than this are refused before they are fetched (a closure of tens of
+/// thousands of paths is a few MiB).
+const ENVELOPE_LIMIT: u64 = 64 << 20;
+
+/// Signs `statement` (an in-toto statement about `subject`) and stores the envelope as a
+/// referrer of `subject` in `image`'s repository.
+pub fn attach_attestation(
+    client: &Client,
+    image: &Reference,
+    subject: &Descriptor,
+    statement: &[u8],
+    signer: &dyn Signer,
+) -> Result<ReferrerPush, Error> {
+    let envelope = dsse::sign(signer, IN_TOTO, statement)?;
+    let blob = BytesBlob::new(serde_json::to_vec(&envelope).expect("an envelope serialises"));
+    Ok(client.push_referrer(image, subject, IN_TOTO, &blob, DSSE_ENVELOPE, &BTreeMap::new())?)
+}
+
+/// A verified attestation.
+#[derive(Debug, Clone)]
+pub struct Attestation {
+    pub referrer: Digest,
+    pub predicate_type: String,
+}
+
+#[derive(Deserialize)]
+struct Artifact {
+    #[serde(default)]
+    layers: Vec<Layer>,
+}
+
+#[derive(Deserialize)]
+struct Layer {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    digest: Digest,
+    size: u64,
+}
+
+/// Checks every in-toto referrer of the manifest `image` names: each must be an envelope
+/// signed by `key` over a statement whose subject is that manifest's digest. Succeeds
+/// with the attestations when there is at least one and all verify.
+pub fn verify_attestations(
+    client: &Client,
+    image: &Reference,
+    key: &PublicKey,
+) -> Result<Vec<Attestation>, VerifyError> {
+    let digest = client.get_manifest(image)?.digest;
+    let referrers = client.list_referrers(image, &digest, Some(IN_TOTO))?;
+    if referrers.is_empty() {
+        return Err(VerifyError::NoAttestations { image: image.to_string(), digest });
+    }
+    let mut good = Vec::new();
+    let mut rejections = Vec::new();
+    for r in referrers {
+        let what = format!("attestation {}", r.digest);
+        match check(client, image, key, &digest, r.digest) {
+            Ok(predicate_type) => good.push(Attestation { referrer: r.digest, predicate_type }),
+            Err(Ok(why)) => rejections.push((what, why)),
+            Err(Err(e)) => return Err(e.into()),
+        }
+    }
+    if !rejections.is_empty() {
+        return Err(VerifyError::BadAttestations { image: image.to_string(), digest, rejections });
+    }
+    Ok(good)
+}
+
+/// One attestation referrer: its predicate type, or why it is refused (or a registry
+/// failure, which is not a verdict on the attestation).
+fn check(
+    client: &Client,
+    image: &Reference,
+    key: &PublicKey,
+    digest: &Digest,
+    referrer: Digest,
+) -> Result<String, Result<Rejection, RegistryError>> {
+    let garbled = |s: String| Ok(Rejection::Garbled(s));
+    let m = match client.get_manifest(&image.with_digest(referrer)) {
+        Ok(m) => m,
+        Err(RegistryError::NotFound { .. }) => return Err(garbled("listed but absent".into())),
+        Err(e) => return Err(Err(e)),
+    };
+    let a: Artifact = serde_json::from_slice(&m.bytes)
+        .map_err(|e| Ok(Rejection::Garbled(format!("not a manifest: {e}"))))?;
+    let layer = a.layers.first().ok_or_else(|| Ok(Rejection::Garbled("no envelope layer".into())))?;
+    if layer.media_type != DSSE_ENVELOPE {
+        return Err(garbled(format!("media type `{}`, not `{DSSE_ENVELOPE}`", layer.media_type)));
+    }
+    if layer.size > ENVELOPE_LIMIT {
+        return Err(garbled(format!("a {}-byte envelope (the limit is {ENVELOPE_LIMIT})", layer.size)));
+    }
+    let mut bytes = Vec::new();
+    client
+        .fetch_blob_sized(image, &layer.digest, layer.size, &mut bytes)
+        .map_err(|e| Ok(Rejection::Garbled(format!("the envelope blob: {e}"))))?;
+    let envelope: Envelope = serde_json::from_slice(&bytes)
+        .map_err(|e| Ok(Rejection::Garbled(format!("not a DSSE envelope: {e}"))))?;
+    let statement = dsse::open(&envelope, IN_TOTO, key).map_err(|why| {
+        Ok(if why.starts_with("no signature") { Rejection::BadSignature } else { Rejection::Garbled(why) })
+    })?;
+    let named = subjects(&statement).map_err(|e| Ok(Rejection::Garbled(e)))?;
+    if !named.iter().any(|h| *h == digest.hex()) {
+        let signed = named.iter().map(|h| format!("sha256:{h}")).collect::<Vec<_>>().join(", ");
+        return Err(Ok(Rejection::OtherDigest { signed }));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&statement).expect("parsed by subjects");
+    Ok(v["predicateType"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Checks that every referrer of the manifest `image` names whose artifact type is one of
+/// `artifact_types` (the SBOMs) is itself signed by `key`; the verified referrers.
+pub fn verify_referrers_signed(
+    client: &Client,
+    image: &Reference,
+    key: &PublicKey,
+    artifact_types: &[&str],
+) -> Result<Vec<crate::Verified>, VerifyError> {
+    let digest = client.get_manifest(image)?.digest;
+    let mut verified = Vec::new();
+    for t in artifact_types {
+        for r in client.list_referrers(image, &digest, Some(t))? {
+            verified.push(crate::verify_image(client, &image.with_digest(r.digest), key)?);
+        }
+    }
+    Ok(verified)
+}
