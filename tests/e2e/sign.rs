@@ -389,9 +389,13 @@ fn envelopes(client: &Client, repo: &Reference, digest: &Digest) -> Vec<Vec<u8>>
     let list = client.list_referrers(repo, digest, Some("application/vnd.in-toto+json")).unwrap();
     list.iter()
         .map(|r| {
-            let m: Value =
-                serde_json::from_slice(&client.get_manifest(&repo.with_digest(r.digest)).unwrap().bytes)
-                    .unwrap();
+            let m: Value = serde_json::from_slice(
+                &client
+                    .get_manifest(&repo.with_digest(nix_layer_registry::blob_digest(r.digest()).unwrap()))
+                    .unwrap()
+                    .bytes,
+            )
+            .unwrap();
             assert_eq!(m["layers"][0]["mediaType"], "application/vnd.dsse.envelope.v1+json");
             let mut bytes = Vec::new();
             client
@@ -406,7 +410,7 @@ fn envelopes(client: &Client, repo: &Reference, digest: &Digest) -> Vec<Vec<u8>>
 /// tool could put there).
 fn attach_envelope(client: &Client, repo: &Reference, digest: Digest, envelope: &[u8]) {
     let m = client.get_manifest(&repo.with_digest(digest)).unwrap();
-    let subject = nix_layer_registry::Descriptor::of(&m.media_type, &m.bytes);
+    let subject = nix_layer_registry::descriptor_of(&m.media_type, &m.bytes);
     let blob = BytesBlob::new(envelope.to_vec());
     client
         .push_referrer(
@@ -497,7 +501,7 @@ fn push_sign_with_provenance_and_verify_attestations() {
     // The SBOM referrer carries the same signature.
     let sboms = client.list_referrers(&repo, &digest, Some("application/vnd.cyclonedx+json")).unwrap();
     assert_eq!(sboms.len(), 1);
-    let o = verify(&format!("{}@{}", at("e2e/prov"), sboms[0].digest), "a.pub", false);
+    let o = verify(&format!("{}@{}", at("e2e/prov"), sboms[0].digest()), "a.pub", false);
     assert!(o.status.success(), "the SBOM referrer is not signed: {}", stderr(&o));
 
     // The statement: subject, builder, every store path of the closure with its NAR hash.

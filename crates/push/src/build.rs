@@ -8,9 +8,10 @@ use std::io::Read;
 use anyhow::Result;
 use nix_layer_blob::{BlobInfo, Compression, LayerBlob};
 use nix_layer_pipeline::{ImageRequest, LocalDiffId};
-use nix_layer_registry::{BlobSource, BytesBlob, CachedLayer, Client, Descriptor, ImageUpload, Reference};
+use nix_layer_registry::{descriptor_of, BlobSource, BytesBlob, CachedLayer, Client, ImageUpload, Reference};
 use nix_layer_sign::provenance::{self, Builder, Provenance, StorePathDependency};
 use nix_layer_sign::Signer;
+use oci_spec::image::Descriptor;
 
 use crate::layer_index::VerifiedIndex;
 use crate::record::{BlobInfoRecord, Proven, Tar};
@@ -182,7 +183,7 @@ pub fn push_build(
         crate::sign_pushed(client, destination, &report.manifest_digest, &referrers, signer)?;
         if how.provenance {
             let statement = provenance_statement(req, how, &report.manifest_digest)?;
-            let subject = Descriptor::of(image.manifest().media_type(), image.manifest().bytes());
+            let subject = descriptor_of(image.manifest().media_type(), image.manifest().bytes());
             let at = destination.with_digest(report.manifest_digest);
             nix_layer_sign::attach_attestation(client, &at, &subject, &statement, signer)?;
         }

@@ -26,8 +26,9 @@ pub use record::{BlobInfoRecord, Proven, Tar};
 pub use upload::MAX_MOUNT_CANDIDATES;
 
 use nix_layer_blob::Digest;
-use nix_layer_registry::{Client, Descriptor, PushReport, Reference};
+use nix_layer_registry::{Client, PushReport, Reference};
 use nix_layer_sign::{Signed, Signer};
+use oci_spec::image::Descriptor;
 
 /// What a push did.
 #[derive(Debug)]
@@ -87,7 +88,7 @@ pub fn sign_pushed(
     for r in referrers {
         signed.push(
             nix_layer_sign::sign_manifest(client, destination, &identity, r, signer).with_context(|| {
-                format!("cannot sign the referrer {} of {destination}@{digest}", r.digest)
+                format!("cannot sign the referrer {} of {destination}@{digest}", r.digest())
             })?,
         );
     }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use nix_layer_blob::Digest;
-use nix_layer_registry::{BytesBlob, Client, Descriptor, Error as RegistryError, Reference, ReferrerPush};
+use nix_layer_registry::{blob_digest, BytesBlob, Client, Error as RegistryError, Reference, ReferrerPush};
+use oci_spec::image::Descriptor;
 use serde::Deserialize;
 
 use crate::dsse::{self, Envelope, IN_TOTO};
@@ -71,9 +72,16 @@ pub fn verify_attestations(
     let mut good = Vec::new();
     let mut rejections = Vec::new();
     for r in referrers {
-        let what = format!("attestation {}", r.digest);
-        match check(client, image, key, &digest, r.digest) {
-            Ok(predicate_type) => good.push(Attestation { referrer: r.digest, predicate_type }),
+        let what = format!("attestation {}", r.digest());
+        let referrer = match blob_digest(r.digest()) {
+            Ok(d) => d,
+            Err(e) => {
+                rejections.push((what, Rejection::Garbled(e.to_string())));
+                continue;
+            }
+        };
+        match check(client, image, key, &digest, referrer) {
+            Ok(predicate_type) => good.push(Attestation { referrer, predicate_type }),
             Err(Ok(why)) => rejections.push((what, why)),
             Err(Err(e)) => return Err(e.into()),
         }
@@ -138,7 +146,14 @@ pub fn verify_referrers_signed(
     let mut verified = Vec::new();
     for t in artifact_types {
         for r in client.list_referrers(image, &digest, Some(t))? {
-            verified.push(crate::verify_image(client, &image.with_digest(r.digest), key)?);
+            let referrer = blob_digest(r.digest()).map_err(|e| {
+                VerifyError::from(RegistryError::Protocol {
+                    registry: image.registry.clone(),
+                    what: format!("a referrer of {image}"),
+                    reason: e.to_string(),
+                })
+            })?;
+            verified.push(crate::verify_image(client, &image.with_digest(referrer), key)?);
         }
     }
     Ok(verified)
