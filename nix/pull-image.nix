@@ -101,6 +101,8 @@ let
       media,
       plainHttp,
       sslCertFile,
+      # A blob's size from its descriptor: a body running past it is cut off.
+      size ? null,
     }:
     derivation {
       name = "oci-${media}-${hexOf media digest}";
@@ -118,6 +120,7 @@ let
         (builtins.placeholder "out")
       ]
       ++ util.optional plainHttp "--plain-http"
+      ++ (if size == null then [ ] else [ "--size" (toString size) ])
       ++ (if sslCertFile == null then [ ] else [ "--ca-file" "${sslCertFile}" ]);
       outputHashMode = "flat";
       outputHashAlgo = "sha256";
@@ -225,6 +228,7 @@ let
           l;
       repo = if imageName != null then imageName else lock.imageName;
       fetchOne = digest: media: fetch { imageName = repo; inherit digest media plainHttp sslCertFile; };
+      fetchBlob = b: fetch { imageName = repo; inherit (b) digest; size = b.size or null; media = "blob"; inherit plainHttp sslCertFile; };
       candidates = filter (m: servesPlatform m.platform) lock.manifests;
       entry =
         if candidates == [ ] then
@@ -238,7 +242,7 @@ let
     assemble {
       inherit name manifest;
       imageName = repo;
-      blobs = map (b: fetchOne b.digest "blob") ([ entry.config ] ++ entry.layers);
+      blobs = map fetchBlob ([ entry.config ] ++ entry.layers);
       passthru = {
         imageName = repo;
         inherit (lock) imageDigest;
@@ -278,7 +282,7 @@ let
       doc = fromJSON (readFile manifest);
       blobs =
         if doc ? config then
-          map (d: fetchOne d.digest "blob") ([ doc.config ] ++ doc.layers or [ ])
+          map (d: fetch { inherit imageName plainHttp sslCertFile; inherit (d) digest; size = d.size or null; media = "blob"; }) ([ doc.config ] ++ doc.layers or [ ])
         else
           fail "${imageName}@${imageDigest} is not an image manifest (no config)";
     in

@@ -4,21 +4,17 @@
 //! that digest, so Nix checks it too), and `assemble-layout`, which puts the fetched blobs
 //! together into an OCI layout naming the image `base`.
 
+//! Argument handling only: the work is `nix_layer_pull::fixed_output`'s.
+
 use std::fs::File;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use nix_layer_blob::{Digest, HashingWriter};
-use nix_layer_image::{Document, OciLayout};
-use nix_layer_registry::{blob_digest, PlatformExt, Reference, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use nix_layer_scratch::{ScratchDir, ScratchFile};
+use nix_layer_blob::Digest;
+use nix_layer_pull::fixed_output;
+use nix_layer_registry::PlatformExt;
 use oci_spec::image::Platform;
-
-/// The name the pulled image has in its layout (what `fromImage` opens).
-#[cfg(test)]
-use nix_layer_pull::BASE_NAME;
 
 /// Credentials for a fetch in a Nix build, where no `--creds` can be given: `user:password`.
 pub const CREDS_ENV: &str = "NIX_LAYER_REGISTRY_CREDS";
@@ -75,6 +71,9 @@ pub struct FetchBlobArgs {
     pub digest: Digest,
     #[arg(long, value_enum, default_value = "blob")]
     pub media: Media,
+    /// The blob's size, when its descriptor is at hand: a body running past it is cut off.
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<u64>,
     /// Speak plain HTTP (a registry on localhost).
     #[arg(long)]
     pub plain_http: bool,
@@ -108,18 +107,11 @@ pub fn fetch_blob(a: &FetchBlobArgs) -> Result<()> {
     }
     let creds = std::env::var(CREDS_ENV).ok().filter(|c| !c.is_empty());
     let client = crate::pull::client(a.plain_http, creds.as_deref())?;
-    let repo = Reference::parse(&a.reference)?.with_digest(a.digest);
-    match a.media {
-        Media::Blob => {
-            client.fetch_blob_to_path(&repo, &a.digest, &a.output)?;
-        }
-        Media::Manifest => {
-            // get_manifest checks the bytes against the pinned digest.
-            let manifest = client.get_manifest(&repo)?;
-            write_file(&a.output, &manifest.bytes)?;
-        }
-    }
-    Ok(())
+    let media = match a.media {
+        Media::Manifest => fixed_output::Media::Manifest,
+        Media::Blob => fixed_output::Media::Blob,
+    };
+    Ok(fixed_output::fetch_blob(&client, &a.reference, &a.digest, media, a.size, &a.output)?)
 }
 
 /// The variables a fixed-output fetch passes through (`impureEnvVars` in
@@ -156,172 +148,8 @@ fn normalise_builder_env() {
     }
 }
 
-/// Writes `bytes` to `dest` through a file beside it, renamed once complete.
-fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent(dest);
-    let mut tmp = ScratchFile::new_in(dir, ".fetch-")
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(dest)
-        .map_err(|e| anyhow::Error::new(e.source))
-        .with_context(|| format!("cannot write {}", dest.display()))?;
-    Ok(())
-}
-
-fn parent(p: &Path) -> &Path {
-    p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
-}
-
-/// The media type of manifest bytes: the one they declare, else OCI's (whose
-/// `mediaType` field is optional).
-fn manifest_media_type(bytes: &[u8], path: &Path) -> Result<String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).with_context(|| format!("{} is not JSON", path.display()))?;
-    let declared = v.get("mediaType").and_then(|m| m.as_str());
-    if declared.is_some_and(|m| m != OCI_MANIFEST && m != DOCKER_MANIFEST) || v.get("manifests").is_some() {
-        bail!(
-            "{} is {} rather than an image manifest: pick a platform's manifest from it",
-            path.display(),
-            declared.unwrap_or(OCI_INDEX)
-        );
-    }
-    Ok(declared.unwrap_or(OCI_MANIFEST).to_owned())
-}
-
-/// Names `manifest` (already stored) `base` in `layout`'s index.
-pub fn name_base(layout: &OciLayout, manifest: &Document) -> Result<()> {
-    Ok(nix_layer_pull::name_base(layout, manifest)?)
-}
-
 /// `assemble-layout`: an OCI layout of the manifest and its blobs (each copied and checked
 /// against the manifest's descriptor), written beside `-o` and renamed into place.
 pub fn assemble_layout(a: &AssembleLayoutArgs) -> Result<()> {
-    let bytes =
-        std::fs::read(&a.manifest).with_context(|| format!("cannot read {}", a.manifest.display()))?;
-    let media_type = manifest_media_type(&bytes, &a.manifest)?;
-    let doc = nix_layer_registry::Manifest { bytes, media_type: media_type.clone(), digest: Digest::of(&[]) };
-    let (config, layers) =
-        doc.blobs().with_context(|| format!("{} is not a valid image manifest", a.manifest.display()))?;
-    let wanted: Vec<_> = std::iter::once(&config).chain(&layers).collect();
-    if wanted.len() != a.blobs.len() {
-        bail!(
-            "the manifest names {} blobs (config and layers) but {} were given",
-            wanted.len(),
-            a.blobs.len()
-        );
-    }
-    let dir = parent(&a.output);
-    let scratch = ScratchDir::new_in(dir, ".layout-")
-        .with_context(|| format!("cannot create a directory in {}", dir.display()))?;
-    let tmp = scratch.path().join("layout");
-    let layout = OciLayout::open_or_create(&tmp)?;
-    for (desc, src) in wanted.iter().zip(&a.blobs) {
-        let digest = blob_digest(desc.digest())
-            .with_context(|| format!("{} names a blob this tool cannot check", a.manifest.display()))?;
-        copy_verified(src, &digest, desc.size(), &layout.blob_path(&digest))?;
-    }
-    let manifest = Document::from_bytes(doc.bytes, &media_type);
-    layout.add_document(&manifest)?;
-    name_base(&layout, &manifest)?;
-    std::fs::rename(&tmp, &a.output)
-        .with_context(|| format!("cannot move the layout to {}", a.output.display()))?;
-    Ok(())
-}
-
-/// Copies `src` to `dest` (through a scratch file), failing unless it hashes to `digest`
-/// and has `size` bytes. A blob listed twice is copied once.
-fn copy_verified(src: &Path, digest: &Digest, size: u64, dest: &Path) -> Result<()> {
-    if dest.exists() {
-        return Ok(());
-    }
-    let mut input = File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
-    let mut tmp = ScratchFile::new_in(parent(dest), ".blob-")
-        .with_context(|| format!("cannot create a file beside {}", dest.display()))?;
-    let mut w = HashingWriter::new(io::BufWriter::new(tmp.file_mut()));
-    io::copy(&mut input, &mut w).with_context(|| format!("cannot copy {} into the layout", src.display()))?;
-    let (mut inner, actual, n) = w.finish();
-    inner.flush().with_context(|| format!("cannot write {}", dest.display()))?;
-    drop(inner);
-    if actual != *digest || n != size {
-        bail!("{} is {actual} ({n} bytes), but the manifest names {digest} ({size} bytes)", src.display());
-    }
-    tmp.set_mode(0o444).with_context(|| format!("cannot write {}", dest.display()))?;
-    tmp.persist(dest)
-        .map_err(|e| anyhow::Error::new(e.source))
-        .with_context(|| format!("cannot write {}", dest.display()))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    fn manifest(config: &[u8], layer: &[u8], media_type: bool) -> Vec<u8> {
-        let desc = |m: &str, b: &[u8]| serde_json::json!({"mediaType": m, "digest": Digest::of(b).to_string(), "size": b.len()});
-        let mut v = serde_json::json!({
-            "schemaVersion": 2,
-            "config": desc("application/vnd.oci.image.config.v1+json", config),
-            "layers": [desc("application/vnd.oci.image.layer.v1.tar", layer)],
-        });
-        if media_type {
-            v["mediaType"] = OCI_MANIFEST.into();
-        }
-        serde_json::to_vec(&v).unwrap()
-    }
-
-    #[test]
-    fn assembles_a_layout_naming_the_image_base() {
-        let d = tempfile::tempdir().unwrap();
-        let (config, layer) = (
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-            b"layer bytes",
-        );
-        let m = manifest(config, layer, false);
-        let a = AssembleLayoutArgs {
-            manifest: write(d.path(), "m", &m),
-            blobs: vec![write(d.path(), "c", config), write(d.path(), "l", layer)],
-            output: d.path().join("out"),
-        };
-        assemble_layout(&a).unwrap();
-        let layout = OciLayout::open_existing(&a.output).unwrap();
-        assert_eq!(layout.refs().unwrap(), vec![(BASE_NAME.to_owned(), Digest::of(&m))]);
-        assert_eq!(std::fs::read(layout.blob_path(&Digest::of(layer))).unwrap(), layer);
-        // Nothing is left beside the output.
-        let mut names: Vec<_> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["c", "l", "m", "out"]);
-    }
-
-    #[test]
-    fn a_blob_that_is_not_the_manifests_is_refused_and_nothing_is_written() {
-        let d = tempfile::tempdir().unwrap();
-        let m = manifest(b"{}", b"layer", true);
-        let a = AssembleLayoutArgs {
-            manifest: write(d.path(), "m", &m),
-            blobs: vec![write(d.path(), "c", b"{}"), write(d.path(), "l", b"tampered")],
-            output: d.path().join("out"),
-        };
-        let e = format!("{:#}", assemble_layout(&a).unwrap_err());
-        assert!(e.contains("but the manifest names"), "{e}");
-        assert!(!a.output.exists());
-        let short = AssembleLayoutArgs { blobs: vec![a.blobs[0].clone()], ..a };
-        assert!(format!("{:#}", assemble_layout(&short).unwrap_err()).contains("names 2 blobs"));
-    }
-
-    #[test]
-    fn an_index_is_not_taken_for_a_manifest() {
-        let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "i", br#"{"schemaVersion":2,"manifests":[]}"#);
-        let e = manifest_media_type(&std::fs::read(&p).unwrap(), &p).unwrap_err().to_string();
-        assert!(e.contains(OCI_INDEX), "{e}");
-    }
+    Ok(fixed_output::assemble_layout(&a.manifest, &a.blobs, &a.output)?)
 }

@@ -19,6 +19,7 @@ use nix_layer_scratch::ScratchDir;
 use oci_spec::image::{Descriptor, ImageManifest, Platform};
 
 mod download;
+pub mod fixed_output;
 mod verify;
 
 pub use verify::verify_kept;
@@ -46,6 +47,12 @@ pub enum Error {
          declares; the download was stopped"
     )]
     TooLong { reference: String, digest: Digest, size: u64 },
+    #[error("{} {problem}", path.display())]
+    BadManifest { path: PathBuf, problem: String },
+    #[error("the manifest names {named} blobs (config and layers) but {given} were given")]
+    BlobCount { named: usize, given: usize },
+    #[error("{} is {actual} ({len} bytes), but the manifest names {digest} ({size} bytes)", path.display())]
+    BlobMismatch { path: PathBuf, actual: Digest, len: u64, digest: Digest, size: u64 },
     #[error("neither XDG_CACHE_HOME nor HOME is set: give --cache DIR to keep base images")]
     NoCacheDir,
     #[error("{action} `{}`: {cause}", path.display())]
