@@ -2,30 +2,15 @@
 //! against the config's diff_ids as they are read and gzipped for the registry.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use nix_layer_blob::{Compression, LayerBlob};
+use nix_layer_blob::Compression;
 use nix_layer_registry::{BlobSource, BytesBlob, Client, ImageUpload, Reference};
 
 use crate::record::BlobInfoRecord;
-use crate::upload::Mounts;
+use crate::upload::{Mounts, Verified};
 use crate::{save_record, PushOutcome};
-
-struct Verified<'a>(&'a LayerBlob);
-
-impl BlobSource for Verified<'_> {
-    fn digest(&self) -> nix_layer_blob::Digest {
-        self.0.digest
-    }
-    fn size(&self) -> u64 {
-        self.0.size
-    }
-    fn open(&self) -> std::io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(self.0.reader()))
-    }
-}
 
 /// Pushes the image named `name` (one of its `RepoTags`) of the docker-archive `file`, or
 /// its only image: an archive of several images needs a name.

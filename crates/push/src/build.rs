@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 
 use anyhow::Result;
-use nix_layer_blob::{BlobInfo, Compression, LayerBlob};
+use nix_layer_blob::{BlobInfo, Compression};
 use nix_layer_pipeline::{ImageRequest, LocalDiffId};
 use nix_layer_registry::{descriptor_of, BlobSource, BytesBlob, CachedLayer, Client, ImageUpload, Reference};
 use nix_layer_sign::provenance::{self, Builder, Provenance, StorePathDependency};
@@ -15,7 +15,7 @@ use oci_spec::image::Descriptor;
 
 use crate::layer_index::VerifiedIndex;
 use crate::record::{BlobInfoRecord, Proven, Tar};
-use crate::upload::Mounts;
+use crate::upload::{Mounts, Verified};
 use crate::{save_record, PushOutcome};
 
 /// Entries the registry's layer index keeps (the oldest writes go first).
@@ -43,21 +43,6 @@ pub struct BuildPush<'a> {
     pub signer: Option<&'a dyn Signer>,
     /// Attach signed SLSA provenance (needs `signer`).
     pub provenance: bool,
-}
-
-/// A verified layer blob, read from the inode that was verified.
-struct Verified<'a>(&'a LayerBlob);
-
-impl BlobSource for Verified<'_> {
-    fn digest(&self) -> nix_layer_blob::Digest {
-        self.0.digest
-    }
-    fn size(&self) -> u64 {
-        self.0.size
-    }
-    fn open(&self) -> std::io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(self.0.reader()))
-    }
 }
 
 /// A layer the verified index found in the cache repository: never read here. If the

@@ -92,3 +92,18 @@ impl Mounts<'_> {
         Ok(PushReport { blobs, ..report })
     }
 }
+
+/// A verified layer blob, read from the inode that was verified.
+pub(crate) struct Verified<'a>(pub &'a nix_layer_blob::LayerBlob);
+
+impl nix_layer_registry::BlobSource for Verified<'_> {
+    fn digest(&self) -> nix_layer_blob::Digest {
+        self.0.digest
+    }
+    fn size(&self) -> u64 {
+        self.0.size
+    }
+    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        Ok(Box::new(self.0.reader()))
+    }
+}
