@@ -10,12 +10,14 @@
 //! concurrent builders. It never serves an entry whose blob fails its checks; it returns a
 //! miss so the caller rebuilds.
 //!
-//! This crate knows nothing about tar, image configs or manifests: it stores byte streams.
+//! This crate knows nothing about tar, image configs or manifests: it stores byte streams
+//! (and converts its digests to oci-spec's descriptors, [`oci`], for the crates that do).
 
 mod cache;
 mod compression;
 mod digest;
 mod members;
+pub mod oci;
 mod write;
 
 use std::io;
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 pub use cache::{CacheKey, LayerCache, VerifyReport};
 pub use compression::{compress_bytes, Compression, Encoder, GZIP_LEVEL, ZSTD_LEVEL};
 pub use digest::{Digest, HashingReader, HashingWriter};
+pub use oci::{blob_digest, descriptor, descriptor_of, oci_digest};
 pub use write::{open_no_follow, sweep_temporaries, write_blob, write_stored_blob, BlobInfo, LayerBlob};
 
 /// Everything that can go wrong while naming, writing or caching blobs.

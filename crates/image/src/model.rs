@@ -2,13 +2,13 @@
 //! together, so they cannot disagree.
 
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType, Platform, PlatformBuilder};
 use serde::Serialize;
 
 use crate::config::{image_config_json, ImageConfigInput};
 use crate::{BlobInfo, Digest, Error, ImageRef};
+use nix_layer_blob::descriptor;
 
 /// The annotation that names an image in an OCI layout's `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -59,7 +59,7 @@ impl Document {
 
     /// An OCI descriptor of this document.
     pub fn descriptor(&self) -> Descriptor {
-        descriptor(&self.media_type, self.digest, self.len())
+        descriptor(&self.media_type, &self.digest, self.len())
     }
 }
 
@@ -136,7 +136,7 @@ impl Image {
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
             .config(config.descriptor())
-            .layers(layers.iter().map(|l| descriptor(l.media_type(), l.digest, l.size)).collect::<Vec<_>>());
+            .layers(layers.iter().map(|l| descriptor(l.media_type(), &l.digest, l.size)).collect::<Vec<_>>());
         if !annotations.is_empty() {
             manifest = manifest.annotations(annotations.clone().into_iter().collect::<HashMap<_, _>>());
         }
@@ -246,11 +246,6 @@ pub fn platform_descriptor(manifest: &Document, config: &[u8]) -> Result<Descrip
     let mut d = manifest.descriptor();
     d.set_platform(Some(p));
     Ok(d)
-}
-
-pub(crate) fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
-    let digest = oci_spec::image::Digest::from_str(&digest.to_string()).expect("a sha256 digest is valid");
-    Descriptor::new(MediaType::from(media_type), size, digest)
 }
 
 #[cfg(test)]

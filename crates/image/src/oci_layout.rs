@@ -391,7 +391,7 @@ impl OciLayout {
 }
 
 fn descriptor_digest(desc: &Descriptor) -> Result<Digest, Error> {
-    Ok(desc.digest().to_string().parse()?)
+    Ok(nix_layer_blob::blob_digest(desc.digest())?)
 }
 
 /// A blob being read from a layout; see [`OciLayout::open_blob`].

@@ -29,25 +29,7 @@ pub(crate) fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
 }
 
-/// The one conversion from this project's [`Digest`] to oci-spec's.
-pub fn oci_digest(digest: &Digest) -> oci_spec::image::Digest {
-    digest.to_string().parse().expect("a sha256 digest is a valid OCI digest")
-}
-
-/// The one conversion from oci-spec's digest to this project's (sha256 only).
-pub fn blob_digest(digest: &oci_spec::image::Digest) -> Result<Digest, nix_layer_blob::Error> {
-    digest.as_ref().parse::<Digest>()
-}
-
-/// A descriptor of `size` bytes with `digest`, and no optional fields.
-pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
-    Descriptor::new(MediaType::from(media_type), size, oci_digest(digest))
-}
-
-/// The descriptor of `bytes` as `media_type`, with no optional fields.
-pub fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {
-    descriptor(media_type, &Digest::of(bytes), bytes.len() as u64)
-}
+pub use nix_layer_blob::{blob_digest, descriptor, descriptor_of, oci_digest};
 
 /// Platform matching and naming on oci-spec's [`Platform`].
 pub trait PlatformExt: Sized {

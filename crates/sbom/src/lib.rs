@@ -26,7 +26,7 @@ use std::str::FromStr;
 use nix_layer_graph::{Graph, PathInfo, StorePath};
 
 pub use name::{parse_drv_name, parse_store_name, Kind, StoreName};
-pub use oci::{descriptor_of, referrer, Referrer, EMPTY_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
+pub use oci::{referrer, Referrer, EMPTY_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
 
 /// Media type of a CycloneDX JSON document; the `artifactType` of its OCI
 /// referrer manifest and its layer's media type.

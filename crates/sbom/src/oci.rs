@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
-use sha2::{Digest as _, Sha256};
+
+use nix_layer_blob::descriptor_of;
 
 use crate::{check_digest, Error, Format, SbomTime};
 
@@ -19,16 +20,6 @@ pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1
 /// The empty config of an artifact, `{}` (image-spec 1.1).
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY: &[u8] = b"{}";
-
-/// The descriptor of `bytes` as `media_type`.
-pub fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
-    Descriptor::new(
-        MediaType::from(media_type),
-        bytes.len() as u64,
-        digest.parse::<oci_spec::image::Digest>().expect("a sha256 digest is valid"),
-    )
-}
 
 /// An SBOM referrer, ready to store or push: write (push) every blob, then the manifest
 /// bytes, exactly as they are.
@@ -118,10 +109,7 @@ mod tests {
         );
         assert_eq!(m.config().data().as_deref(), Some("e30="));
         assert_eq!(m.layers().len(), 1);
-        assert_eq!(
-            m.layers()[0].digest().to_string(),
-            format!("sha256:{}", hex::encode(Sha256::digest(&doc)))
-        );
+        assert_eq!(m.layers()[0].digest().to_string(), nix_layer_blob::Digest::of(&doc).to_string());
         assert_eq!(m.layers()[0].size(), doc.len() as u64);
         let d = descriptor_of(OCI_MANIFEST_MEDIA_TYPE, &r.bytes);
         assert_eq!((r.descriptor.digest(), r.descriptor.size()), (d.digest(), d.size()));
