@@ -13,7 +13,7 @@ Part 2, whole builds: `nix-layer build --format oci` with the old encoder (the h
 and `--jobs 2` give the same image.
 
     cargo build --release -p nix-layer -p nix-layer-blob --example compress
-    benches/compress.py [--corpus /var/tmp/nix-layer-corpus] [--profiles devcontainer,xl]
+    benches/compress.py [--corpus /var/tmp/nix-layer-corpus] [--profiles devcontainer,tools,xl]
 
 Needs pigz, zstd and isal (igzip) from apt, and the corpus (benches/corpus/build.py,
 built when missing). On a shared machine, CPU seconds are the steadier measure: wall
@@ -107,6 +107,7 @@ def part2(profile, graph, tmp, binary, runs):
     layouts = {}
     for name, comp, jobs in [("old gzip (zlib-rs 6)", "gzip-zlib", "2"), ("new gzip (default, level 5)", "gzip", "2"),
                              ("new gzip, level 6", "gzip:6", "2"),
+                             ("new gzip, level 4", "gzip:4", "2"),
                              ("new gzip, --jobs 1", "gzip", "1"), ("zstd", "zstd", "2")]:
         out = os.path.join(tmp, f"oci-{comp}-{jobs}")
 
@@ -141,7 +142,7 @@ def table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="/var/tmp/nix-layer-corpus")
-    ap.add_argument("--profiles", default="devcontainer,xl")
+    ap.add_argument("--profiles", default="devcontainer,tools,xl")
     ap.add_argument("--bin", default=os.path.join(TARGET, "release", "nix-layer"))
     ap.add_argument("--compress", default=os.path.join(TARGET, "release", "examples", "compress"))
     ap.add_argument("--runs", type=int, default=2)
