@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Makes a Debian trixie root holding skopeo, podman and cosign as Debian builds
+# them there, skopeo and podman WITH sigstore support (bookworm's skopeo 1.9 and podman 4.3 carry a
+# Debian patch that disables it), for tests/e2e/sign.rs's interoperability
+# tests; scripts/sigstore-run runs them. Trixie's binaries need glibc 2.38, so
+# they run in their own root (chroot), never on the host's libraries.
+# Idempotent: an existing, checked root is kept. The host's apt sources are not
+# touched (debootstrap fetches by itself). Root or passwordless sudo.
+# NIX_LAYER_TRIXIE_ROOT overrides where the root lives.
+set -euo pipefail
+
+root=${NIX_LAYER_TRIXIE_ROOT:-/var/cache/nix-layer/trixie-sigstore}
+mirror=${NIX_LAYER_TRIXIE_MIRROR:-http://deb.debian.org/debian}
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+here=$(cd "$(dirname "$0")" && pwd)
+
+# The proof the binaries are the right ones: bookworm's skopeo has no
+# --sign-by-sigstore-private-key at all.
+check() {
+  "$here/sigstore-run" skopeo copy --help 2>&1 | grep -q -- '--sign-by-sigstore-private-key' &&
+    "$here/sigstore-run" podman --version >/dev/null &&
+    "$here/sigstore-run" cosign version >/dev/null 2>&1
+}
+
+if [ -e "$root/.nix-layer-ready" ] && check; then
+  exit 0
+fi
+
+start=$(date +%s)
+# Debian's keyring checks trixie's Release file (an Ubuntu runner lacks it).
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+if ! command -v debootstrap >/dev/null || [ ! -e "$keyring" ]; then
+  echo "sigstore-tools: installing debootstrap" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends debootstrap debian-archive-keyring >/dev/null
+fi
+
+# Built beside its final place and renamed at the end, so a broken run leaves
+# no root that looks ready.
+tmp="$root.tmp"
+$SUDO rm -rf "$tmp"
+$SUDO mkdir -p "$tmp"
+echo "sigstore-tools: debootstrap trixie into $root" >&2
+$SUDO debootstrap --keyring="$keyring" --variant=minbase trixie "$tmp" "$mirror" >"${TMPDIR:-/tmp}/nix-layer-debootstrap.log" 2>&1 || {
+  tail -n 30 "${TMPDIR:-/tmp}/nix-layer-debootstrap.log" >&2
+  exit 1
+}
+# apt inside the root, in a private mount namespace: /proc and /dev bound
+# there vanish with it, never showing on the host's mounts.
+$SUDO unshare -m --propagation private sh -ec '
+  mount -t proc proc "$1/proc"
+  mount --rbind /dev "$1/dev"
+  cp /etc/resolv.conf "$1/etc/resolv.conf"
+  chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo podman cosign >/dev/null
+  chroot "$1" apt-get clean
+' sh "$tmp"
+$SUDO touch "$tmp/.nix-layer-ready"
+$SUDO rm -rf "$root"
+$SUDO mv "$tmp" "$root"
+check || {
+  echo "sigstore-tools: trixie's skopeo in $root lacks sigstore signing" >&2
+  exit 1
+}
+echo "sigstore-tools: ready in $(($(date +%s) - start))s:" \
+  "$($SUDO chroot "$root" dpkg-query -W -f='${Package} ${Version}, ' skopeo podman cosign)" >&2
