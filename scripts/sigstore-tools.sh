@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # The proof the binaries are the right ones: bookworm's skopeo has no
 # --sign-by-sigstore-private-key at all.
 check() {
-  "$here/sigstore-run" skopeo copy --help 2>&1 | grep -q -- '--sign-by-sigstore-private-key' &&
+  "$here/sigstore-run" skopeo copy --help 2>&1 | grep -- '--sign-by-sigstore-private-key' >/dev/null &&
     "$here/sigstore-run" podman --version >/dev/null &&
     "$here/sigstore-run" cosign version >/dev/null 2>&1
 }
@@ -63,4 +63,4 @@ check || {
   exit 1
 }
 echo "sigstore-tools: ready in $(($(date +%s) - start))s:" \
-  "$($SUDO chroot "$root" dpkg-query -W -f='${Package} ${Version}, ' skopeo podman cosign)" >&2
+  "$($SUDO chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' skopeo podman cosign | paste -sd, -)" >&2
