@@ -14,12 +14,26 @@ mirror=${NIX_LAYER_TRIXIE_MIRROR:-http://deb.debian.org/debian}
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
 here=$(cd "$(dirname "$0")" && pwd)
 
-# The proof the binaries are the right ones: bookworm's skopeo has no
-# --sign-by-sigstore-private-key at all.
+# The proof the binaries are the right ones: skopeo signs a one-config image
+# with a sigstore key (cosign's), which bookworm's refuses ("sigstore
+# disabled"; its --sign-by-sigstore-private-key flag exists all the same).
 check() {
-  "$here/sigstore-run" skopeo copy --help 2>&1 | grep -- '--sign-by-sigstore-private-key' >/dev/null &&
-    "$here/sigstore-run" podman --version >/dev/null &&
-    "$here/sigstore-run" cosign version >/dev/null 2>&1
+  local t rc=0
+  t=$(mktemp -d /tmp/nix-layer-sigstore-check.XXXXXX)
+  mkdir "$t/a"
+  printf '{}' >"$t/cfg"
+  local h; h=$(sha256sum "$t/cfg" | cut -d' ' -f1)
+  mv "$t/cfg" "$t/a/$h"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":2},"layers":[]}' "$h" >"$t/a/manifest.json"
+  printf 'Directory Transport Version: 1.1\n' >"$t/a/version"
+  echo check >"$t/pass"
+  (cd "$t" && COSIGN_PASSWORD=check "$here/sigstore-run" cosign generate-key-pair >/dev/null 2>&1) &&
+    "$here/sigstore-run" skopeo copy -q --sign-identity nix-layer.invalid/check:1 \
+      --sign-by-sigstore-private-key "$t/cosign.key" --sign-passphrase-file "$t/pass" "dir:$t/a" "dir:$t/b" &&
+    [ -s "$t/b/signature-1" ] &&
+    "$here/sigstore-run" podman --version >/dev/null || rc=1
+  $SUDO rm -rf "$t"
+  return $rc
 }
 
 if [ -e "$root/.nix-layer-ready" ] && check; then
