@@ -259,6 +259,15 @@ mod tests {
     }
 
     #[test]
+    fn versions_5_and_6_have_the_same_graph() {
+        for version in [5, 6] {
+            let mut v = lock();
+            v["version"] = json!(version);
+            assert_eq!(parse_value(&v).unwrap().len(), 5);
+        }
+    }
+
+    #[test]
     fn the_order_of_the_file_does_not_matter() {
         // The same graph with the nodes' keys renamed and written in another order.
         let mut v = lock();
