@@ -161,6 +161,9 @@ let
     annotations = { };
     architecture = null;
     stream = false;
+    # null, or { key = "/run/secrets/cosign.key"; provenance = true;
+    # flakeLock = ./flake.lock; }: copyToRegistry signs what it pushes.
+    sign = null;
     passthru = { };
     meta = { };
   };
@@ -545,6 +548,7 @@ rec {
       annotations ? sharedArgs.annotations,
       architecture ? sharedArgs.architecture,
       stream ? sharedArgs.stream,
+      sign ? sharedArgs.sign,
       passthru ? sharedArgs.passthru,
       meta ? sharedArgs.meta,
       # Unknown names get builderArgs' message (it lists what is taken).
@@ -676,6 +680,7 @@ rec {
       annotations ? sharedArgs.annotations,
       architecture ? sharedArgs.architecture,
       stream ? sharedArgs.stream,
+      sign ? sharedArgs.sign,
       passthru ? sharedArgs.passthru,
       meta ? sharedArgs.meta,
       ...

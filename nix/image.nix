@@ -129,7 +129,7 @@ let
           );
       helpers = util.optionalAttrs (mkScript != null) (copyHelpers {
         inherit stream tag;
-        inherit (a) name;
+        inherit (a) name sign;
       });
       self =
         drv
@@ -185,6 +185,9 @@ let
       compressionLevel ? null,
       passthru ? { },
       meta ? { },
+      # { key = "/run/secrets/cosign.key"; provenance = true; flakeLock = ./flake.lock; }:
+      # copyToRegistry signs the pushed digest (see image/validate.nix).
+      sign ? null,
       # dockerTools' own, accepted at their defaults (see image/validate.nix).
       compressor ? null,
       extraCommands ? "",

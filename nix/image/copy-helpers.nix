@@ -12,9 +12,21 @@
   stream,
   name,
   tag,
+  # null, or the checked `sign` argument: { key; provenance; flakeLock; }
+  sign ? null,
 }:
 let
   skopeo = tools.skopeo or "skopeo";
+  quote = s: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] s}'";
+  # The key is read (and its password from COSIGN_PASSWORD) when the script runs: only
+  # its location is in the store.
+  signArgs =
+    if sign == null then
+      ""
+    else
+      "--sign ${quote sign.key}"
+      + (if sign.provenance then " --provenance" else "")
+      + (if sign.flakeLock != null then " --flake-lock ${quote sign.flakeLock}" else "");
   ref = "${name}:${tag}";
   # The stream script is `exec <nix-layer> build --settings "$0" "$@"`.
   nixLayer = ''
@@ -56,10 +68,11 @@ in
   copyToPodman = mkScript "copy-to-podman" (load "podman");
   # nix run .#image.copyToRegistry -- [nix-layer push options: --creds, --tag,
   #   --sbom, --annotation K=V, --cache-repo, --plain-http, --verbose]
-  # pushes to <imageName>:<imageTag>
+  # pushes to <imageName>:<imageTag>; with the image's `sign`, signs the pushed
+  # digest (and attaches provenance listing the flake lock's inputs)
   copyToRegistry = mkScript "copy-to-registry" ''
     ${nixLayer}
-    exec "$nix_layer" push "${ref}" --settings ${stream} "$@"
+    exec "$nix_layer" push "${ref}" --settings ${stream} ${signArgs} "$@"
   '';
   # nix run .#image.copyTo -- DESTINATION [skopeo copy options]
   # DESTINATION is any skopeo transport: docker://host/repo:tag,

@@ -201,6 +201,46 @@ let
     else
       c;
 
+  # `sign`: what copyToRegistry signs the pushed image with. The private key stays
+  # where it is: a path literal (or a string carrying one) would copy it into the
+  # world-readable store, and a key already there is readable by every user.
+  signKeys = [ "key" "provenance" "flakeLock" ];
+  checkSign =
+    fn: s:
+    let
+      unknown = subtractLists signKeys (attrNames s);
+      key = s.key or null;
+      lock = s.flakeLock or null;
+      where = "`sign.key`";
+      storeHint = "keep the key outside the Nix store and give its location as a string, e.g. \"/run/secrets/cosign.key\"";
+    in
+    if s == null then
+      null
+    else if unknown != [ ] then
+      fail fn "`sign` has unknown keys ${quoteList unknown}; it takes ${quoteList signKeys}"
+    else if key == null then
+      fail fn "`sign` needs `key`: the location of a cosign private key, e.g. \"/run/secrets/cosign.key\" (its password comes from COSIGN_PASSWORD when pushing)"
+    else if isPath key then
+      fail fn "${where} is a Nix path, which would copy the private key into the world-readable Nix store; ${storeHint}"
+    else if !(isString key) then
+      fail fn "${where} must be a string (the key's location), got a ${typeOf key}"
+    else if builtins.hasContext key || util.hasPrefix "${builtins.storeDir}/" key then
+      fail fn "${where} '${builtins.unsafeDiscardStringContext key}' is in the Nix store, where every user can read it; ${storeHint}"
+    else if !(util.hasPrefix "/" key) then
+      fail fn "${where} must be an absolute path, got ${toJSON key}"
+    else if !(isBool (s.provenance or true)) then
+      fail fn "`sign.provenance` must be a boolean"
+    else if lock != null && !(isPath lock || (isString lock && util.hasPrefix "/" (builtins.unsafeDiscardStringContext lock)) || (isAttrs lock && lock ? outPath)) then
+      fail fn "`sign.flakeLock` must be a path (e.g. ./flake.lock) or an absolute path string, got ${toJSON lock}"
+    else if lock != null && !(s.provenance or true) then
+      fail fn "`sign.flakeLock` lists the flake's inputs in the provenance: it needs `sign.provenance = true`"
+    else
+      {
+        inherit key;
+        provenance = s.provenance or true;
+        flakeLock = if lock == null then null else "${lock}";
+      };
+
   lower = builtins.replaceStrings
     [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ]
     [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
@@ -223,6 +263,7 @@ let
       unknown = subtractLists (userArgs ++ obsolete) given;
       checked = builtins.mapAttrs (checkArg fn) (removeAttrs args obsolete);
       a = defaults // checked;
+      sign = checkSign fn a.sign;
     in
     if !(isAttrs args0) then
       fail fn "takes one attribute set of arguments"
@@ -254,12 +295,16 @@ let
       fail fn "`mtime` must be an RFC 3339 time, seconds since the epoch or \"now\", got ${toJSON a.mtime}"
     else if (a.family != { } || a.familyFile != null) && a.strategy != "shared" then
       fail fn "`family` and `familyFile` only apply to strategy \"shared\", got ${toJSON a.strategy}"
+    # Checked with the rest (the image derivation itself never reads it).
+    else if builtins.seq sign false then
+      throw "unreachable"
     else
       a
       // {
         contents = if isList a.contents then a.contents else [ a.contents ];
         config = checkConfig fn a.config;
         topLayer = checkTopLayer fn a.topLayer;
+        inherit sign;
         compression = if a.compression != null then a.compression else specs.compression.defaultByFormat.${a.format};
       };
 in

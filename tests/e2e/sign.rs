@@ -796,6 +796,80 @@ fn push_sign_with_provenance_and_verify_attestations() {
     assert!(!o.status.success() && stderr(&o).contains("has no signatures"), "{}", stderr(&o));
 }
 
+/// `push --provenance --flake-lock FILE` lists the lock's locked inputs (the transitive
+/// ones too) after the store paths, with NAR hash and commit; a lock that cannot be read
+/// stops the push before anything is sent, and `--flake-lock` needs `--provenance`.
+#[test]
+fn push_provenance_lists_the_flake_lock_inputs() {
+    let r = registry();
+    let client = r.client(None);
+    let f = fixtures();
+    let dir = scratch();
+    let d = dir.path();
+    keygen(d, "a", "pw");
+    let nar = "sha256-AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let gh = |owner: &str, repo: &str, rev: &str| json!({ "locked": { "type": "github", "owner": owner, "repo": repo, "rev": rev, "narHash": nar } });
+    let mut utils = gh("numtide", "flake-utils", &"b".repeat(40));
+    utils["inputs"] = json!({ "systems": "systems" });
+    let lock = json!({ "version": 7, "root": "root", "nodes": {
+        "root": { "inputs": { "nixpkgs": "nixpkgs", "flake-utils": "flake-utils" } },
+        "nixpkgs": gh("NixOS", "nixpkgs", &"a".repeat(40)),
+        "flake-utils": utils,
+        "systems": gh("nix-systems", "default", &"c".repeat(40)),
+    }});
+    std::fs::write(d.join("flake.lock"), serde_json::to_vec(&lock).unwrap()).unwrap();
+    std::fs::write(d.join("bad.lock"), br#"{"version": 3, "nodes": {}, "root": "root"}"#).unwrap();
+    let key = d.join("a.key").into_os_string();
+    let dest = format!("{}/e2e/flake:1", r.host());
+    let repo = Reference::parse(&dest).unwrap();
+
+    let o = push_signed(
+        &dest,
+        &[&f.app],
+        "pw",
+        &[os("--sign"), &key, os("--flake-lock"), d.join("flake.lock").as_os_str()],
+    );
+    assert!(!o.status.success() && stderr(&o).contains("--provenance"), "{}", stderr(&o));
+    let o = push_signed(
+        &dest,
+        &[&f.app],
+        "pw",
+        &[os("--sign"), &key, os("--provenance"), os("--flake-lock"), d.join("bad.lock").as_os_str()],
+    );
+    assert!(!o.status.success() && stderr(&o).contains("bad.lock: lock file version 3"), "{}", stderr(&o));
+    assert!(matches!(client.get_manifest(&repo), Err(nix_layer_registry::Error::NotFound { .. })));
+
+    let o = push_signed(
+        &dest,
+        &[&f.app],
+        "pw",
+        &[os("--sign"), &key, os("--provenance"), os("--flake-lock"), d.join("flake.lock").as_os_str()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let o = output(
+        nix_layer().args(["verify", "--plain-http", &dest, "--attestations", "--key"]).arg(d.join("a.pub")),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = statement_of(&envelopes(&client, &repo, &digest)[0]);
+    let deps = s["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap().clone();
+    let store = f.closure(&[&f.app]).len();
+    assert_eq!(deps.len(), store + 3, "{deps:?}");
+    assert_eq!(
+        deps[store..],
+        [
+            json!({ "name": "flake-utils", "uri": format!("github:numtide/flake-utils/{}", "b".repeat(40)),
+                    "digest": { "sha256": hex, "gitCommit": "b".repeat(40) } }),
+            json!({ "name": "flake-utils/systems", "uri": format!("github:nix-systems/default/{}", "c".repeat(40)),
+                    "digest": { "sha256": hex, "gitCommit": "c".repeat(40) } }),
+            json!({ "name": "nixpkgs", "uri": format!("github:NixOS/nixpkgs/{}", "a".repeat(40)),
+                    "digest": { "sha256": hex, "gitCommit": "a".repeat(40) } }),
+        ]
+    );
+    assert!(deps[..store].iter().all(|d| d["name"].as_str().unwrap().starts_with("/nix/store/")));
+}
+
 /// `push --layout --sign` of a multi-platform layout signs the index and each platform's
 /// manifest, by digest; `push --archive --sign` the manifest it pushed.
 #[test]

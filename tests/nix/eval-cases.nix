@@ -175,6 +175,17 @@ in
       expr = (attrs (build { config = { ArgsEscaped = true; Memory = 0; Cmd = [ "/bin/x" ]; }; })).config.Cmd;
       expect = [ "/bin/x" ];
     };
+    # Signing happens in copyToRegistry (the digest exists only once pushed): the
+    # image derivation, and so its tag, never see the key's location.
+    "sign leaves the image derivation and tag as they are" = {
+      expr =
+        let
+          signed = build { contents = [ pkg ]; sign = { key = "/run/secrets/cosign.key"; flakeLock = "/srv/flake.lock"; }; };
+          plain = build { contents = [ pkg ]; };
+        in
+        [ (signed.drvPath == plain.drvPath) (signed.imageTag == plain.imageTag) (signed.stream.drvPath == plain.stream.drvPath) ];
+      expect = [ true true true ];
+    };
     "uses structured attrs and builtins only" = {
       expr = let d = (build { }).drvAttrs; in [ d.__structuredAttrs (builtins.elem "nix-build" d.args) ];
       expect = [ true true ];
@@ -216,6 +227,14 @@ in
       { topLayer.entries = [ { path = "tmp"; type = "dir"; } ]; }
       "`path` must be an absolute path string"
     ];
+    # A private key must never be copied into the world-readable store.
+    "sign.key as a Nix path" = [ { sign.key = ./cosign.key; } "is a Nix path, which would copy the private key into the world-readable Nix store" ];
+    "sign.key in the Nix store" = [ { sign.key = "${builtins.storeDir}/0000000000000000000000000000000a-cosign.key"; } "is in the Nix store, where every user can read it" ];
+    "sign.key carrying a store path" = [ { sign.key = "${pkg}/cosign.key"; } "is in the Nix store, where every user can read it" ];
+    "sign.key relative" = [ { sign.key = "cosign.key"; } "`sign.key` must be an absolute path" ];
+    "sign without a key" = [ { sign.provenance = true; } "`sign` needs `key`" ];
+    "sign with an unknown key" = [ { sign = { key = "/k"; password = "x"; }; } "`sign` has unknown keys 'password'" ];
+    "sign.flakeLock without provenance" = [ { sign = { key = "/k"; provenance = false; flakeLock = "/srv/flake.lock"; }; } "it needs `sign.provenance = true`" ];
     "symlink without target" = [
       { topLayer.entries = [ { path = "/x"; type = "symlink"; } ]; }
       "a symlink entry needs 'target'"

@@ -20,3 +20,25 @@ start_registry() {
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.1; done
   curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && echo "127.0.0.1:$port"
 }
+
+# start_tls_registry DIR: as start_registry, over HTTPS with a certificate for 127.0.0.1
+# signed by a CA made here (DIR/ca.pem: give it to clients as SSL_CERT_FILE), so that
+# commands written for a real registry run unchanged (no --plain-http). Prints 127.0.0.1:PORT.
+start_tls_registry() {
+  local dir=$1 port
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=nix-layer test CA" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1 &&
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1 &&
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$dir/san.ext" &&
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+      -extfile "$dir/san.ext" -out "$dir/server.pem" >/dev/null 2>&1 || return 1
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf '%s\n' "version: 0.1" "log:" "  level: info" "  accesslog:" "    disabled: false" \
+    "storage:" "  filesystem:" "    rootdirectory: $dir/storage" "http:" "  addr: 127.0.0.1:$port" \
+    "  tls:" "    certificate: $dir/server.pem" "    key: $dir/server.key" >"$dir/config.yml"
+  "$REGISTRY_BIN" serve "$dir/config.yml" >"$dir/access.log" 2>"$dir/registry.log" &
+  echo $! >"$dir/pid"
+  for _ in $(seq 100); do curl -s --cacert "$dir/ca.pem" -o /dev/null "https://127.0.0.1:$port/v2/" && break; sleep 0.1; done
+  curl -s --cacert "$dir/ca.pem" -o /dev/null "https://127.0.0.1:$port/v2/" && echo "127.0.0.1:$port"
+}

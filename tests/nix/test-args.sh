@@ -24,6 +24,13 @@ eval_fails "mkRuntime rejects an unknown argument" "($B.mkRuntime { packages = [
 eval_is "mkRuntime passes annotations to the manifest settings" \
   "($B.mkRuntime { packages = [ ]; annotations.\"org.opencontainers.image.source\" = \"https://x\"; }).drvAttrs.nixLayer.annotations" \
   '{"org.opencontainers.image.source":"https://x"}'
+for b in mkRuntime mkDevContainer; do
+  eval_fails "$b refuses a private key given as a Nix path (it would be copied into the store)" \
+    "($B.$b { packages = [ ]; sign.key = ./cosign.key; }).drvPath" "is a Nix path, which would copy the private key"
+  eval_is "$b passes sign to copyToRegistry's image, not to the image derivation" \
+    "let s = $B.$b { packages = [ ]; sign.key = \"/run/secrets/k\"; }; p = $B.$b { packages = [ ]; }; in [ (s.drvPath == p.drvPath) (builtins.functionArgs $B.$b ? sign) ]" \
+    '[true,true]'
+done
 eval_fails "mkUser refuses uid 0" "$B.mkUser { name = \"x\"; uid = 0; }" "would be root"
 eval_is "mkRuntime defaults: tag latest, maxLayers 50, shared, numeric user" \
   "let i = $B.mkRuntime { packages = [ ]; }; a = i.drvAttrs.nixLayer; in [ i.imageTag a.maxLayers a.strategy a.config.User a.config.WorkingDir ]" \

@@ -153,3 +153,82 @@ if H=$(helper copyToPodman); then
 else
   fail "copyToPodman builds" "$(tail -10 "$work/build-copyToPodman.log")"
 fi
+
+# --- copyToRegistry with `sign`: signed, with provenance listing the flake's inputs ---
+# A key made by nix-layer keygen, outside the store (its password from COSIGN_PASSWORD at
+# push time); a flake.lock written by Nix itself for a flake whose input `dep` (a path)
+# has an input `inner` (a git repository): the transitive one must be listed too.
+export COSIGN_PASSWORD=signflake-test
+mkdir -p "$work/keys" "$work/flake/inner" "$work/flake/dep" "$work/flake/app"
+if ! "$NIX_LAYER/bin/nix-layer" keygen --output-prefix "$work/keys/cosign" 2>"$work/keygen.log"; then
+  fail "nix-layer keygen makes the signing key" "$(cat "$work/keygen.log")"
+else
+  echo '{ outputs = _: { }; }' >"$work/flake/inner/flake.nix"
+  (cd "$work/flake/inner" && git init -q && git add flake.nix && git -c user.name=t -c user.email=t@t commit -qm inner)
+  echo "{ inputs.inner.url = \"git+file://$work/flake/inner\"; outputs = _: { }; }" >"$work/flake/dep/flake.nix"
+  echo "{ inputs.dep.url = \"path:$work/flake/dep\"; outputs = _: { }; }" >"$work/flake/app/flake.nix"
+  (cd "$work/flake/app" && nix flake lock "path:$work/flake/app" >"$work/lock.log" 2>&1) ||
+    fail "nix flake lock writes the fixture lock" "$(tail -3 "$work/lock.log")"
+  SREF=$REG/test/signed:1
+  echo "$SREF" >>"$work/loaded"
+  signed="let
+    fx = import ./fixtures/packages.nix { };
+    image = import $REPO/nix/image.nix { nixLayer = builtins.storePath $NIX_LAYER; mkScript = fx.writeShellScriptBin; };
+  in image.buildLayeredImage {
+    name = \"$REG/test/signed\"; tag = \"1\";
+    contents = [ fx.hello ];
+    config.Cmd = [ \"/bin/hello\" ];
+    sign = { key = \"$work/keys/cosign.key\"; provenance = true; flakeLock = $work/flake/app/flake.lock; };
+  }"
+  if out=$(nix-build --no-out-link -E "($signed).copyToRegistry" 2>"$work/build-signed.log"); then
+    HS=$(ls "$out"/bin/*)
+    expect_eq "copyToRegistry with sign runs push --sign KEY --provenance --flake-lock (the lock in the store, the key not)" \
+      "$(grep -c -- "--sign '$work/keys/cosign.key' --provenance --flake-lock '/nix/store/[a-z0-9]*-flake.lock'" "$HS")" 1
+    expect_eq "no store path of copyToRegistry holds the private key" \
+      "$(grep -rlF "$(sed -n 2p "$work/keys/cosign.key")" $(nix-store -qR "$out") 2>/dev/null | wc -l)" 0
+    if D=$("$HS" --plain-http --sbom 2>"$work/push-signed.log") && [[ "$D" == sha256:* ]]; then
+      pass "copyToRegistry with sign pushes $SREF: $D"
+      check "nix-layer verify --attestations accepts the pushed image, its provenance and SBOM" \
+        "$NIX_LAYER/bin/nix-layer" verify "$SREF" --plain-http --key "$work/keys/cosign.pub" --attestations
+      # The statement, read from the registry: the in-toto referrer's DSSE envelope.
+      idx=$(curl -sf "http://$REG/v2/test/signed/referrers/$D" ||
+        curl -sf -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$REG/v2/test/signed/manifests/sha256-${D#sha256:}")
+      att=$(jq -r '.manifests[] | select(.artifactType == "application/vnd.in-toto+json") | .digest' <<<"$idx")
+      env_digest=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/test/signed/manifests/$att" | jq -r '.layers[0].digest')
+      statement=$(curl -sf "http://$REG/v2/test/signed/blobs/$env_digest" | jq -r .payload | base64 -d)
+      expect_eq "the provenance's subject is the pushed digest" "$(jq -r '.subject[0].digest.sha256' <<<"$statement")" "${D#sha256:}"
+      flake_deps=$(jq -Sc '[.predicate.buildDefinition.resolvedDependencies[] | select(.name | startswith("/") | not)]' <<<"$statement")
+      hex() { nix hash to-base16 "$1"; }
+      lock=$work/flake/app/flake.lock
+      want=$(jq -nSc --arg dir "$work/flake" --arg dephash "$(hex "$(jq -r .nodes.dep.locked.narHash "$lock")")" \
+        --arg innerhash "$(hex "$(jq -r .nodes.inner.locked.narHash "$lock")")" --arg rev "$(git -C "$work/flake/inner" rev-parse HEAD)" \
+        '[{name: "dep", uri: ("path:" + $dir + "/dep"), digest: {sha256: $dephash}},
+          {name: "dep/inner", uri: ("git+file://" + $dir + "/inner?ref=" + "master" + "&rev=" + $rev), digest: {gitCommit: $rev, sha256: $innerhash}}]')
+      # The git input's ref is the repository's default branch name, whatever git calls it.
+      want=$(sed "s|ref=master|ref=$(git -C "$work/flake/inner" branch --show-current)|" <<<"$want")
+      expect_eq "the provenance lists the lock's inputs, the transitive one too, with NAR hash and commit" "$flake_deps" "$want"
+      expect_eq "the path input's digest is the NAR hash of its directory (nix hash path)" \
+        "$(jq -r '.[0].digest.sha256' <<<"$flake_deps")" "$(nix hash path --type sha256 --base16 "$work/flake/dep")"
+      # Without the password the push stops before anything is sent.
+      if out=$(COSIGN_PASSWORD=wrong "$HS" --plain-http --tag 2 2>&1); then fail "copyToRegistry with a wrong password fails" "$out"
+      else expect_eq "copyToRegistry with a wrong password fails before pushing (no tag 2)" \
+        "$(curl -s -o /dev/null -w '%{http_code}' "http://$REG/v2/test/signed/manifests/2")" 404; fi
+    else
+      fail "copyToRegistry with sign pushes" "$(tail -5 "$work/push-signed.log")"
+    fi
+  else
+    fail "copyToRegistry with sign builds" "$(tail -10 "$work/build-signed.log")"
+  fi
+  # A private key as a Nix path literal or a store path: refused when evaluating, nothing copied.
+  cp "$work/keys/cosign.key" "$work/keys/literal.key"
+  given="\"$work/keys/cosign.key\""
+  for k in "$work/keys/literal.key" "\"\${builtins.toFile \"k\" \"x\"}\""; do
+    if out=$(nix-instantiate -E "(${signed/"$given"/$k}).copyToRegistry" 2>&1); then
+      fail "sign.key = $k is refused at evaluation" "$out"
+    else
+      expect_eq "sign.key = ${k:0:40}… is refused at evaluation: $(grep -o 'sign.key.*store' <<<"$out" | head -1 | cut -c1-90)" \
+        "$(grep -c "world-readable Nix store\|is in the Nix store, where every user can read it" <<<"$out")" 1
+    fi
+  done
+  expect_eq "the refused key was not copied into the store" "$(ls /nix/store | grep -c -- '-literal\.key$')" 0
+fi

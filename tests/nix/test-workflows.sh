@@ -102,3 +102,121 @@ PY
 # Templates: no bind mount of a host directory that may not exist (~/.ssh):
 # Docker refuses to start the container when the source is missing.
 check "template devcontainers mount nothing from the host's home" sh -c '! grep -rn "localEnv:HOME" templates/*/.devcontainer'
+
+# build-containers signs what it pushes. Keyless (cosign with GitHub's OIDC identity) is
+# checked statically: it needs GitHub's token and the public Fulcio and Rekor.
+check "build-containers signs keyless by the pushed digest, never by tag" /usr/bin/python3 - .github/workflows/build-containers.yml <<'PY'
+import re, sys, yaml
+jobs = yaml.safe_load(open(sys.argv[1]))["jobs"]
+signing = 0
+for name, job in jobs.items():
+    steps = job.get("steps", [])
+    for i, s in enumerate(steps):
+        run = s.get("run", "")
+        if "cosign sign" not in run:
+            continue
+        signing += 1
+        assert job["permissions"].get("id-token") == "write", f"{name}: no id-token: write"
+        # Only `cosign sign --yes "$IMAGE"`, IMAGE being NAME@<digest output of an earlier step>.
+        assert re.findall(r"cosign sign[^\n]*", run) == ['cosign sign --yes "$IMAGE"'], run
+        m = re.fullmatch(r"\$\{\{ [^}]+ \}\}@\$\{\{ steps\.(\w+)\.outputs\.digest \}\}", s["env"]["IMAGE"])
+        assert m, s["env"]["IMAGE"]
+        src = next(j for j, t in enumerate(steps) if t.get("id") == m.group(1))
+        assert src < i and 'echo "digest=$digest" >>"$GITHUB_OUTPUT"' in steps[src]["run"], steps[src]
+        assert f"steps.{m.group(1)}.outputs.keyed == 'false'" in s["if"], s["if"]
+        installers = [t["uses"] for t in steps[src:i] if "cosign-installer" in t.get("uses", "")]
+        assert installers and all(re.fullmatch(r"sigstore/cosign-installer@v\d+\.\d+\.\d+", u) for u in installers), installers
+    # Key-based signing in the same job: by digest too.
+    for s in steps:
+        for line in re.findall(r"nix-layer -- sign [^\n]*", s.get("run", "")):
+            assert line.startswith('nix-layer -- sign "$name@$digest"'), line
+assert signing == 2, f"{signing} keyless signing steps (build and manifest expected)"
+PY
+
+# The build job's push step with a key (COSIGN_PRIVATE_KEY), run for real: the step's
+# own script, its ${{ … }} filled in as GitHub would, against a registry on 127.0.0.1
+# over HTTPS (so the step needs no --plain-http), with a stand-in `nix` that hands
+# `nix run .#nix-layer` to a real nix-layer, `nix build ….stream` a real stream script
+# and `nix flake metadata` the metadata of a real fixture flake.
+wfmissing() { if [ -n "${CI:-}" ]; then fail "workflow signing: $1"; else skip "workflow signing" "$1"; fi; }
+if [ ! -x "${REGISTRY_BIN:-/usr/bin/docker-registry}" ]; then wfmissing "no docker-registry (apt-get install docker-registry)"
+elif ! command -v jq >/dev/null || ! command -v openssl >/dev/null; then wfmissing "no jq or openssl"
+else
+  ww=$(mktemp -d)
+  trap 'kill $(cat "$ww"/reg/pid 2>/dev/null) 2>/dev/null; rm -rf "$ww"' EXIT
+  source "$TESTS_DIR/registry.sh"
+  echo "# building a static nix-layer (target/static)"
+  if ! static=$(static_nix_layer "$ww" "$ww/cargo.log"); then
+    fail "a static nix-layer builds" "$(tail -20 "$ww/cargo.log")"
+  elif ! REG=$(start_tls_registry "$ww/reg"); then
+    fail "the HTTPS registry starts" "$(tail -5 "$ww/reg/registry.log" 2>/dev/null)"
+  else
+    NL=$(to_store "$ww" "$static")/bin/nix-layer
+    export SSL_CERT_FILE=$ww/reg/ca.pem
+    stream=$(cd "$TESTS_DIR" && nix-build --no-out-link -E "let fx = import ./fixtures/packages.nix { };
+      image = import $REPO/nix/image.nix { nixLayer = builtins.storePath $(dirname "$(dirname "$NL")"); };
+      in image.streamLayeredImage { name = \"$REG/test/wf\"; contents = [ fx.hello ]; config.Cmd = [ \"/bin/hello\" ]; }" 2>"$ww/stream.log")
+    mkdir -p "$ww/flake/dep" "$ww/flake/app" "$ww/bin" "$ww/tmp"
+    echo '{ outputs = _: { }; }' >"$ww/flake/dep/flake.nix"
+    echo "{ inputs.dep.url = \"path:$ww/flake/dep\"; outputs = _: { }; }" >"$ww/flake/app/flake.nix"
+    real_nix=$(command -v nix)
+    cat >"$ww/bin/nix" <<SH
+#!/bin/sh
+case "\$1 \$2" in
+  "build .#packages.x86_64-linux.example-wf.stream") echo "$stream" ;;
+  "run .#nix-layer") shift 3; exec "$NL" "\$@" ;;
+  "flake metadata") exec "$real_nix" flake metadata --json "path:$ww/flake/app" ;;
+  *) echo "stand-in nix: unexpected \$*" >&2; exit 2 ;;
+esac
+SH
+    chmod +x "$ww/bin/nix"
+    COSIGN_PASSWORD=wf-pw "$NL" keygen --output-prefix "$ww/cosign" 2>/dev/null
+    pushstep() { # pushstep KEY: runs the push step with COSIGN_PRIVATE_KEY=KEY, prints GITHUB_OUTPUT
+      /usr/bin/python3 - "$REPO/.github/workflows/build-containers.yml" "$1" <<PY
+import os, re, subprocess, sys, yaml
+step = next(s for s in yaml.safe_load(open(sys.argv[1]))["jobs"]["build"]["steps"] if s.get("id") == "push")
+ctx = {
+    "steps.image.outputs.name": "$REG/test/wf", "steps.image.outputs.attr": ".#packages.x86_64-linux.example-wf",
+    "needs.tags.outputs.date": "2026-01-02", "needs.tags.outputs.sha": "abc1234", "matrix.arch": "amd64",
+    "github.server_url": "https://github.com", "github.repository": "org/app", "github.sha": "0" * 40,
+    "github.actor": "bot", "secrets.GITHUB_TOKEN": "token",
+    "secrets.COSIGN_PRIVATE_KEY": sys.argv[2], "secrets.COSIGN_PASSWORD": "wf-pw",
+}
+fill = lambda s: re.sub(r"\\$\{\{ *(.*?) *\}\}", lambda m: ctx[m.group(1)], str(s))
+out = "$ww/output"
+open(out, "w").close()
+env = dict(os.environ, GITHUB_OUTPUT=out, RUNNER_TEMP="$ww/tmp", PATH="$ww/bin:" + os.environ["PATH"],
+           GITHUB_SERVER_URL="https://github.com", GITHUB_REPOSITORY="org/app", GITHUB_RUN_ID="5",
+           GITHUB_WORKFLOW_REF="org/app/.github/workflows/build-containers.yml@refs/heads/main",
+           **{k: fill(v) for k, v in step["env"].items()})
+r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", fill(step["run"])], cwd="$REPO", env=env,
+                   stdout=subprocess.DEVNULL, stderr=open("$ww/step.log", "w"))
+print(open(out).read().replace("\n", " ").strip() if r.returncode == 0 else f"exit {r.returncode}")
+PY
+    }
+    got=$(pushstep "$(cat "$ww/cosign.key")")
+    digest=$(grep -oE 'digest=sha256:[0-9a-f]{64}' <<<"$got" | cut -d= -f2)
+    expect_eq "build-containers' push step with COSIGN_PRIVATE_KEY pushes and reports the digest, keyed" \
+      "$(sed -E 's/sha256:[0-9a-f]{64}/D/' <<<"$got")" "digest=D keyed=true"
+    [ -n "$digest" ] || printf '    %s\n' "$(tail -5 "$ww/step.log")"
+    tagged=$(curl -sf --cacert "$SSL_CERT_FILE" -o /dev/null -D - -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+      "https://$REG/v2/test/wf/manifests/2026-01-02-abc1234-amd64" | tr -d '\r' | grep -i '^docker-content-digest:' | cut -d' ' -f2)
+    expect_eq "the reported digest is the one the tag names" "$tagged" "$digest"
+    expect_eq "the key file is removed after the step; the lock it used stays" \
+      "$(ls "$ww/tmp" | tr '\n' ' ')" "flake.lock "
+    check "nix-layer verify --attestations accepts what the step pushed, by digest" \
+      "$NL" verify "$REG/test/wf@$digest" --key "$ww/cosign.pub" --attestations
+    idx=$(curl -sf --cacert "$SSL_CERT_FILE" "https://$REG/v2/test/wf/referrers/$digest" ||
+      curl -sf --cacert "$SSL_CERT_FILE" -H 'Accept: application/vnd.oci.image.index.v1+json' "https://$REG/v2/test/wf/manifests/sha256-${digest#sha256:}")
+    att=$(jq -r '.manifests[] | select(.artifactType == "application/vnd.in-toto+json") | .digest' <<<"$idx")
+    blob=$(curl -sf --cacert "$SSL_CERT_FILE" -H 'Accept: application/vnd.oci.image.manifest.v1+json' "https://$REG/v2/test/wf/manifests/$att" | jq -r '.layers[0].digest')
+    statement=$(curl -sf --cacert "$SSL_CERT_FILE" "https://$REG/v2/test/wf/blobs/$blob" | jq -r .payload | base64 -d)
+    expect_eq "its provenance: the workflow as builder, the flake's locked input" \
+      "$(jq -c '[.predicate.runDetails.builder.id, [.predicate.buildDefinition.resolvedDependencies[] | select(.name | startswith("/") | not) | .name, .uri]]' <<<"$statement")" \
+      "[\"https://github.com/org/app/.github/workflows/build-containers.yml@refs/heads/main\",[\"dep\",\"path:$ww/flake/dep\"]]"
+    # Without the secret the step pushes unsigned and hands over to the keyless steps.
+    got=$(pushstep "")
+    expect_eq "without COSIGN_PRIVATE_KEY the push step signs nothing itself (keyed=false)" \
+      "$(sed -E 's/sha256:[0-9a-f]{64}/D/' <<<"$got")" "digest=D keyed=false"
+  fi
+fi

@@ -50,6 +50,11 @@ pub struct PushArgs {
     /// --sign key) as a referrer of the manifest. Built images only.
     #[arg(long, requires = "sign", conflicts_with_all = ["layout", "archive"])]
     pub provenance: bool,
+    /// The flake.lock of the flake the image was built from: its locked inputs (the
+    /// transitive ones too, with their NAR hashes and revisions) are listed in the
+    /// provenance. Read before anything is pushed.
+    #[arg(long, value_name = "FILE", requires = "provenance")]
+    pub flake_lock: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -63,6 +68,10 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
             Some(KeySigner::new(PrivateKey::read(path, &password)?))
         }
         None => None,
+    };
+    let flake_inputs = match &a.flake_lock {
+        Some(path) => nix_layer_sign::flake_lock::read(path)?,
+        None => Vec::new(),
     };
     let client = crate::pull::client(a.build.plain_http, a.build.creds.as_deref())?;
     let tags: Vec<&str> = a.tags.iter().map(String::as_str).collect();
@@ -102,6 +111,7 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
             exact_index: a.verify_index == "exact",
             signer: signer.as_ref().map(|s| s as &dyn Signer),
             provenance: a.provenance,
+            flake_inputs: &flake_inputs,
         };
         nix_layer_push::push_build(&client, &record, &req.image, &how)?
     };

@@ -219,6 +219,9 @@ pub fn arguments() -> Vec<Argument> {
         arg("compressionLevel", Type::Int, null()).nullable().range(1, Some(19)),
         arg("passthru", Type::Attrs, v(json!({}))).scope(Scope::Wrapper),
         arg("meta", Type::Attrs, v(json!({}))).scope(Scope::Wrapper),
+        // `{ key; provenance; flakeLock; }`: what copyToRegistry signs with. The image
+        // bytes do not depend on it, so the image derivation never sees it.
+        arg("sign", Type::Attrs, null()).nullable().scope(Scope::Wrapper),
         arg("mode", Type::String, v(json!(MODES[0]))).scope(Scope::Internal).choices(MODES.to_vec()),
         arg("storeDir", Type::String, v(json!(DEFAULT_STORE_DIR))).scope(Scope::Internal),
         arg(VERSION_KEY, Type::Int, Required)

@@ -9,7 +9,7 @@ use anyhow::Result;
 use nix_layer_blob::{BlobInfo, Compression};
 use nix_layer_pipeline::{ImageRequest, LocalDiffId};
 use nix_layer_registry::{descriptor_of, BlobSource, BytesBlob, CachedLayer, Client, ImageUpload, Reference};
-use nix_layer_sign::provenance::{self, Builder, Provenance, StorePathDependency};
+use nix_layer_sign::provenance::{self, Builder, FlakeInput, Provenance, StorePathDependency};
 use nix_layer_sign::Signer;
 use oci_spec::image::Descriptor;
 
@@ -43,6 +43,9 @@ pub struct BuildPush<'a> {
     pub signer: Option<&'a dyn Signer>,
     /// Attach signed SLSA provenance (needs `signer`).
     pub provenance: bool,
+    /// The flake inputs the image was built from (its `flake.lock`), listed in the
+    /// provenance's resolved dependencies.
+    pub flake_inputs: &'a [FlakeInput],
 }
 
 /// A layer the verified index found in the cache repository: never read here. If the
@@ -73,6 +76,10 @@ pub fn push_build(
     how: &BuildPush,
 ) -> Result<PushOutcome> {
     anyhow::ensure!(how.signer.is_some() || !how.provenance, "provenance is attached signed: it needs a key");
+    anyhow::ensure!(
+        how.provenance || how.flake_inputs.is_empty(),
+        "flake inputs are listed in the provenance: it needs provenance"
+    );
     let destination = how.destination;
     let cache_repo = match how.cache_repo {
         Some(repo) => destination.with_repository(repo)?,
@@ -179,7 +186,8 @@ pub fn push_build(
 }
 
 /// The SLSA provenance of the image pushed as `digest`: the image arguments, every store
-/// path the image holds with its NAR hash, the builder from the environment.
+/// path the image holds with its NAR hash, the flake's locked inputs, the builder from the
+/// environment.
 fn provenance_statement(
     req: &ImageRequest,
     how: &BuildPush,
@@ -220,8 +228,7 @@ fn provenance_statement(
         digest: *digest,
         parameters,
         store_paths,
-        // The image settings carry no flake lock; the flake's inputs are not listed.
-        flake_inputs: Vec::new(),
+        flake_inputs: how.flake_inputs.to_vec(),
         builder: Builder::from_env(|k| std::env::var(k).ok()),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };

@@ -1,7 +1,7 @@
 //! Sigstore/cosign-compatible image signing: cosign key files ([`keys`]), the
 //! simple-signing payload ([`payload`]), signatures stored under the `sha256-<hex>.sig`
 //! tag and as OCI 1.1 referrers ([`attach`]), and verification ([`verify`]); SLSA
-//! provenance ([`provenance`]) in DSSE envelopes ([`dsse`]) attached as referrers ([`attest`]).
+//! provenance ([`provenance`], with a flake's locked inputs from [`flake_lock`]) in DSSE envelopes ([`dsse`]) attached as referrers ([`attest`]).
 //!
 //! The signature layout is the one cosign and containers/image (podman, skopeo, CRI-O with
 //! `use-sigstore-attachments`) read, so a deployment can enforce it with a policy that
@@ -16,6 +16,7 @@ pub mod attach;
 pub mod attest;
 pub mod dsse;
 mod error;
+pub mod flake_lock;
 pub mod keys;
 pub mod password;
 pub mod payload;

@@ -25,8 +25,8 @@ pub struct StorePathDependency {
     pub nar_sha256: Option<String>,
 }
 
-/// A locked flake input: `uri` as Nix resolves it, with its NAR hash (`sha256-…` SRI or
-/// hex) when the lock file carries one.
+/// A locked flake input (see [`crate::flake_lock`]): `name` its input path, `uri` Nix's
+/// flake reference for the locked input, `digest` its NAR's `sha256` (hex) and `gitCommit`.
 #[derive(Debug, Clone)]
 pub struct FlakeInput {
     pub name: String,
