@@ -534,6 +534,31 @@ fn cosign_and_nix_layer_read_each_others_keys_and_signatures() {
     );
     let o = output(nix_layer().args(["verify", "--plain-http", &image, "--key"]).arg(d.join("cosign.pub")));
     assert!(!o.status.success() && stderr(&o).contains("does not verify with this key"), "{}", stderr(&o));
+
+    // nix-layer's provenance, as cosign (and so policy-controller and Kyverno) reads
+    // attestations: the `.att` tag, the SLSA v1 type, nix-layer's key only.
+    let f = fixtures();
+    let image = format!("{}/attested:v1", r.host());
+    let o = push_signed(&image, &[&f.app], "pw-n", &[os("--sign"), d.join("n.key").as_os_str(), os("--provenance")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest = client.get_manifest(&Reference::parse(&image).unwrap()).unwrap().digest;
+    let verify_attestation = |key: &str| {
+        output(
+            cosign("")
+                .args(["verify-attestation", "--insecure-ignore-tlog=true", "--allow-http-registry"])
+                .args(["--type", "slsaprovenance1", "--key"])
+                .arg(d.join(key))
+                .arg(format!("{}/attested@{digest}", r.host())),
+        )
+    };
+    let o = verify_attestation("n.pub");
+    assert!(o.status.success(), "cosign refused nix-layer's attestation: {}", stderr(&o));
+    let envelope: Value = serde_json::from_slice(o.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let statement = statement_of(&serde_json::to_vec(&envelope).unwrap());
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], digest.hex(), "{statement}");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    let o = verify_attestation("cosign.pub");
+    assert!(!o.status.success() && stderr(&o).contains("no matching attestations"), "{}", stderr(&o));
 }
 
 /// `push --closure … --plain-http` plus `extra`, the key's password in COSIGN_PASSWORD and

@@ -1,6 +1,7 @@
 //! Storing signatures where cosign and containers/image look: the manifest tagged
 //! `sha256-<hex>.sig` in the image's repository, one layer per signature (the payload, with
 //! the signature in an annotation), plus an OCI 1.1 referrer of the signed manifest.
+//! Attestations go the same way under `sha256-<hex>.att` ([`append_to_tag`]).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -23,6 +24,11 @@ pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.s
 /// The tag cosign stores the signatures of `digest` under.
 pub fn signature_tag(digest: &Digest) -> String {
     format!("sha256-{}.sig", digest.hex())
+}
+
+/// The tag cosign stores the attestations of `digest` under.
+pub fn attestation_tag(digest: &Digest) -> String {
+    format!("sha256-{}.att", digest.hex())
 }
 
 /// The identity a signature names: the repository, with the tag when signed by tag (as
@@ -81,21 +87,10 @@ pub fn sign_manifest(
         reason: e.to_string(),
     })?;
     let payload = payload(identity, &digest);
-    let sig_ref = image.with_tag(&signature_tag(&digest))?;
-    let mut layers = match client.get_manifest(&sig_ref) {
-        Ok(m) => {
-            serde_json::from_slice::<Layers>(&m.bytes)
-                .map_err(|e| Error::Format {
-                    what: format!("the existing signatures {sig_ref}"),
-                    reason: e.to_string(),
-                })?
-                .layers
-        }
-        Err(RegistryError::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
+    let tag = signature_tag(&digest);
+    let existing = tag_layers(client, image, &tag)?;
     let payload_digest = Digest::of(&payload).to_string();
-    let mine = layers.iter().any(|l| {
+    let mine = existing.iter().any(|l| {
         l["digest"] == payload_digest.as_str()
             && l["annotations"][SIGNATURE_ANNOTATION]
                 .as_str()
@@ -111,10 +106,38 @@ pub fn sign_manifest(
     let blob = BytesBlob::new(payload);
     let mut layer = descriptor_of(SIMPLE_SIGNING, &blob.bytes);
     layer.set_annotations(annotation_map(&annotations));
-    layers.push(serde_json::to_value(&layer).expect("a descriptor serialises"));
+    append_to_tag(client, image, &tag, existing, &blob, &layer)?;
 
-    // An image config listing the layers, as cosign writes it (tools that list the
-    // signature image expect one).
+    let referrer =
+        client.push_referrer(image, subject, SIGNATURE_ARTIFACT_TYPE, &blob, SIMPLE_SIGNING, &annotations)?;
+    Ok(Signed { digest, added: true, referrer: Some(referrer.via) })
+}
+
+/// The layers of the manifest under `tag` (cosign's `.sig` or `.att`), kept as they are so
+/// that other tools' entries survive; none when the tag does not exist.
+pub(crate) fn tag_layers(client: &Client, image: &Reference, tag: &str) -> Result<Vec<Value>, Error> {
+    let tagged = image.with_tag(tag)?;
+    match client.get_manifest(&tagged) {
+        Ok(m) => Ok(serde_json::from_slice::<Layers>(&m.bytes)
+            .map_err(|e| Error::Format { what: format!("the manifest {tagged}"), reason: e.to_string() })?
+            .layers),
+        Err(RegistryError::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pushes `blob` and the manifest under `tag` holding the `existing` layers plus `layer`
+/// (its descriptor), with an image config listing them, as cosign writes it (tools that
+/// list a signature or attestation image expect one).
+pub(crate) fn append_to_tag(
+    client: &Client,
+    image: &Reference,
+    tag: &str,
+    mut layers: Vec<Value>,
+    blob: &BytesBlob,
+    layer: &Descriptor,
+) -> Result<(), Error> {
+    layers.push(serde_json::to_value(layer).expect("a descriptor serialises"));
     let diff_ids: Vec<&Value> = layers.iter().map(|l| &l["digest"]).collect();
     let config = BytesBlob::new(
         serde_json::to_vec(&json!({
@@ -125,7 +148,7 @@ pub fn sign_manifest(
         }))
         .expect("a config serialises"),
     );
-    client.push_blobs(image, &[&config as &dyn BlobSource, &blob], &[])?;
+    client.push_blobs(image, &[&config as &dyn BlobSource, blob], &[])?;
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -133,9 +156,6 @@ pub fn sign_manifest(
         "layers": layers,
     }))
     .expect("a manifest serialises");
-    client.push_manifest(image, &[&signature_tag(&digest)], &manifest, OCI_MANIFEST)?;
-
-    let referrer =
-        client.push_referrer(image, subject, SIGNATURE_ARTIFACT_TYPE, &blob, SIMPLE_SIGNING, &annotations)?;
-    Ok(Signed { digest, added: true, referrer: Some(referrer.via) })
+    client.push_manifest(image, &[tag], &manifest, OCI_MANIFEST)?;
+    Ok(())
 }

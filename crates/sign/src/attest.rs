@@ -4,14 +4,18 @@
 use std::collections::BTreeMap;
 
 use nix_layer_blob::Digest;
-use nix_layer_registry::{blob_digest, BytesBlob, Client, Error as RegistryError, Reference, ReferrerPush};
+use nix_layer_registry::{
+    annotations as annotation_map, blob_digest, descriptor_of, BytesBlob, Client, Error as RegistryError,
+    Reference, ReferrerPush,
+};
 use oci_spec::image::Descriptor;
 use serde::Deserialize;
 
+use crate::attach::{append_to_tag, attestation_tag, tag_layers};
 use crate::dsse::{self, Envelope, IN_TOTO};
 use crate::keys::PublicKey;
 use crate::provenance::subjects;
-use crate::signer::Signer;
+use crate::signer::{Signer, SIGNATURE_ANNOTATION};
 use crate::verify::{Rejection, VerifyError};
 use crate::Error;
 
@@ -22,7 +26,10 @@ pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
 const ENVELOPE_LIMIT: u64 = 64 << 20;
 
 /// Signs `statement` (an in-toto statement about `subject`) and stores the envelope as a
-/// referrer of `subject` in `image`'s repository.
+/// referrer of `subject` in `image`'s repository, and as cosign does, as a layer of the
+/// manifest tagged `sha256-<hex>.att` (what `cosign verify-attestation`, policy-controller
+/// and Kyverno read). The layer carries cosign's annotations: the statement's
+/// `predicateType`, and an empty signature annotation (the signature is in the envelope).
 pub fn attach_attestation(
     client: &Client,
     image: &Reference,
@@ -30,8 +37,30 @@ pub fn attach_attestation(
     statement: &[u8],
     signer: &dyn Signer,
 ) -> Result<ReferrerPush, Error> {
+    let digest = blob_digest(subject.digest()).map_err(|e| Error::Format {
+        what: format!("the attested manifest in {image}"),
+        reason: e.to_string(),
+    })?;
+    let predicate_type = serde_json::from_slice::<serde_json::Value>(statement)
+        .ok()
+        .and_then(|v| v["predicateType"].as_str().map(str::to_owned))
+        .ok_or_else(|| Error::Format {
+            what: "the in-toto statement".into(),
+            reason: "no predicateType".into(),
+        })?;
     let envelope = dsse::sign(signer, IN_TOTO, statement)?;
     let blob = BytesBlob::new(serde_json::to_vec(&envelope).expect("an envelope serialises"));
+
+    let tag = attestation_tag(&digest);
+    let existing = tag_layers(client, image, &tag)?;
+    let mut layer = descriptor_of(DSSE_ENVELOPE, &blob.bytes);
+    let annotations = BTreeMap::from([
+        (SIGNATURE_ANNOTATION.to_owned(), String::new()),
+        ("predicateType".to_owned(), predicate_type),
+    ]);
+    layer.set_annotations(annotation_map(&annotations));
+    append_to_tag(client, image, &tag, existing, &blob, &layer)?;
+
     Ok(client.push_referrer(image, subject, IN_TOTO, &blob, DSSE_ENVELOPE, &BTreeMap::new())?)
 }
 

@@ -1,7 +1,8 @@
 //! Sigstore/cosign-compatible image signing: cosign key files ([`keys`]), the
 //! simple-signing payload ([`payload`]), signatures stored under the `sha256-<hex>.sig`
 //! tag and as OCI 1.1 referrers ([`attach`]), and verification ([`verify`]); SLSA
-//! provenance ([`provenance`], with a flake's locked inputs from [`flake_lock`]) in DSSE envelopes ([`dsse`]) attached as referrers ([`attest`]).
+//! provenance ([`provenance`], with a flake's locked inputs from [`flake_lock`]) in DSSE envelopes ([`dsse`]) attached as referrers and
+//! under cosign's `sha256-<hex>.att` tag ([`attest`]).
 //!
 //! The signature layout is the one cosign and containers/image (podman, skopeo, CRI-O with
 //! `use-sigstore-attachments`) read, so a deployment can enforce it with a policy that
@@ -26,7 +27,8 @@ pub mod signer;
 pub mod verify;
 
 pub use attach::{
-    docker_reference, sign_image, sign_manifest, signature_tag, Signed, SIGNATURE_ARTIFACT_TYPE,
+    attestation_tag, docker_reference, sign_image, sign_manifest, signature_tag, Signed,
+    SIGNATURE_ARTIFACT_TYPE,
 };
 pub use attest::{attach_attestation, verify_attestations, verify_referrers_signed, Attestation};
 pub use error::Error;
