@@ -539,7 +539,12 @@ fn cosign_and_nix_layer_read_each_others_keys_and_signatures() {
     // attestations: the `.att` tag, the SLSA v1 type, nix-layer's key only.
     let f = fixtures();
     let image = format!("{}/attested:v1", r.host());
-    let o = push_signed(&image, &[&f.app], "pw-n", &[os("--sign"), d.join("n.key").as_os_str(), os("--provenance")]);
+    let o = push_signed(
+        &image,
+        &[&f.app],
+        "pw-n",
+        &[os("--sign"), d.join("n.key").as_os_str(), os("--provenance")],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let digest = client.get_manifest(&Reference::parse(&image).unwrap()).unwrap().digest;
     let verify_attestation = |key: &str| {
@@ -559,6 +564,152 @@ fn cosign_and_nix_layer_read_each_others_keys_and_signatures() {
     assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
     let o = verify_attestation("cosign.pub");
     assert!(!o.status.success() && stderr(&o).contains("no matching attestations"), "{}", stderr(&o));
+}
+
+/// The keyless workflow's path with a key standing in for Fulcio: `push
+/// --provenance-predicate F` (no key) writes the predicate `--provenance` signs, once the
+/// push is done; `cosign sign` and `cosign attest --type slsaprovenance1 --predicate F`
+/// put it under the `.att` tag; `cosign verify-attestation` shows that predicate and
+/// `nix-layer verify --attestations` accepts cosign's attestation, both with that key only.
+#[test]
+fn cosign_attests_the_provenance_predicate_nix_layer_wrote() {
+    let r = registry();
+    let client = r.client(None);
+    let f = fixtures();
+    let dir = scratch();
+    let d = dir.path();
+    require_trixie_tools(d);
+    keygen(d, "n", "pw-n");
+    keygen(d, "o", "pw-o");
+    let cosign = |password: &str| {
+        let mut cmd = trixie("cosign", d);
+        cmd.env("COSIGN_PASSWORD", password).env("HOME", d.join("home"));
+        cmd
+    };
+    let lock = json!({ "version": 7, "root": "root", "nodes": {
+        "root": { "inputs": { "nixpkgs": "nixpkgs" } },
+        "nixpkgs": { "locked": { "type": "github", "owner": "NixOS", "repo": "nixpkgs",
+            "rev": "a".repeat(40), "narHash": "sha256-AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" } },
+    }});
+    std::fs::write(d.join("flake.lock"), serde_json::to_vec(&lock).unwrap()).unwrap();
+    std::fs::write(d.join("bad.lock"), b"{}").unwrap();
+    let predicate = d.join("provenance.json");
+    let dest = format!("{}/e2e/keyless:1", r.host());
+    let (good, bad) = (d.join("flake.lock"), d.join("bad.lock"));
+    fn args<'a>(predicate: &'a Path, lock: &'a Path) -> [&'a std::ffi::OsStr; 4] {
+        [os("--provenance-predicate"), predicate.as_os_str(), os("--flake-lock"), lock.as_os_str()]
+    }
+
+    // A failed push writes no predicate.
+    let o = push_signed(&dest, &[&f.app], "", &args(&predicate, &bad));
+    assert!(!o.status.success() && stderr(&o).contains("bad.lock"), "{}", stderr(&o));
+    assert!(!predicate.exists());
+    let o = push_signed(&dest, &[&f.app], "", &args(&predicate, &good));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let written = std::fs::read(&predicate).unwrap();
+    let p: Value = serde_json::from_slice(&written).unwrap();
+    let deps = p["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
+    assert_eq!(deps.len(), f.closure(&[&f.app]).len() + 1, "{p}");
+    assert_eq!(deps.last().unwrap()["name"], "nixpkgs");
+    // The same bytes as the predicate of the statement `--provenance` signs.
+    let o = push_signed(
+        &dest,
+        &[&f.app],
+        "pw-o",
+        &[
+            os("--sign"),
+            d.join("o.key").as_os_str(),
+            os("--provenance"),
+            os("--flake-lock"),
+            good.as_os_str(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let envs = envelopes(&client, &Reference::parse(&dest).unwrap(), &digest);
+    let e: Value = serde_json::from_slice(&envs[0]).unwrap();
+    let signed = String::from_utf8(B64.decode(e["payload"].as_str().unwrap()).unwrap()).unwrap();
+    let written = String::from_utf8(written).unwrap();
+    assert!(signed.contains(&format!(r#""predicate":{written},"predicateType""#)), "{signed}\n{written}");
+
+    // Signed and attested by cosign, by digest (the other key's signature and attestation
+    // from the push above are on a copy elsewhere: a fresh repository holds only cosign's).
+    let image = format!("{}/e2e/keyless-cosign:1", r.host());
+    let o = push_signed(&image, &[&f.app], "", &[os("--provenance-predicate"), predicate.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let pinned = format!("{}/e2e/keyless-cosign@{digest}", r.host());
+    // Both keys sign the image (so `nix-layer verify` reaches the attestations with
+    // either); only n attests.
+    for (k, pw) in [("n.key", "pw-n"), ("o.key", "pw-o")] {
+        let o = output(
+            cosign(pw)
+                .args(["sign", "--yes", "--tlog-upload=false", "--allow-http-registry", "--key"])
+                .arg(d.join(k))
+                .arg(&pinned),
+        );
+        assert!(o.status.success(), "cosign sign: {}", stderr(&o));
+    }
+    let o = output(
+        cosign("pw-n")
+            .args([
+                "attest",
+                "--yes",
+                "--tlog-upload=false",
+                "--allow-http-registry",
+                "--type",
+                "slsaprovenance1",
+            ])
+            .arg("--predicate")
+            .arg(&predicate)
+            .arg("--key")
+            .arg(d.join("n.key"))
+            .arg(&pinned),
+    );
+    assert!(o.status.success(), "cosign attest: {}", stderr(&o));
+
+    let cosign_verify = |key: &str| {
+        output(
+            cosign("")
+                .args(["verify-attestation", "--insecure-ignore-tlog=true", "--allow-http-registry"])
+                .args(["--type", "slsaprovenance1", "--key"])
+                .arg(d.join(key))
+                .arg(&pinned),
+        )
+    };
+    let o = cosign_verify("n.pub");
+    assert!(o.status.success(), "cosign verify-attestation: {}", stderr(&o));
+    let envelope = o.stdout.split(|b| *b == b'\n').next().unwrap();
+    let statement = statement_of(envelope);
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], digest.hex(), "{statement}");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    // cosign rebuilds the predicate through in-toto-golang's SLSA v1 type: trixie's build
+    // names `runDetails.metadata.invocationId` `invocationID` (that type's JSON name in the
+    // in-toto-golang it was built with). Everything else is the file's, as it is.
+    let file: Value = serde_json::from_slice(&std::fs::read(&predicate).unwrap()).unwrap();
+    assert!(file["runDetails"]["metadata"]["invocationId"].is_string(), "{file}");
+    let mut shown = statement["predicate"].clone();
+    let metadata = shown["runDetails"]["metadata"].as_object_mut().unwrap();
+    if let Some(id) = metadata.remove("invocationID") {
+        metadata.insert("invocationId".into(), id);
+    }
+    assert_eq!(shown, file);
+    let o = cosign_verify("o.pub");
+    assert!(!o.status.success() && stderr(&o).contains("no matching attestations"), "{}", stderr(&o));
+
+    let verify = |key: &str| {
+        output(
+            nix_layer().args(["verify", "--plain-http", &image, "--attestations", "--key"]).arg(d.join(key)),
+        )
+    };
+    let o = verify("n.pub");
+    assert!(o.status.success(), "nix-layer refused cosign's attestation: {}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let att = format!("sha256-{}.att layer 0) verified: https://slsa.dev/provenance/v1", digest.hex());
+    assert_eq!(out.matches(&att).count(), 1, "{out}");
+    let o = verify("o.pub");
+    let refused = format!("sha256-{}.att layer 0: the signature does not verify with this key", digest.hex());
+    assert!(!o.status.success() && stderr(&o).contains(&refused), "{}", stderr(&o));
 }
 
 /// `push --closure … --plain-http` plus `extra`, the key's password in COSIGN_PASSWORD and

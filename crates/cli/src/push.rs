@@ -11,6 +11,7 @@ use nix_layer_sign::{KeySigner, PrivateKey, Signer};
 use crate::args::BuildArgs;
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("provenance_out").args(["provenance", "provenance_predicate"]).multiple(true)))]
 pub struct PushArgs {
     /// Where to push: `registry.example/app:tag` (several tags: --tag).
     #[arg(value_name = "REF")]
@@ -50,10 +51,16 @@ pub struct PushArgs {
     /// --sign key) as a referrer of the manifest. Built images only.
     #[arg(long, requires = "sign", conflicts_with_all = ["layout", "archive"])]
     pub provenance: bool,
+    /// Once the push is done, write the SLSA provenance predicate (unsigned: the
+    /// `predicate` of the statement --provenance signs) to FILE, for another signer:
+    /// `cosign attest --type slsaprovenance1 --predicate FILE REF@DIGEST`. No key needed.
+    /// Built images only.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["layout", "archive"])]
+    pub provenance_predicate: Option<std::path::PathBuf>,
     /// The flake.lock of the flake the image was built from: its locked inputs (the
     /// transitive ones too, with their NAR hashes and revisions) are listed in the
-    /// provenance. Read before anything is pushed.
-    #[arg(long, value_name = "FILE", requires = "provenance")]
+    /// provenance (--provenance or --provenance-predicate). Read before anything is pushed.
+    #[arg(long, value_name = "FILE", requires = "provenance_out")]
     pub flake_lock: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
@@ -111,6 +118,7 @@ pub fn run(mut a: PushArgs, verbose: bool) -> Result<()> {
             exact_index: a.verify_index == "exact",
             signer: signer.as_ref().map(|s| s as &dyn Signer),
             provenance: a.provenance,
+            provenance_predicate: a.provenance_predicate.as_deref(),
             flake_inputs: &flake_inputs,
         };
         nix_layer_push::push_build(&client, &record, &req.image, &how)?

@@ -37,9 +37,10 @@ pub struct VerifyArgs {
     /// The signer's public key (PEM).
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    /// Also require in-toto attestations (SLSA provenance) attached to the manifest, each a
-    /// DSSE envelope signed by the key whose subject is the manifest's digest, and every
-    /// SBOM referrer to be signed by the key.
+    /// Also require in-toto attestations (SLSA provenance) attached to the manifest (as
+    /// referrers or under cosign's `sha256-<hex>.att` tag), each a DSSE envelope signed by
+    /// the key whose subject is the manifest's digest, and every SBOM referrer to be signed
+    /// by the key.
     #[arg(long)]
     pub attestations: bool,
     #[command(flatten)]
@@ -118,8 +119,8 @@ pub fn verify(a: &VerifyArgs) -> Result<()> {
     if a.attestations {
         for at in nix_layer_sign::verify_attestations(&client, &image.with_digest(v.digest), &key)? {
             text.push_str(&format!(
-                "{} attestation {} verified: {}\n",
-                v.digest, at.referrer, at.predicate_type
+                "{} attestation {} ({}) verified: {}\n",
+                v.digest, at.envelope, at.source, at.predicate_type
             ));
         }
         let sboms = [nix_layer_sbom::CYCLONEDX_MEDIA_TYPE, nix_layer_sbom::SPDX_MEDIA_TYPE];

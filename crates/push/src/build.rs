@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::Result;
 use nix_layer_blob::{BlobInfo, Compression};
@@ -43,6 +44,10 @@ pub struct BuildPush<'a> {
     pub signer: Option<&'a dyn Signer>,
     /// Attach signed SLSA provenance (needs `signer`).
     pub provenance: bool,
+    /// Write the provenance's predicate (unsigned, the bytes `provenance` would sign
+    /// within its statement) to this file once the push is done, for another signer
+    /// (`cosign attest --type slsaprovenance1 --predicate FILE`).
+    pub provenance_predicate: Option<&'a Path>,
     /// The flake inputs the image was built from (its `flake.lock`), listed in the
     /// provenance's resolved dependencies.
     pub flake_inputs: &'a [FlakeInput],
@@ -77,7 +82,7 @@ pub fn push_build(
 ) -> Result<PushOutcome> {
     anyhow::ensure!(how.signer.is_some() || !how.provenance, "provenance is attached signed: it needs a key");
     anyhow::ensure!(
-        how.provenance || how.flake_inputs.is_empty(),
+        how.provenance || how.provenance_predicate.is_some() || how.flake_inputs.is_empty(),
         "flake inputs are listed in the provenance: it needs provenance"
     );
     let destination = how.destination;
@@ -170,15 +175,27 @@ pub fn push_build(
         }
     }
     let sbom = if how.sbom { Some(push_sbom(client, destination, req, image)?) } else { None };
+    let provenance = (how.provenance || how.provenance_predicate.is_some())
+        .then(|| provenance_of(req, how, &report.manifest_digest))
+        .transpose()?;
     if let Some(signer) = how.signer {
         let referrers: Vec<Descriptor> = sbom.into_iter().collect();
         crate::sign_pushed(client, destination, &report.manifest_digest, &referrers, signer)?;
-        if how.provenance {
-            let statement = provenance_statement(req, how, &report.manifest_digest)?;
+        if let (true, Some(p)) = (how.provenance, &provenance) {
+            let statement = provenance::statement(p);
             let subject = descriptor_of(image.manifest().media_type(), image.manifest().bytes());
             let at = destination.with_digest(report.manifest_digest);
             nix_layer_sign::attach_attestation(client, &at, &subject, &statement, signer)?;
         }
+    }
+    if let (Some(path), Some(p)) = (how.provenance_predicate, &provenance) {
+        write_atomically(path, &provenance::predicate(p)).map_err(|e| {
+            anyhow::anyhow!(
+                "pushed {destination}@{}, but cannot write its provenance predicate to {}: {e}",
+                report.manifest_digest,
+                path.display()
+            )
+        })?;
     }
     save_record(record, &mut warnings);
     let stats = *index.stats.lock().expect("stats");
@@ -188,11 +205,7 @@ pub fn push_build(
 /// The SLSA provenance of the image pushed as `digest`: the image arguments, every store
 /// path the image holds with its NAR hash, the flake's locked inputs, the builder from the
 /// environment.
-fn provenance_statement(
-    req: &ImageRequest,
-    how: &BuildPush,
-    digest: &nix_layer_blob::Digest,
-) -> Result<Vec<u8>> {
+fn provenance_of(req: &ImageRequest, how: &BuildPush, digest: &nix_layer_blob::Digest) -> Result<Provenance> {
     use serde_json::json;
     let plan = nix_layer_pipeline::plan_image(req)?;
     let held = nix_layer_pipeline::sbom::held_graph(req, &plan)?;
@@ -223,7 +236,7 @@ fn provenance_statement(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let p = Provenance {
+    Ok(Provenance {
         name: format!("{}/{}", d.registry, d.repository),
         digest: *digest,
         parameters,
@@ -231,8 +244,21 @@ fn provenance_statement(
         flake_inputs: how.flake_inputs.to_vec(),
         builder: Builder::from_env(|k| std::env::var(k).ok()),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    Ok(provenance::statement(&p))
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory: `path` holds
+/// all of them or is left as it was.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".provenance-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    // Readable like any file written here (temporary files are 0600); nothing secret.
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// The SBOM of what the image holds, as a referrer of its manifest: the manifest bytes
@@ -260,4 +286,22 @@ fn push_sbom(
         &annotations,
     )?;
     Ok(pushed.manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomically;
+
+    #[test]
+    fn the_predicate_file_is_replaced_whole_and_nothing_is_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("provenance.json");
+        std::fs::write(&path, b"an older, longer predicate").unwrap();
+        write_atomically(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["provenance.json"]);
+        // A directory that does not exist: an error, no file.
+        assert!(write_atomically(&dir.path().join("missing/provenance.json"), b"{}").is_err());
+    }
 }

@@ -1,7 +1,8 @@
 //! Signed in-toto attestations as OCI 1.1 referrers of the manifest they are about (the
-//! DSSE envelope is the artifact's one layer), and their verification.
+//! DSSE envelope is the artifact's one layer) and as layers of cosign's `sha256-<hex>.att`
+//! tag, and their verification (from both).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use nix_layer_blob::Digest;
 use nix_layer_registry::{
@@ -67,7 +68,11 @@ pub fn attach_attestation(
 /// A verified attestation.
 #[derive(Debug, Clone)]
 pub struct Attestation {
-    pub referrer: Digest,
+    /// The envelope's blob digest.
+    pub envelope: Digest,
+    /// Where it was found: `referrer sha256:…` or `sha256-<hex>.att layer N` (an envelope
+    /// stored in both places is named once, by the first).
+    pub source: String,
     pub predicate_type: String,
 }
 
@@ -85,34 +90,57 @@ struct Layer {
     size: u64,
 }
 
-/// Checks every in-toto referrer of the manifest `image` names: each must be an envelope
-/// signed by `key` over a statement whose subject is that manifest's digest. Succeeds
-/// with the attestations when there is at least one and all verify.
+/// Checks every in-toto attestation of the manifest `image` names, stored as referrers
+/// (nix-layer) or as layers of the `sha256-<hex>.att` tag (cosign, and nix-layer too):
+/// each must be an envelope signed by `key` over a statement whose subject is that
+/// manifest's digest. An envelope in both places is checked once. Succeeds with the
+/// attestations when there is at least one and all verify.
 pub fn verify_attestations(
     client: &Client,
     image: &Reference,
     key: &PublicKey,
 ) -> Result<Vec<Attestation>, VerifyError> {
     let digest = client.get_manifest(image)?.digest;
-    let referrers = client.list_referrers(image, &digest, Some(IN_TOTO))?;
-    if referrers.is_empty() {
-        return Err(VerifyError::NoAttestations { image: image.to_string(), digest });
-    }
-    let mut good = Vec::new();
+    let mut found: Vec<(String, Layer)> = Vec::new();
     let mut rejections = Vec::new();
-    for r in referrers {
-        let what = format!("attestation {}", r.digest());
-        let referrer = match blob_digest(r.digest()) {
-            Ok(d) => d,
-            Err(e) => {
-                rejections.push((what, Rejection::Garbled(e.to_string())));
-                continue;
-            }
-        };
-        match check(client, image, key, &digest, referrer) {
-            Ok(predicate_type) => good.push(Attestation { referrer, predicate_type }),
+    for r in client.list_referrers(image, &digest, Some(IN_TOTO))? {
+        let what = format!("referrer {}", r.digest());
+        match referrer_envelope(client, image, r.digest()) {
+            Ok(layer) => found.push((what, layer)),
             Err(Ok(why)) => rejections.push((what, why)),
             Err(Err(e)) => return Err(e.into()),
+        }
+    }
+    let tag = attestation_tag(&digest);
+    match client.get_manifest(&image.with_tag(&tag)?) {
+        // Every envelope layer is one attestation; cosign writes nothing else there.
+        Ok(m) => match serde_json::from_slice::<Artifact>(&m.bytes) {
+            Ok(a) => found.extend(
+                a.layers
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.media_type == DSSE_ENVELOPE)
+                    .map(|(i, l)| (format!("{tag} layer {i}"), l)),
+            ),
+            Err(e) => rejections.push((tag.clone(), Rejection::Garbled(format!("not a manifest: {e}")))),
+        },
+        Err(RegistryError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if found.is_empty() && rejections.is_empty() {
+        return Err(VerifyError::NoAttestations { image: image.to_string(), digest, tag });
+    }
+    let mut good = Vec::new();
+    let mut seen = HashSet::new();
+    for (what, layer) in found {
+        if !seen.insert(layer.digest) {
+            continue;
+        }
+        match check(client, image, key, &digest, &layer) {
+            Ok(predicate_type) => {
+                good.push(Attestation { envelope: layer.digest, source: what, predicate_type })
+            }
+            Err(why) => rejections.push((what, why)),
         }
     }
     if !rejections.is_empty() {
@@ -121,24 +149,34 @@ pub fn verify_attestations(
     Ok(good)
 }
 
-/// One attestation referrer: its predicate type, or why it is refused (or a registry
+/// The envelope layer of one attestation referrer, or why it is refused (or a registry
 /// failure, which is not a verdict on the attestation).
-fn check(
+fn referrer_envelope(
     client: &Client,
     image: &Reference,
-    key: &PublicKey,
-    digest: &Digest,
-    referrer: Digest,
-) -> Result<String, Result<Rejection, RegistryError>> {
+    referrer: &oci_spec::image::Digest,
+) -> Result<Layer, Result<Rejection, RegistryError>> {
     let garbled = |s: String| Ok(Rejection::Garbled(s));
+    let referrer = blob_digest(referrer).map_err(|e| garbled(e.to_string()))?;
     let m = match client.get_manifest(&image.with_digest(referrer)) {
         Ok(m) => m,
         Err(RegistryError::NotFound { .. }) => return Err(garbled("listed but absent".into())),
         Err(e) => return Err(Err(e)),
     };
-    let a: Artifact = serde_json::from_slice(&m.bytes)
-        .map_err(|e| Ok(Rejection::Garbled(format!("not a manifest: {e}"))))?;
-    let layer = a.layers.first().ok_or_else(|| Ok(Rejection::Garbled("no envelope layer".into())))?;
+    let a: Artifact =
+        serde_json::from_slice(&m.bytes).map_err(|e| garbled(format!("not a manifest: {e}")))?;
+    a.layers.into_iter().next().ok_or_else(|| garbled("no envelope layer".into()))
+}
+
+/// One envelope: its statement's predicate type, or why it is refused.
+fn check(
+    client: &Client,
+    image: &Reference,
+    key: &PublicKey,
+    digest: &Digest,
+    layer: &Layer,
+) -> Result<String, Rejection> {
+    let garbled = Rejection::Garbled;
     if layer.media_type != DSSE_ENVELOPE {
         return Err(garbled(format!("media type `{}`, not `{DSSE_ENVELOPE}`", layer.media_type)));
     }
@@ -148,16 +186,20 @@ fn check(
     let mut bytes = Vec::new();
     client
         .fetch_blob_sized(image, &layer.digest, layer.size, &mut bytes)
-        .map_err(|e| Ok(Rejection::Garbled(format!("the envelope blob: {e}"))))?;
-    let envelope: Envelope = serde_json::from_slice(&bytes)
-        .map_err(|e| Ok(Rejection::Garbled(format!("not a DSSE envelope: {e}"))))?;
+        .map_err(|e| garbled(format!("the envelope blob: {e}")))?;
+    let envelope: Envelope =
+        serde_json::from_slice(&bytes).map_err(|e| garbled(format!("not a DSSE envelope: {e}")))?;
     let statement = dsse::open(&envelope, IN_TOTO, key).map_err(|why| {
-        Ok(if why.starts_with("no signature") { Rejection::BadSignature } else { Rejection::Garbled(why) })
+        if why.starts_with("no signature") {
+            Rejection::BadSignature
+        } else {
+            garbled(why)
+        }
     })?;
-    let named = subjects(&statement).map_err(|e| Ok(Rejection::Garbled(e)))?;
+    let named = subjects(&statement).map_err(garbled)?;
     if !named.iter().any(|h| *h == digest.hex()) {
         let signed = named.iter().map(|h| format!("sha256:{h}")).collect::<Vec<_>>().join(", ");
-        return Err(Ok(Rejection::OtherDigest { signed }));
+        return Err(Rejection::OtherDigest { signed });
     }
     let v: serde_json::Value = serde_json::from_slice(&statement).expect("parsed by subjects");
     Ok(v["predicateType"].as_str().unwrap_or_default().to_owned())

@@ -11,6 +11,9 @@ use nix_layer_blob::Digest;
 use serde_json::{json, Map, Value};
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+/// The statement type cosign (2.x, in-toto-golang) writes for `cosign attest`: the same
+/// `subject`, `predicateType` and `predicate` as v1.
+pub const STATEMENT_TYPE_V01: &str = "https://in-toto.io/Statement/v0.1";
 pub const SLSA_PROVENANCE: &str = "https://slsa.dev/provenance/v1";
 /// What `buildType` names: how to read `externalParameters` (the image arguments).
 pub const BUILD_TYPE: &str = "https://github.com/nix-layer/nix-layer/blob/main/docs/build-type/image/v1";
@@ -82,6 +85,24 @@ impl Builder {
 
 /// The statement's bytes: compact JSON with sorted keys and dependencies sorted by path.
 pub fn statement(p: &Provenance) -> Vec<u8> {
+    let s = json!({
+        "_type": STATEMENT_TYPE,
+        "subject": [{ "name": p.name, "digest": { "sha256": p.digest.hex() } }],
+        "predicateType": SLSA_PROVENANCE,
+        "predicate": predicate_value(p),
+    });
+    // serde_json's maps are BTreeMaps here (no preserve_order): keys come out sorted.
+    serde_json::to_vec(&s).expect("a statement serialises")
+}
+
+/// The statement's `predicate` alone, the same bytes as within [`statement`]: for a signer
+/// that builds the statement itself around a subject (`cosign attest --predicate FILE
+/// --type slsaprovenance1`).
+pub fn predicate(p: &Provenance) -> Vec<u8> {
+    serde_json::to_vec(&predicate_value(p)).expect("a predicate serialises")
+}
+
+fn predicate_value(p: &Provenance) -> Value {
     let mut paths = p.store_paths.clone();
     paths.sort_by(|a, b| a.path.cmp(&b.path));
     paths.dedup_by(|a, b| a.path == b.path);
@@ -107,29 +128,23 @@ pub fn statement(p: &Provenance) -> Vec<u8> {
     if let Some(id) = &p.builder.invocation_id {
         run["metadata"] = json!({ "invocationId": id });
     }
-    let s = json!({
-        "_type": STATEMENT_TYPE,
-        "subject": [{ "name": p.name, "digest": { "sha256": p.digest.hex() } }],
-        "predicateType": SLSA_PROVENANCE,
-        "predicate": {
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": p.parameters,
-                "resolvedDependencies": deps,
-            },
-            "runDetails": run,
+    json!({
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "externalParameters": p.parameters,
+            "resolvedDependencies": deps,
         },
-    });
-    // serde_json's maps are BTreeMaps here (no preserve_order): keys come out sorted.
-    serde_json::to_vec(&s).expect("a statement serialises")
+        "runDetails": run,
+    })
 }
 
-/// The subject digests (`sha256` hex) of an in-toto statement, checking its `_type`.
+/// The subject digests (`sha256` hex) of an in-toto statement, checking its `_type` (v1,
+/// or cosign's v0.1).
 pub fn subjects(statement: &[u8]) -> Result<Vec<String>, String> {
     let v: Value =
         serde_json::from_slice(statement).map_err(|e| format!("the statement is not JSON: {e}"))?;
-    if v["_type"] != STATEMENT_TYPE {
-        return Err(format!("`_type` is {}, not `{STATEMENT_TYPE}`", v["_type"]));
+    if v["_type"] != STATEMENT_TYPE && v["_type"] != STATEMENT_TYPE_V01 {
+        return Err(format!("`_type` is {}, not `{STATEMENT_TYPE}` or `{STATEMENT_TYPE_V01}`", v["_type"]));
     }
     let subjects = v["subject"].as_array().ok_or("the statement has no `subject` list")?;
     Ok(subjects.iter().filter_map(|s| s["digest"]["sha256"].as_str().map(str::to_owned)).collect())
@@ -165,6 +180,25 @@ mod tests {
         assert_eq!(deps[0]["name"], "/nix/store/a-app");
         assert_eq!(deps[0]["digest"]["sha256"], "01".repeat(32));
         assert_eq!(subjects(&a).unwrap(), vec![Digest::of(b"manifest").hex()]);
+    }
+
+    #[test]
+    fn the_predicate_is_the_statements_predicate_byte_for_byte() {
+        let mut p = sample();
+        p.flake_inputs.push(FlakeInput {
+            name: "nixpkgs".into(),
+            uri: "github:NixOS/nixpkgs/abc".into(),
+            digest: [("gitCommit".to_owned(), "abc".to_owned())].into(),
+        });
+        p.builder.invocation_id = Some("https://github.com/org/app/actions/runs/1/attempts/1".into());
+        let (statement, predicate) = (statement(&p), predicate(&p));
+        let text = String::from_utf8(statement.clone()).unwrap();
+        let inner = std::str::from_utf8(&predicate).unwrap();
+        // Keys sort `_type`, `predicate`, `predicateType`, `subject`: the predicate is
+        // the second member, exactly as `predicate` writes it.
+        assert!(text.contains(&format!(r#","predicate":{inner},"predicateType":"#)), "{text}");
+        let v: Value = serde_json::from_slice(&statement).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&predicate).unwrap(), v["predicate"]);
     }
 
     #[test]

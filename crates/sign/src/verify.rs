@@ -49,8 +49,8 @@ pub enum VerifyError {
     Missing { image: String, digest: Digest, tag: String },
     #[error("{image} ({digest}) has {} signature(s), none valid for this key:{}", .rejections.len(), list(.rejections))]
     NoValidSignature { image: String, digest: Digest, rejections: Vec<(String, Rejection)> },
-    #[error("{image} ({digest}) has no in-toto attestations (no `application/vnd.in-toto+json` referrers)")]
-    NoAttestations { image: String, digest: Digest },
+    #[error("{image} ({digest}) has no in-toto attestations (no `application/vnd.in-toto+json` referrers, no envelopes under the {tag} tag)")]
+    NoAttestations { image: String, digest: Digest, tag: String },
     #[error("{image} ({digest}) has attestation(s) that do not verify with this key:{}", list(.rejections))]
     BadAttestations { image: String, digest: Digest, rejections: Vec<(String, Rejection)> },
     #[error(transparent)]

@@ -7,8 +7,8 @@ use nix_layer_blob::Digest;
 use nix_layer_registry::{BytesBlob, Client, ImageUpload, Reference, OCI_INDEX, OCI_MANIFEST};
 use nix_layer_registry_testkit::TestRegistry;
 use nix_layer_sign::{
-    generate_pair, sign_image, signature_tag, verify_image, KeySigner, PrivateKey, PublicKey, Rejection,
-    VerifyError, SIGNATURE_ANNOTATION,
+    attach_attestation, attestation_tag, generate_pair, sign_image, signature_tag, verify_attestations,
+    verify_image, KeySigner, PrivateKey, PublicKey, Rejection, VerifyError, SIGNATURE_ANNOTATION,
 };
 use serde_json::{json, Value};
 
@@ -225,4 +225,104 @@ fn a_pinned_tagged_reference_signs_the_pinned_digest() {
     let v = verify_image(&client, &tagged.with_digest(pushed), &public).unwrap();
     assert_eq!(v.docker_reference, format!("{}/pin:v1", registry.host()));
     assert!(matches!(verify_image(&client, &tagged, &public), Err(VerifyError::Missing { .. })));
+}
+
+/// An in-toto statement about `digest` (SLSA provenance, as `push --provenance` makes).
+fn statement_about(image: &Reference, digest: Digest) -> Vec<u8> {
+    use nix_layer_sign::provenance::{statement, Builder, Provenance};
+    statement(&Provenance {
+        name: format!("{}/{}", image.registry, image.repository),
+        digest,
+        parameters: Default::default(),
+        store_paths: vec![],
+        flake_inputs: vec![],
+        builder: Builder::from_env(|_| None),
+        version: "0".into(),
+    })
+}
+
+fn attestation_rejections(e: VerifyError) -> Vec<(String, Rejection)> {
+    match e {
+        VerifyError::BadAttestations { rejections, .. } => rejections,
+        other => panic!("expected attestations that fail, got {other}"),
+    }
+}
+
+/// Attestations under cosign's `.att` tag verify by themselves (without the referrer), one
+/// stored in both places is checked once, and a garbled `.att` manifest, envelope layer or
+/// an oversized one is a rejection saying why.
+#[test]
+fn attestations_under_the_att_tag_verify_and_garbled_ones_are_refused() {
+    let Some(registry) = TestRegistry::start_or_skip() else { return };
+    let client = registry.client(None);
+    let image = registry.reference("att:v1");
+    let digest = push_image(&client, &image, b"attested");
+    let (signer, public) = keys();
+    let (_, other_public) = keys();
+    let pinned = image.with_digest(digest);
+    let err = verify_attestations(&client, &pinned, &public).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("no envelopes under the {} tag", attestation_tag(&digest))),
+        "{err}"
+    );
+
+    let m = client.get_manifest(&pinned).unwrap();
+    let subject = nix_layer_registry::descriptor_of(&m.media_type, &m.bytes);
+    attach_attestation(&client, &pinned, &subject, &statement_about(&image, digest), &signer).unwrap();
+    // In both places, the same envelope blob: one attestation.
+    let found = verify_attestations(&client, &pinned, &public).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].predicate_type, "https://slsa.dev/provenance/v1");
+
+    // The `.att` tag alone.
+    remove_referrers(&client, &image, &digest);
+    let found = verify_attestations(&client, &pinned, &public).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].source, format!("{} layer 0", attestation_tag(&digest)));
+    let r = attestation_rejections(verify_attestations(&client, &pinned, &other_public).unwrap_err());
+    assert_eq!(r.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), [Rejection::BadSignature]);
+
+    let att = image.with_tag(&attestation_tag(&digest)).unwrap();
+    let original: Value = serde_json::from_slice(&client.get_manifest(&att).unwrap().bytes).unwrap();
+    let put = |doc: &Value| {
+        client
+            .push_manifest(
+                &image,
+                &[&attestation_tag(&digest)],
+                &serde_json::to_vec(doc).unwrap(),
+                OCI_MANIFEST,
+            )
+            .unwrap()
+    };
+    let refused = |needle: &str| {
+        let err = verify_attestations(&client, &pinned, &public).unwrap_err();
+        let text = err.to_string();
+        let r = attestation_rejections(err);
+        assert!(r.len() == 1 && matches!(r[0].1, Rejection::Garbled(_)), "{r:?}");
+        assert!(text.contains(needle), "{text}");
+    };
+
+    // A layer that is not an envelope.
+    let junk = BytesBlob::new(b"not an envelope".to_vec());
+    client.push_blobs(&image, &[&junk], &[]).unwrap();
+    let mut doc = original.clone();
+    doc["layers"][0]["digest"] = junk.digest.to_string().into();
+    doc["layers"][0]["size"] = junk.bytes.len().into();
+    put(&doc);
+    refused("not a DSSE envelope");
+
+    // A layer bigger than envelopes get: refused before it is fetched.
+    let mut doc = original.clone();
+    doc["layers"][0]["size"] = (64u64 << 20 | 1).into();
+    put(&doc);
+    refused("the limit is");
+
+    // A manifest nix-layer cannot read (a layer without its size).
+    let mut doc = original.clone();
+    doc["layers"][0].as_object_mut().unwrap().remove("size");
+    put(&doc);
+    refused("not a manifest");
+
+    put(&original);
+    verify_attestations(&client, &pinned, &public).unwrap();
 }
