@@ -683,6 +683,8 @@ fn cosign_attests_the_provenance_predicate_nix_layer_wrote() {
     let statement = statement_of(envelope);
     assert_eq!(statement["subject"][0]["digest"]["sha256"], digest.hex(), "{statement}");
     assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    // An in-toto v0.1 statement (the same fields as v1): nix-layer reads both.
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
     // cosign rebuilds the predicate through in-toto-golang's SLSA v1 type: trixie's build
     // names `runDetails.metadata.invocationId` `invocationID` (that type's JSON name in the
     // in-toto-golang it was built with). Everything else is the file's, as it is.
