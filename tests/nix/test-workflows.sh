@@ -104,11 +104,12 @@ PY
 check "template devcontainers mount nothing from the host's home" sh -c '! grep -rn "localEnv:HOME" templates/*/.devcontainer'
 
 # build-containers signs what it pushes. Keyless (cosign with GitHub's OIDC identity) is
-# checked statically: it needs GitHub's token and the public Fulcio and Rekor.
-check "build-containers signs keyless by the pushed digest, never by tag" /usr/bin/python3 - .github/workflows/build-containers.yml <<'PY'
+# checked statically: it needs GitHub's token and the public Fulcio and Rekor. The build
+# job's keyless step also attests the provenance predicate its push step wrote.
+check "build-containers signs and attests keyless by the pushed digest, never by tag" /usr/bin/python3 - .github/workflows/build-containers.yml <<'PY'
 import re, sys, yaml
 jobs = yaml.safe_load(open(sys.argv[1]))["jobs"]
-signing = 0
+signing = attesting = 0
 for name, job in jobs.items():
     steps = job.get("steps", [])
     for i, s in enumerate(steps):
@@ -126,11 +127,22 @@ for name, job in jobs.items():
         assert f"steps.{m.group(1)}.outputs.keyed == 'false'" in s["if"], s["if"]
         installers = [t["uses"] for t in steps[src:i] if "cosign-installer" in t.get("uses", "")]
         assert installers and all(re.fullmatch(r"sigstore/cosign-installer@v\d+\.\d+\.\d+", u) for u in installers), installers
+        attests = re.findall(r"cosign attest[^\n]*", run)
+        if name == "build":
+            # The same "$IMAGE" (by digest), after signing, with the predicate the push wrote.
+            predicate = '"$RUNNER_TEMP/provenance.json"'
+            assert attests == [f'cosign attest --yes --type slsaprovenance1 --predicate {predicate} "$IMAGE"'], run
+            assert run.index("cosign sign") < run.index("cosign attest"), run
+            assert f"--provenance-predicate {predicate}" in steps[src]["run"], steps[src]["run"]
+            attesting += 1
+        else:
+            assert not attests, f"{name}: an index has no provenance to attest"
     # Key-based signing in the same job: by digest too.
     for s in steps:
         for line in re.findall(r"nix-layer -- sign [^\n]*", s.get("run", "")):
             assert line.startswith('nix-layer -- sign "$name@$digest"'), line
 assert signing == 2, f"{signing} keyless signing steps (build and manifest expected)"
+assert attesting == 1, f"{attesting} keyless attesting steps (build expected)"
 PY
 
 # The build job's push step with a key (COSIGN_PRIVATE_KEY), run for real: the step's
@@ -218,5 +230,11 @@ PY
     got=$(pushstep "")
     expect_eq "without COSIGN_PRIVATE_KEY the push step signs nothing itself (keyed=false)" \
       "$(sed -E 's/sha256:[0-9a-f]{64}/D/' <<<"$got")" "digest=D keyed=false"
+    # It writes the predicate the keyless step attests: the key path's, unsigned.
+    expect_eq "without COSIGN_PRIVATE_KEY the push step writes the provenance predicate for cosign attest" \
+      "$(jq -c '[.runDetails.builder.id, [.buildDefinition.resolvedDependencies[] | select(.name | startswith("/") | not) | .name, .uri]]' "$ww/tmp/provenance.json" 2>&1)" \
+      "[\"https://github.com/org/app/.github/workflows/build-containers.yml@refs/heads/main\",[\"dep\",\"path:$ww/flake/dep\"]]"
+    expect_eq "the predicate is the one the key path signed" \
+      "$(jq -cS . "$ww/tmp/provenance.json" 2>&1)" "$(jq -cS .predicate <<<"$statement")"
   fi
 fi
