@@ -83,7 +83,7 @@ pub fn push_build(
     anyhow::ensure!(how.signer.is_some() || !how.provenance, "provenance is attached signed: it needs a key");
     anyhow::ensure!(
         how.provenance || how.provenance_predicate.is_some() || how.flake_inputs.is_empty(),
-        "flake inputs are listed in the provenance: it needs provenance"
+        "flake inputs are listed in the provenance: it needs provenance or its predicate"
     );
     let destination = how.destination;
     let cache_repo = match how.cache_repo {
