@@ -12,6 +12,10 @@ Part 2, whole builds: `nix-layer build --format oci` with the old encoder (the h
 `gzip-zlib`) and the new default gzip, best of --runs, plus a check that `--jobs 1`
 and `--jobs 2` give the same image.
 
+Part 3, the first push: `nix-layer push` of the closure to a local registry (Debian's
+docker-registry, a fresh one for every push, so no blob is already there), old encoder
+against new, best of --runs, with the bytes uploaded.
+
     cargo build --release -p nix-layer -p nix-layer-blob --example compress
     benches/compress.py [--corpus /var/tmp/nix-layer-corpus] [--profiles devcontainer,tools,xl]
 
@@ -22,10 +26,12 @@ clock includes waiting for other processes.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -130,6 +136,38 @@ def part2(profile, graph, tmp, binary, runs):
     return rows, summary
 
 
+def part3(profile, graph, tmp, binary, runs):
+    """First pushes to a fresh registry each time, interleaved old/new."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from push import Registry  # the same registry launcher as benches/push.py
+
+    results = {}
+    for n in range(runs):
+        for name, comp in [("old gzip (zlib-rs 6)", "gzip-zlib"), ("new gzip (default, level 5)", "gzip")]:
+            work = os.path.join(tmp, f"push-{comp}-{n}")
+            os.makedirs(work)
+            reg = Registry(work)
+            try:
+                env = dict(os.environ, XDG_CACHE_HOME=os.path.join(work, "cache"))
+                t = time.perf_counter()
+                p = subprocess.run([binary, "push", f"{reg.host()}/bench/{profile}:1", "--graph", graph,
+                                    "--plain-http", "--compression", comp, "--verbose"],
+                                   check=True, capture_output=True, text=True, env=env)
+                wall = time.perf_counter() - t
+            finally:
+                reg.stop()
+                shutil.rmtree(work, ignore_errors=True)
+            m = re.search(r"(\d+) blobs uploaded \((\d+) bytes\)", p.stderr)
+            if not m:
+                sys.exit(p.stderr)
+            if name not in results or wall < results[name][0]:
+                results[name] = (wall, int(m.group(2)))
+    rows = [{"profile": profile, "push": name, "wall_s": round(w, 2), "uploaded_MB": round(b / 1e6, 1)}
+            for name, (w, b) in results.items()]
+    rows.append({"profile": profile, "push": "speed-up", "wall_s": round(rows[0]["wall_s"] / rows[1]["wall_s"], 2)})
+    return rows
+
+
 def table(rows):
     keys = [k for k in rows[0]] if rows else []
     for r in rows:
@@ -146,26 +184,34 @@ def main():
     ap.add_argument("--bin", default=os.path.join(TARGET, "release", "nix-layer"))
     ap.add_argument("--compress", default=os.path.join(TARGET, "release", "examples", "compress"))
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--skip-builds", action="store_true", help="part 1 only")
+    ap.add_argument("--skip-builds", action="store_true", help="no part 2")
+    ap.add_argument("--skip-encoders", action="store_true", help="no part 1")
+    ap.add_argument("--push", action="store_true", help="part 3 too (needs docker-registry)")
     a = ap.parse_args()
     profiles = a.profiles.split(",")
-    for tool in [a.compress] + ([] if a.skip_builds else [a.bin]):
+    for tool in ([] if a.skip_encoders else [a.compress]) + ([] if a.skip_builds and not a.push else [a.bin]):
         if not os.access(tool, os.X_OK):
             sys.exit(f"{tool} is missing: cargo build --release -p nix-layer -p nix-layer-blob --example compress")
     ensure_corpus(a.corpus, profiles)
-    enc, builds, summaries = [], [], []
+    enc, builds, summaries, pushes = [], [], [], []
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         for p in profiles:
             graph = f"{a.corpus}/{p}-v1.closure-graph.json"
-            enc += part1(p, graph, tmp, a.compress, a.runs)
-            print(table(enc), file=sys.stderr)
+            if not a.skip_encoders:
+                enc += part1(p, graph, tmp, a.compress, a.runs)
+                print(table(enc), file=sys.stderr)
             if not a.skip_builds:
                 rows, summary = part2(p, graph, tmp, a.bin, a.runs)
                 builds += rows
                 summaries.append(summary)
-    print("## Encoders alone\n\n" + table(enc) + "\n")
+            if a.push:
+                pushes += part3(p, graph, tmp, a.bin, a.runs)
+    if enc:
+        print("## Encoders alone\n\n" + table(enc) + "\n")
     if builds:
-        print("## `nix-layer build --format oci`\n\n" + table(builds) + "\n\n" + table(summaries))
+        print("## `nix-layer build --format oci`\n\n" + table(builds) + "\n\n" + table(summaries) + "\n")
+    if pushes:
+        print("## First push to a local registry\n\n" + table(pushes))
 
 
 if __name__ == "__main__":
