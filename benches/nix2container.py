@@ -17,6 +17,25 @@ glibc, so both run inside that root). Commands run there through
 
     benches/nix2container.py --graph /var/tmp/nix-layer-corpus/tools-v1.closure-graph.json \\
         [--root /var/tmp/n2c-root] [--work /var/tmp/n2c/bench] [--runs 3]
+
+The recipe (Debian's packages only; nothing here reaches the Go module proxy):
+
+    debootstrap --variant=minbase trixie ROOT http://deb.debian.org/debian
+    # in ROOT (chroot), with a deb-src line for trixie:
+    apt-get install --no-install-recommends dpkg-dev golang-go golang-gonum-v1-gonum-dev \\
+      golang-github-spf13-cobra-dev golang-github-sirupsen-logrus-dev \\
+      golang-github-opencontainers-image-spec-dev golang-github-opencontainers-go-digest-dev \\
+      golang-github-containers-image-dev
+    apt-get build-dep skopeo && apt-get source skopeo
+    # GOPATH=/build/gopath:/usr/share/gocode GO111MODULE=off GOPROXY=off, with in /build/gopath:
+    #   containers/skopeo: skopeo 1.18's source;
+    #   containers/image: Debian's copy (5.34.2) plus the nix: transport (nix/transport.go,
+    #     registered in transports/alltransports), which nix2container patches in;
+    #   nlewo/nix2container: its source, go.podman.io/image/v5 imports pointed at
+    #     github.com/containers/image/v5, go.mod cut to its module line.
+    go build -o /build/bin/nix2container .            # in nlewo/nix2container
+    go build -tags "exclude_graphdriver_btrfs containers_image_openpgp" \\
+      -o /build/bin/skopeo ./cmd/skopeo               # in containers/skopeo
 """
 import argparse
 import json
