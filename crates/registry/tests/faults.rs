@@ -98,6 +98,7 @@ impl Write for Counter {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Op {
     /// Push a fresh image with a layer of this many bytes under tags v1 and v2.
     Push(usize),
@@ -107,11 +108,23 @@ enum Op {
     GetManifest,
 }
 
-type Check = fn(&Result<(), Error>, &FaultProxy, &Client, &Reference, u64) -> Result<(), String>;
+/// What a case's operation came to, for its check.
+struct Outcome<'a> {
+    result: &'a Result<(), Error>,
+    proxy: &'a FaultProxy,
+    /// A client straight to the registry, past the faults.
+    direct: &'a Client,
+    /// The repository the operation used, on the registry itself.
+    target: &'a Reference,
+    /// Bytes a download wrote.
+    written: u64,
+}
+
+type Check = fn(&Outcome) -> Result<(), String>;
 
 struct Case {
     name: &'static str,
-    rules: Vec<Rule>,
+    rule: Rule,
     op: Op,
     check: Check,
     /// The registry keeps answering other requests (HEADs between tries), so the give-up
@@ -119,14 +132,18 @@ struct Case {
     per_try: bool,
 }
 
-fn fails_unreachable(
-    r: &Result<(), Error>,
-    _: &FaultProxy,
-    _: &Client,
-    _: &Reference,
-    _: u64,
-) -> Result<(), String> {
-    match r {
+/// A row of the table: the proxy applies `rule`, the operation is `op`, `check` judges it.
+fn case(name: &'static str, rule: Rule, op: Op, check: Check) -> Case {
+    Case { name, rule, op, check, per_try: false }
+}
+
+/// Passes if `ok`; otherwise says what was expected and what came.
+fn expect(ok: bool, what: &str, o: &Outcome) -> Result<(), String> {
+    ok.then_some(()).ok_or_else(|| format!("expected {what}, got {:?}", o.result))
+}
+
+fn fails_unreachable(o: &Outcome) -> Result<(), String> {
+    match o.result {
         Err(e @ Error::Unreachable { .. }) => {
             let text = e.to_string();
             (!text.is_empty()).then_some(()).ok_or(text)
@@ -135,94 +152,40 @@ fn fails_unreachable(
     }
 }
 
-fn fails_stalled(
-    r: &Result<(), Error>,
-    _: &FaultProxy,
-    _: &Client,
-    _: &Reference,
-    _: u64,
-) -> Result<(), String> {
-    match r {
-        Err(e) if e.to_string().contains("stalled") => Ok(()),
-        other => Err(format!("expected a stall, got {other:?}")),
-    }
+fn fails_stalled(o: &Outcome) -> Result<(), String> {
+    expect(matches!(o.result, Err(e) if e.to_string().contains("stalled")), "a stall", o)
 }
 
-fn succeeds(r: &Result<(), Error>, _: &FaultProxy, _: &Client, _: &Reference, _: u64) -> Result<(), String> {
-    r.as_ref().map(|_| ()).map_err(|e| format!("expected success, got {e}"))
+fn succeeds(o: &Outcome) -> Result<(), String> {
+    o.result.as_ref().map(|_| ()).map_err(|e| format!("expected success, got {e}"))
 }
 
-fn cut_at_size(
-    r: &Result<(), Error>,
-    _: &FaultProxy,
-    _: &Client,
-    _: &Reference,
-    written: u64,
-) -> Result<(), String> {
-    match r {
-        Err(Error::SizeMismatch { .. }) if written <= 5_000 => Ok(()),
-        other => Err(format!(
-            "expected a size mismatch with at most 5000 bytes written ({written}), got {other:?}"
-        )),
-    }
+fn cut_at_size(o: &Outcome) -> Result<(), String> {
+    let ok = matches!(o.result, Err(Error::SizeMismatch { .. }) if o.written <= 5_000);
+    expect(ok, &format!("a size mismatch with at most 5000 bytes written ({})", o.written), o)
 }
 
-fn manifest_too_long(
-    r: &Result<(), Error>,
-    _: &FaultProxy,
-    _: &Client,
-    _: &Reference,
-    _: u64,
-) -> Result<(), String> {
-    match r {
-        Err(e @ Error::Protocol { .. }) if e.to_string().contains("longer than") => Ok(()),
-        other => Err(format!("expected a too-long manifest, got {other:?}")),
-    }
+fn manifest_too_long(o: &Outcome) -> Result<(), String> {
+    let ok = matches!(o.result, Err(e @ Error::Protocol { .. }) if e.to_string().contains("longer than"));
+    expect(ok, "a too-long manifest", o)
 }
 
-fn rejected_500(
-    r: &Result<(), Error>,
-    _: &FaultProxy,
-    _: &Client,
-    _: &Reference,
-    _: u64,
-) -> Result<(), String> {
-    match r {
-        Err(Error::Rejected { status: 500, .. }) => Ok(()),
-        other => Err(format!("expected HTTP 500, got {other:?}")),
-    }
+fn rejected_500(o: &Outcome) -> Result<(), String> {
+    expect(matches!(o.result, Err(Error::Rejected { status: 500, .. })), "HTTP 500", o)
 }
 
-fn session_cancelled(
-    r: &Result<(), Error>,
-    p: &FaultProxy,
-    _: &Client,
-    _: &Reference,
-    _: u64,
-) -> Result<(), String> {
-    if !matches!(r, Err(Error::Rejected { status: 400, .. })) {
-        return Err(format!("expected HTTP 400, got {r:?}"));
-    }
-    let deletes =
-        p.seen().iter().filter(|s| s.method == "DELETE" && s.path.contains("/blobs/uploads/")).count();
-    (deletes > 0)
-        .then_some(())
-        .ok_or_else(|| format!("no DELETE of the abandoned upload session: {:?}", p.seen()))
+fn cancels_upload(o: &Outcome) -> Result<(), String> {
+    expect(matches!(o.result, Err(Error::Rejected { status: 400, .. })), "HTTP 400", o)?;
+    let seen = o.proxy.seen();
+    let deletes = seen.iter().filter(|s| s.method == "DELETE" && s.path.contains("/blobs/uploads/")).count();
+    (deletes > 0).then_some(()).ok_or_else(|| format!("no DELETE of the abandoned upload session: {seen:?}"))
 }
 
-fn no_tag_moved(
-    r: &Result<(), Error>,
-    _: &FaultProxy,
-    c: &Client,
-    target: &Reference,
-    _: u64,
-) -> Result<(), String> {
-    if !matches!(r, Err(Error::DigestMismatch { .. })) {
-        return Err(format!("expected a disputed digest, got {r:?}"));
-    }
+fn no_tag_moved(o: &Outcome) -> Result<(), String> {
+    expect(matches!(o.result, Err(Error::DigestMismatch { .. })), "a disputed digest", o)?;
     for tag in ["v1", "v2"] {
-        let at = target.with_tag(tag).unwrap();
-        if c.head_manifest(&at).map_err(|e| e.to_string())?.is_some() {
+        let at = o.target.with_tag(tag).unwrap();
+        if o.direct.head_manifest(&at).map_err(|e| e.to_string())?.is_some() {
             return Err(format!("tag {tag} was written although the registry disputed the digest"));
         }
     }
@@ -236,102 +199,27 @@ fn faults_fail_in_bounded_time_or_are_survived() {
     let seeded = Image::new(7, 5_000);
     seeded.push(&direct, &reg.reference("seeded:v1"), &[]).unwrap();
     let blob = |f| Rule::new("GET", &format!("/blobs/{}", seeded.layer.digest), f);
-    let cases = vec![
+    let rule = Rule::new;
+    let (push, big, fetch, get) = (Op::Push(1_000), Op::Push(4 << 20), Op::FetchSized, Op::GetManifest);
+    let (manifests, uploads) = ("/manifests/", "/blobs/uploads/");
+    let disputed = Fault::Header("Docker-Content-Digest".into(), format!("sha256:{}", "0".repeat(64)));
+    let cases = [
+        case("API check never answered", rule("GET", "=/v2/", Fault::Stall), push, fails_unreachable),
+        case("blob HEAD never answered", rule("HEAD", "/blobs/", Fault::Stall), push, fails_unreachable),
+        case("connections dropped", rule("", "/v2/", Fault::Drop), push, fails_unreachable),
+        case("blob body stops", blob(Fault::StallBody(10)), fetch, fails_unreachable),
+        case("blob body trickles", blob(Fault::Trickle(Duration::from_millis(200))), fetch, fails_stalled),
+        case("endless blob body", blob(Fault::EndlessBody), fetch, cut_at_size),
+        case("endless manifest body", rule("GET", manifests, Fault::EndlessBody), get, manifest_too_long),
         Case {
-            name: "API check never answered",
-            rules: vec![Rule::new("GET", "=/v2/", Fault::Stall)],
-            op: Op::Push(1_000),
-            check: fails_unreachable,
-            per_try: false,
-        },
-        Case {
-            name: "blob HEAD never answered",
-            rules: vec![Rule::new("HEAD", "/blobs/", Fault::Stall)],
-            op: Op::Push(1_000),
-            check: fails_unreachable,
-            per_try: false,
-        },
-        Case {
-            name: "connections dropped",
-            rules: vec![Rule::new("", "/v2/", Fault::Drop)],
-            op: Op::Push(1_000),
-            check: fails_unreachable,
-            per_try: false,
-        },
-        Case {
-            name: "blob body stops",
-            rules: vec![blob(Fault::StallBody(10))],
-            op: Op::FetchSized,
-            check: fails_unreachable,
-            per_try: false,
-        },
-        Case {
-            name: "blob body trickles",
-            rules: vec![blob(Fault::Trickle(Duration::from_millis(200)))],
-            op: Op::FetchSized,
-            check: fails_stalled,
-            per_try: false,
-        },
-        Case {
-            name: "endless blob body",
-            rules: vec![blob(Fault::EndlessBody)],
-            op: Op::FetchSized,
-            check: cut_at_size,
-            per_try: false,
-        },
-        Case {
-            name: "endless manifest body",
-            rules: vec![Rule::new("GET", "/manifests/", Fault::EndlessBody)],
-            op: Op::GetManifest,
-            check: manifest_too_long,
-            per_try: false,
-        },
-        Case {
-            name: "upload body never read",
-            rules: vec![Rule::new("PUT", "/blobs/uploads/", Fault::NoReadBody)],
-            op: Op::Push(4 << 20),
-            check: fails_unreachable,
             per_try: true,
+            ..case("upload body never read", rule("PUT", uploads, Fault::NoReadBody), big, fails_unreachable)
         },
-        Case {
-            name: "one 503 on the manifest",
-            rules: vec![Rule::new("PUT", "/manifests/", Fault::Status(503)).times(1)],
-            op: Op::Push(1_000),
-            check: succeeds,
-            per_try: false,
-        },
-        Case {
-            name: "one dropped HEAD",
-            rules: vec![Rule::new("HEAD", "/blobs/", Fault::Drop).times(1)],
-            op: Op::Push(1_000),
-            check: succeeds,
-            per_try: false,
-        },
-        Case {
-            name: "upload sessions always 500",
-            rules: vec![Rule::new("POST", "/blobs/uploads/", Fault::Status(500))],
-            op: Op::Push(1_000),
-            check: rejected_500,
-            per_try: false,
-        },
-        Case {
-            name: "rejected upload is cancelled",
-            rules: vec![Rule::new("PUT", "/blobs/uploads/", Fault::Status(400))],
-            op: Op::Push(1_000),
-            check: session_cancelled,
-            per_try: false,
-        },
-        Case {
-            name: "disputed manifest digest",
-            rules: vec![Rule::new(
-                "PUT",
-                "/manifests/",
-                Fault::Header("Docker-Content-Digest".into(), format!("sha256:{}", "0".repeat(64))),
-            )],
-            op: Op::Push(1_000),
-            check: no_tag_moved,
-            per_try: false,
-        },
+        case("one 503 on the manifest", rule("PUT", manifests, Fault::Status(503)).times(1), push, succeeds),
+        case("one dropped HEAD", rule("HEAD", "/blobs/", Fault::Drop).times(1), push, succeeds),
+        case("upload sessions always 500", rule("POST", uploads, Fault::Status(500)), push, rejected_500),
+        case("rejected upload is cancelled", rule("PUT", uploads, Fault::Status(400)), push, cancels_upload),
+        case("disputed manifest digest", rule("PUT", manifests, disputed), push, no_tag_moved),
     ];
     let options = fast_options();
     // The last request starts before the give-up time and ends within its timeouts; the
@@ -341,7 +229,7 @@ fn faults_fail_in_bounded_time_or_are_survived() {
     let per_try = (t.connect + t.response + t.stall) * options.retry.attempts;
     let mut failures = Vec::new();
     for (i, case) in cases.into_iter().enumerate() {
-        let proxy = FaultProxy::start(reg.port(), case.rules).unwrap();
+        let proxy = FaultProxy::start(reg.port(), vec![case.rule]).unwrap();
         let c = client(options.clone(), None);
         // Made before the clock starts: hashing a large blob is not the fault's time.
         let image = match case.op {
@@ -376,7 +264,9 @@ fn faults_fail_in_bounded_time_or_are_survived() {
         }
         // Checks read the registry directly, past the faults.
         let at = reg.reference(&target.repository);
-        if let Err(why) = (case.check)(&result, &proxy, &direct, &at, written.0) {
+        let outcome =
+            Outcome { result: &result, proxy: &proxy, direct: &direct, target: &at, written: written.0 };
+        if let Err(why) = (case.check)(&outcome) {
             failures.push(format!("{}: {why}", case.name));
         }
     }
