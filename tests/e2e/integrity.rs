@@ -384,10 +384,6 @@ mod registry_bases {
 
     use crate::support::*;
 
-    fn registry() -> TestRegistry {
-        TestRegistry::start_or_skip().expect("docker-registry is not installed; scripts/setup.sh installs it")
-    }
-
     fn desc(media_type: &str, bytes: &[u8]) -> Value {
         json!({ "mediaType": media_type, "digest": Digest::of(bytes).to_string(), "size": bytes.len() })
     }

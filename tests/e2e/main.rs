@@ -5,6 +5,7 @@ mod behaviour;
 mod errors;
 mod formats;
 mod integrity;
+mod interop;
 mod load;
 mod push;
 mod sbom;

@@ -31,10 +31,6 @@ fn stdout_bytes(cmd: &mut Command) -> Vec<u8> {
     run(cmd).stdout
 }
 
-fn registry() -> TestRegistry {
-    TestRegistry::start_or_skip().expect("docker-registry is not installed; scripts/setup.sh installs it")
-}
-
 /// `nix-layer push` of a closure; returns (stdout = the manifest digest, stderr). The
 /// blob-info record is one per registry (one machine pushing to it).
 fn push(roots: &[&str], dest: &str, extra: &[&str]) -> (String, String) {
@@ -183,20 +179,7 @@ fn push_of_a_multi_platform_layout_and_an_sbom() {
     let r = registry();
     let dir = scratch();
     let layout = dir.path().join("L");
-    for arch in ["amd64", "arm64"] {
-        run(nix_layer()
-            .arg("build")
-            .arg("--closure")
-            .args(f.closure(&[&f.app]))
-            .args(["--name", &format!("multi:{arch}"), "--arch", arch, "--format", "oci", "--quiet", "-o"])
-            .arg(&layout));
-    }
-    run(nix_layer().args(["index", "--layout"]).arg(&layout).args([
-        "--name",
-        "multi:1",
-        "multi:amd64",
-        "multi:arm64",
-    ]));
+    multi_platform_layout(&layout);
     let dest = format!("{}/e2e/multi:1", r.host());
     run(nix_layer().arg("push").arg(&dest).arg("--layout").arg(&layout).args([
         "--image",
@@ -321,16 +304,10 @@ fn push_index_tags_platform_images_already_in_the_registry() {
 /// runs when pulled back.
 #[test]
 fn push_of_a_docker_archive_keeps_its_config() {
-    let f = fixtures();
     let r = registry();
     let dir = scratch();
     let archive = dir.path().join("app.tar");
-    run(nix_layer()
-        .arg("build")
-        .arg("--closure")
-        .args(f.closure(&[&f.app]))
-        .args(["--name", "arch:1", "--quiet", "-o"])
-        .arg(&archive));
+    app_archive(&archive);
     let dest = format!("{}/e2e/archive:1", r.host());
     run(nix_layer().arg("push").arg(&dest).arg("--archive").arg(&archive).arg("--plain-http"));
     let local: serde_json::Value = serde_json::from_str(&stdout(

@@ -1,7 +1,6 @@
 //! `nix-layer keygen`, `sign` and `verify` against a real registry, cross-checked with an
-//! independent ECDSA implementation (openssl) in both directions, with the policy of
-//! podman and skopeo (`sigstoreSigned`), with skopeo's signing and with cosign, in both
-//! directions: Debian trixie's builds, run by scripts/sigstore-run.
+//! independent ECDSA implementation (openssl) in both directions; `push --sign` and its
+//! provenance. Interop with Debian trixie's podman, skopeo and cosign is in interop.rs.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -15,11 +14,67 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn registry() -> TestRegistry {
-    TestRegistry::start_or_skip().expect("docker-registry is not installed; scripts/setup.sh installs it")
+// Shared with interop.rs.
+
+/// What nearly every signing test starts from: a registry, its client, a scratch
+/// directory and the key pairs `nix-layer keygen` made there, `(prefix, password)` each.
+pub(crate) struct Signing {
+    pub r: TestRegistry,
+    pub client: Client,
+    dir: tempfile::TempDir,
 }
 
-fn keygen(dir: &Path, prefix: &str, password: &str) {
+impl Signing {
+    pub fn new(keys: &[(&str, &str)]) -> Signing {
+        let r = registry();
+        let client = r.client(None);
+        let s = Signing { r, client, dir: scratch() };
+        s.keygen(keys);
+        s
+    }
+
+    pub fn keygen(&self, keys: &[(&str, &str)]) {
+        for (prefix, password) in keys {
+            keygen(self.d(), prefix, password);
+        }
+    }
+
+    /// The scratch directory: the key files, and whatever else a test writes.
+    pub fn d(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `name` (`repo:tag` or `repo@digest`) on the registry.
+    pub fn at(&self, name: &str) -> String {
+        format!("{}/{name}", self.r.host())
+    }
+
+    /// `nix-layer sign` of `reference` with the key file `key`, COSIGN_PASSWORD set to
+    /// `password` or unset.
+    pub fn sign(&self, reference: &str, key: &str, password: Option<&str>) -> Command {
+        let mut cmd = nix_layer();
+        cmd.args(["sign", "--plain-http", reference, "--key"])
+            .arg(self.d().join(key))
+            .env_remove("COSIGN_PASSWORD");
+        if let Some(p) = password {
+            cmd.env("COSIGN_PASSWORD", p);
+        }
+        cmd
+    }
+
+    /// `nix-layer verify` of `reference` with the public key file `key`, its output
+    /// whatever the status.
+    pub fn verify(&self, reference: &str, key: &str, attestations: bool) -> Output {
+        let mut cmd = nix_layer();
+        cmd.args(["verify", "--plain-http", reference, "--key"]).arg(self.d().join(key));
+        if attestations {
+            cmd.arg("--attestations");
+        }
+        output(&mut cmd)
+    }
+}
+
+pub(crate) fn keygen(dir: &Path, prefix: &str, password: &str) {
     run(nix_layer()
         .current_dir(dir)
         .args(["keygen", "--output-prefix", prefix])
@@ -27,16 +82,16 @@ fn keygen(dir: &Path, prefix: &str, password: &str) {
 }
 
 /// Runs without a terminal on stdin, returning the output whatever the status.
-fn output(cmd: &mut Command) -> Output {
+pub(crate) fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A one-layer image pushed with the registry client; its manifest digest.
-fn push_image(client: &Client, target: &Reference, content: &[u8]) -> Digest {
+pub(crate) fn push_image(client: &Client, target: &Reference, content: &[u8]) -> Digest {
     let layer = BytesBlob::new(content.to_vec());
     let config = BytesBlob::new(
         serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux",
@@ -53,6 +108,56 @@ fn push_image(client: &Client, target: &Reference, content: &[u8]) -> Digest {
     let upload =
         ImageUpload { blobs: &blobs, manifest: &manifest, media_type: OCI_MANIFEST, mount_from: &[] };
     client.push_image(target, &[], &upload).unwrap().manifest_digest
+}
+
+/// `push --closure … --plain-http` plus `extra`, the key's password in COSIGN_PASSWORD and
+/// GitHub's workflow variables set (fixed, so the provenance's builder is known).
+pub(crate) fn push_signed(dest: &str, roots: &[&str], password: &str, extra: &[&std::ffi::OsStr]) -> Output {
+    let f = fixtures();
+    output(
+        nix_layer()
+            .args(["push", dest, "--plain-http", "--closure"])
+            .args(f.closure(roots))
+            .args(extra)
+            .env("COSIGN_PASSWORD", password)
+            .env("GITHUB_SERVER_URL", "https://github.com")
+            .env("GITHUB_REPOSITORY", "org/app")
+            .env("GITHUB_WORKFLOW_REF", "org/app/.github/workflows/build.yml@refs/heads/main")
+            .env("GITHUB_RUN_ID", "7")
+            .env("GITHUB_RUN_ATTEMPT", "1"),
+    )
+}
+
+pub(crate) fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// The envelope bytes of each in-toto referrer of `digest` in `repo`.
+pub(crate) fn envelopes(client: &Client, repo: &Reference, digest: &Digest) -> Vec<Vec<u8>> {
+    let list = client.list_referrers(repo, digest, Some("application/vnd.in-toto+json")).unwrap();
+    list.iter()
+        .map(|r| {
+            let m: Value = serde_json::from_slice(
+                &client
+                    .get_manifest(&repo.with_digest(nix_layer_registry::blob_digest(r.digest()).unwrap()))
+                    .unwrap()
+                    .bytes,
+            )
+            .unwrap();
+            assert_eq!(m["layers"][0]["mediaType"], "application/vnd.dsse.envelope.v1+json");
+            let mut bytes = Vec::new();
+            client
+                .fetch_blob(repo, &m["layers"][0]["digest"].as_str().unwrap().parse().unwrap(), &mut bytes)
+                .unwrap();
+            bytes
+        })
+        .collect()
+}
+
+pub(crate) fn statement_of(envelope: &[u8]) -> Value {
+    let e: Value = serde_json::from_slice(envelope).unwrap();
+    assert_eq!(e["payloadType"], "application/vnd.in-toto+json");
+    serde_json::from_slice(&B64.decode(e["payload"].as_str().unwrap()).unwrap()).unwrap()
 }
 
 #[test]
@@ -85,9 +190,8 @@ fn keygen_writes_a_pair_openssl_reads_and_never_overwrites() {
 /// the key opens with that password.
 #[test]
 fn a_password_typed_on_a_terminal_is_asked_twice_and_not_echoed() {
-    let r = registry();
-    let dir = scratch();
-    let d = dir.path();
+    let s = Signing::new(&[]);
+    let d = s.d();
     let cmd = format!("{} keygen --output-prefix {}", env!("CARGO_BIN_EXE_nix-layer"), d.join("t").display());
     let mut child = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
@@ -109,35 +213,20 @@ fn a_password_typed_on_a_terminal_is_asked_twice_and_not_echoed() {
     assert!(o.status.success(), "{shown}");
     assert_eq!(shown.matches("Enter password for private key").count(), 2, "{shown}");
     assert!(!shown.contains("typed-secret"), "the password was echoed: {shown}");
-    let image = format!("{}/tty:v1", r.host());
-    push_image(&r.client(None), &Reference::parse(&image).unwrap(), b"tty");
-    run(nix_layer()
-        .args(["sign", "--plain-http", &image, "--key"])
-        .arg(d.join("t.key"))
-        .env("COSIGN_PASSWORD", "typed-secret"));
+    let image = s.at("tty:v1");
+    push_image(&s.client, &Reference::parse(&image).unwrap(), b"tty");
+    run(&mut s.sign(&image, "t.key", Some("typed-secret")));
 }
 
 #[test]
 fn sign_and_verify_on_the_command_line_interoperate_with_openssl() {
-    let r = registry();
-    let client = r.client(None);
-    let dir = scratch();
-    let d = dir.path();
-    keygen(d, "a", "pw-a");
-    keygen(d, "b", "pw-b");
-    let image = format!("{}/app:v1", r.host());
-    let digest = push_image(&client, &Reference::parse(&image).unwrap(), b"app layer");
-    let verify = |key: &str, reference: &str| {
-        output(nix_layer().args(["verify", "--plain-http", reference, "--key"]).arg(d.join(key)))
-    };
-    let sign = |key: &str, password: Option<&str>, reference: &str| {
-        let mut cmd = nix_layer();
-        cmd.args(["sign", "--plain-http", reference, "--key"]).arg(d.join(key)).env_remove("COSIGN_PASSWORD");
-        if let Some(p) = password {
-            cmd.env("COSIGN_PASSWORD", p);
-        }
-        output(&mut cmd)
-    };
+    let s = Signing::new(&[("a", "pw-a"), ("b", "pw-b")]);
+    let (client, d) = (&s.client, s.d());
+    let image = s.at("app:v1");
+    let digest = push_image(client, &Reference::parse(&image).unwrap(), b"app layer");
+    let verify = |key: &str, reference: &str| s.verify(reference, key, false);
+    let sign =
+        |key: &str, password: Option<&str>, reference: &str| output(&mut s.sign(reference, key, password));
 
     // Unsigned.
     let o = verify("a.pub", &image);
@@ -204,9 +293,9 @@ fn sign_and_verify_on_the_command_line_interoperate_with_openssl() {
         .arg(d.join("o.pem"))
         .arg("-out")
         .arg(d.join("o.pub")));
-    let image2 = format!("{}/other:v1", r.host());
+    let image2 = s.at("other:v1");
     let repo2 = Reference::parse(&image2).unwrap();
-    let digest2 = push_image(&client, &repo2, b"other layer");
+    let digest2 = push_image(client, &repo2, b"other layer");
     let payload2 = format!(
         r#"{{"critical":{{"identity":{{"docker-reference":"{image2}"}},"image":{{"docker-manifest-digest":"{digest2}"}},"type":"cosign container image signature"}},"optional":{{"by":"openssl"}}}}"#
     );
@@ -237,527 +326,6 @@ fn sign_and_verify_on_the_command_line_interoperate_with_openssl() {
     assert!(!o.status.success() && stderr(&o).contains("for another manifest"), "{}", stderr(&o));
 }
 
-/// A one-layer image podman can unpack (a tar holding one file).
-fn push_runnable_image(client: &Client, target: &Reference, text: &str) -> Digest {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_ustar();
-    header.set_size(text.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, "hello.txt", text.as_bytes()).unwrap();
-    push_image(client, target, &tar.into_inner().unwrap())
-}
-
-/// `tool` (skopeo, podman, cosign) as Debian trixie builds it, through scripts/sigstore-run
-/// in the root scripts/sigstore-tools.sh makes (run by scripts/setup.sh): Debian 12's
-/// skopeo 1.9 and podman 4.3 are built with sigstore removed ("sigstore disabled"), and
-/// trixie's binaries need a newer glibc than the host's. `dir` is bound at the same path
-/// inside, and is the working directory.
-fn trixie(tool: &str, dir: &Path) -> Command {
-    let mut cmd = Command::new(repo_root().join("scripts/sigstore-run"));
-    cmd.arg(tool).env("NIX_LAYER_SIGSTORE_BIND", dir).current_dir(dir);
-    cmd
-}
-
-/// Fails (never skips) unless trixie's root is there. Its builds are checked when
-/// scripts/sigstore-tools.sh makes it (skopeo signs with a sigstore key there), and a
-/// build with sigstore disabled would fail each test below by itself.
-fn require_trixie_tools(dir: &Path) {
-    let o = output(trixie("skopeo", dir).arg("--version"));
-    assert!(o.status.success(), "trixie's skopeo is missing: run scripts/sigstore-tools.sh ({})", stderr(&o));
-}
-
-/// registries.d (under `dir`/home, where containers/image looks for HOME's) telling skopeo
-/// and podman to read and write sigstore signatures as attachments (the `.sig` tag) at
-/// `host`; its path.
-fn sigstore_registries_d(dir: &Path, host: &str) -> std::path::PathBuf {
-    let rd = dir.join("home/.config/containers/registries.d");
-    std::fs::create_dir_all(&rd).unwrap();
-    std::fs::write(
-        rd.join("local.yaml"),
-        format!("docker:\n  {host}:\n    use-sigstore-attachments: true\n"),
-    )
-    .unwrap();
-    rd
-}
-
-/// podman and skopeo (trixie's, built with sigstore support) enforce nix-layer's
-/// signatures with a `sigstoreSigned` policy on nix-layer's public key: the signed image
-/// (by tag and by digest) is accepted; an unsigned one, one signed by another key, the
-/// signed manifest under another tag, a tag moved to another manifest with the old
-/// signature put under the new digest, and a tampered signature are each refused, with
-/// containers/image's reason for that case.
-#[test]
-fn podman_and_skopeo_enforce_the_signatures_under_a_sigstore_policy() {
-    let r = registry();
-    let client = r.client(None);
-    let dir = scratch();
-    let d = dir.path();
-    require_trixie_tools(d);
-    keygen(d, "a", "pw");
-    keygen(d, "b", "pw");
-    let at = |name: &str| format!("{}/{name}", r.host());
-    let parse = |image: &str| Reference::parse(image).unwrap();
-    let sign = |key: &str, image: &str| {
-        run(nix_layer()
-            .args(["sign", "--plain-http", image, "--key"])
-            .arg(d.join(key))
-            .env("COSIGN_PASSWORD", "pw"));
-    };
-    let sig_manifest = |image: &str, digest: &Digest| {
-        client.get_manifest(&parse(image).with_tag(&format!("sha256-{}.sig", digest.hex())).unwrap()).unwrap()
-    };
-    let put_sig = |image: &str, digest: &Digest, bytes: &[u8]| {
-        client
-            .push_manifest(&parse(image), &[&format!("sha256-{}.sig", digest.hex())], bytes, OCI_MANIFEST)
-            .unwrap();
-    };
-
-    // Signed by a (the control: accepted with the same policy, registry and tools).
-    let signed = at("app:signed");
-    let digest = push_runnable_image(&client, &parse(&signed), "signed");
-    sign("a.key", &signed);
-    // Unsigned.
-    let unsigned = at("app:unsigned");
-    push_runnable_image(&client, &parse(&unsigned), "unsigned");
-    // Signed by b.
-    let by_b = at("other:v1");
-    push_runnable_image(&client, &parse(&by_b), "by b");
-    sign("b.key", &by_b);
-    // a's signed manifest under another tag: the signature names app:signed.
-    let retagged = at("app:retagged");
-    let m = client.get_manifest(&parse(&signed)).unwrap();
-    client.push_manifest(&parse(&retagged), &["retagged"], &m.bytes, OCI_MANIFEST).unwrap();
-    // moved:v1 signed at digest A, then the tag moved to B, and A's signature put under
-    // B's .sig tag: the identity matches, the signed digest does not.
-    let moved = at("moved:v1");
-    let first = push_runnable_image(&client, &parse(&moved), "first");
-    sign("a.key", &moved);
-    let second = push_runnable_image(&client, &parse(&moved), "second");
-    put_sig(&moved, &second, &sig_manifest(&moved, &first).bytes);
-    // a's signature with one bit flipped.
-    let tampered = at("tampered:v1");
-    let tdigest = push_runnable_image(&client, &parse(&tampered), "tampered");
-    sign("a.key", &tampered);
-    let mut sig: Value = serde_json::from_slice(&sig_manifest(&tampered, &tdigest).bytes).unwrap();
-    let annotation = &mut sig["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"];
-    let mut bytes = B64.decode(annotation.as_str().unwrap()).unwrap();
-    bytes[10] ^= 1;
-    *annotation = B64.encode(bytes).into();
-    put_sig(&tampered, &tdigest, &serde_json::to_vec(&sig).unwrap());
-
-    let rd = sigstore_registries_d(d, &r.host());
-    std::fs::create_dir_all(d.join("out")).unwrap();
-    let policy = json!({"default": [{"type": "reject"}], "transports": {"docker": {r.host(): [
-        {"type": "sigstoreSigned", "keyPath": d.join("a.pub"), "signedIdentity": {"type": "matchRepoDigestOrExact"}}]}}});
-    std::fs::write(d.join("policy.json"), policy.to_string()).unwrap();
-    // No runc and no systemd in the root: cgroupfs, and pulls need no runtime.
-    std::fs::write(
-        d.join("containers.conf"),
-        "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-    )
-    .unwrap();
-
-    let skopeo = |image: &str| {
-        let out = d.join("out").join(image.replace(['/', ':', '@'], "_"));
-        output(
-            trixie("skopeo", d)
-                .arg("--policy")
-                .arg(d.join("policy.json"))
-                .arg("--registries.d")
-                .arg(&rd)
-                .args(["copy", "--src-tls-verify=false", &format!("docker://{image}")])
-                .arg(format!("dir:{}", out.display())),
-        )
-    };
-    let podman = |image: &str| {
-        output(
-            trixie("podman", d)
-                .env("HOME", d.join("home"))
-                .env("CONTAINERS_CONF", d.join("containers.conf"))
-                // vfs: no overlay mount is left behind in the scratch directory.
-                .args(["--storage-driver", "vfs", "--root"])
-                .arg(d.join("storage"))
-                .arg("--runroot")
-                .arg(d.join("run"))
-                .args(["pull", "--tls-verify=false", "--signature-policy"])
-                .arg(d.join("policy.json"))
-                .arg(image),
-        )
-    };
-    let by_digest = format!("{}@{digest}", at("app"));
-    for (name, tool) in [("podman", &podman as &dyn Fn(&str) -> Output), ("skopeo", &skopeo)] {
-        for image in [&signed, &by_digest] {
-            let o = tool(image);
-            assert!(
-                !stderr(&o).contains("sigstore disabled"),
-                "{name} is built without sigstore: {}",
-                stderr(&o)
-            );
-            assert!(o.status.success(), "{name} refused the signed image {image}: {}", stderr(&o));
-        }
-        // containers/image's reason for each case (all its fragments, as skopeo's log quotes
-        // the identity), so a refusal for another reason (the registry unreachable, say)
-        // fails the test.
-        let first = first.to_string();
-        for (refused, why) in [
-            (&unsigned, &["a signature was required, but no signature exists"][..]),
-            (&by_b, &["cryptographic signature verification failed"]),
-            (&retagged, &["signature for identity", &signed, "is not accepted"]),
-            (&moved, &["signature for digest", &first, "does not match"]),
-            (&tampered, &["cryptographic signature verification failed"]),
-        ] {
-            let o = tool(refused);
-            let e = stderr(&o).to_lowercase();
-            assert!(!o.status.success(), "{name} accepted {refused}");
-            assert!(
-                e.contains("source image rejected") && why.iter().all(|w| e.contains(w)),
-                "{name} on {refused}, expected {why:?}: {e}"
-            );
-        }
-    }
-}
-
-/// skopeo signs with a key `nix-layer keygen` wrote (`--sign-by-sigstore-private-key`, its
-/// password from a file), storing the signature under the `.sig` tag, and `nix-layer verify`
-/// accepts it, naming that tag; with another key it refuses.
-#[test]
-fn skopeo_signs_with_a_nix_layer_key_and_nix_layer_verifies_it() {
-    let r = registry();
-    let client = r.client(None);
-    let dir = scratch();
-    let d = dir.path();
-    require_trixie_tools(d);
-    keygen(d, "a", "pw-a");
-    keygen(d, "b", "pw-b");
-    std::fs::write(d.join("pass"), "pw-a").unwrap();
-    let src = format!("{}/src:v1", r.host());
-    let digest = push_runnable_image(&client, &Reference::parse(&src).unwrap(), "to sign");
-    let dest = format!("{}/by-skopeo:v1", r.host());
-    let rd = sigstore_registries_d(d, &r.host());
-    let o = output(
-        trixie("skopeo", d)
-            .arg("--registries.d")
-            .arg(&rd)
-            .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests"])
-            .arg("--sign-by-sigstore-private-key")
-            .arg(d.join("a.key"))
-            .arg("--sign-passphrase-file")
-            .arg(d.join("pass"))
-            .args([format!("docker://{src}"), format!("docker://{dest}")]),
-    );
-    assert!(o.status.success(), "skopeo did not sign with nix-layer's key: {}", stderr(&o));
-    // Where skopeo put it: the cosign `.sig` tag of the copied digest.
-    let sig: Value = serde_json::from_slice(
-        &client
-            .get_manifest(
-                &Reference::parse(&format!("{}/by-skopeo:sha256-{}.sig", r.host(), digest.hex())).unwrap(),
-            )
-            .unwrap()
-            .bytes,
-    )
-    .unwrap();
-    assert_eq!(sig["layers"][0]["mediaType"], "application/vnd.dev.cosign.simplesigning.v1+json", "{sig}");
-
-    let verify =
-        |key: &str| output(nix_layer().args(["verify", "--plain-http", &dest, "--key"]).arg(d.join(key)));
-    let o = verify("a.pub");
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        format!("{digest} verified: signed as {dest} (sha256-{}.sig)\n", digest.hex())
-    );
-    let o = verify("b.pub");
-    assert!(!o.status.success() && stderr(&o).contains("does not verify with this key"), "{}", stderr(&o));
-}
-
-/// cosign 2.5 (trixie's) and nix-layer read each other's keys and signatures: a pair
-/// made by `cosign generate-key-pair` signs with `nix-layer sign` and `cosign verify --key`
-/// accepts that (and refuses it with a key from `nix-layer keygen`); `cosign sign` with a
-/// key from `nix-layer keygen` is accepted by `nix-layer verify`. No transparency log
-/// here: nix-layer uploads to none, so cosign is told not to.
-#[test]
-fn cosign_and_nix_layer_read_each_others_keys_and_signatures() {
-    let r = registry();
-    let client = r.client(None);
-    let dir = scratch();
-    let d = dir.path();
-    require_trixie_tools(d);
-    let cosign = |password: &str| {
-        let mut cmd = trixie("cosign", d);
-        cmd.env("COSIGN_PASSWORD", password).env("HOME", d.join("home"));
-        cmd
-    };
-    let o = output(cosign("pw-c").arg("generate-key-pair"));
-    assert!(o.status.success(), "{}", stderr(&o));
-    keygen(d, "n", "pw-n");
-
-    // cosign's key signs with nix-layer; cosign verifies, with its key only.
-    let image = format!("{}/by-nix-layer:v1", r.host());
-    let digest = push_image(&client, &Reference::parse(&image).unwrap(), b"signed by nix-layer");
-    run(nix_layer()
-        .args(["sign", "--plain-http", &image, "--key"])
-        .arg(d.join("cosign.key"))
-        .env("COSIGN_PASSWORD", "pw-c"));
-    let cosign_verify = |key: &str| {
-        output(
-            cosign("")
-                .args(["verify", "--insecure-ignore-tlog=true", "--allow-http-registry", "--key"])
-                .arg(d.join(key))
-                .arg(&image),
-        )
-    };
-    let o = cosign_verify("cosign.pub");
-    assert!(o.status.success(), "cosign refused nix-layer's signature: {}", stderr(&o));
-    let claims: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(claims[0]["critical"]["image"]["docker-manifest-digest"], digest.to_string(), "{claims}");
-    let o = cosign_verify("n.pub");
-    assert!(!o.status.success() && stderr(&o).contains("no matching signatures"), "{}", stderr(&o));
-
-    // nix-layer's key signs with cosign; nix-layer verifies.
-    let image = format!("{}/by-cosign:v1", r.host());
-    let digest = push_image(&client, &Reference::parse(&image).unwrap(), b"signed by cosign");
-    let o = output(
-        cosign("pw-n")
-            .args(["sign", "--yes", "--tlog-upload=false", "--allow-http-registry", "--key"])
-            .arg(d.join("n.key"))
-            .arg(format!("{}/by-cosign@{digest}", r.host())),
-    );
-    assert!(o.status.success(), "cosign did not sign with nix-layer's key: {}", stderr(&o));
-    let o = output(nix_layer().args(["verify", "--plain-http", &image, "--key"]).arg(d.join("n.pub")));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stdout)
-            .starts_with(&format!("{digest} verified: signed as {}/by-cosign ", r.host())),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let o = output(nix_layer().args(["verify", "--plain-http", &image, "--key"]).arg(d.join("cosign.pub")));
-    assert!(!o.status.success() && stderr(&o).contains("does not verify with this key"), "{}", stderr(&o));
-
-    // nix-layer's provenance, as cosign (and so policy-controller and Kyverno) reads
-    // attestations: the `.att` tag, the SLSA v1 type, nix-layer's key only.
-    let f = fixtures();
-    let image = format!("{}/attested:v1", r.host());
-    let o = push_signed(
-        &image,
-        &[&f.app],
-        "pw-n",
-        &[os("--sign"), d.join("n.key").as_os_str(), os("--provenance")],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let digest = client.get_manifest(&Reference::parse(&image).unwrap()).unwrap().digest;
-    let verify_attestation = |key: &str| {
-        output(
-            cosign("")
-                .args(["verify-attestation", "--insecure-ignore-tlog=true", "--allow-http-registry"])
-                .args(["--type", "slsaprovenance1", "--key"])
-                .arg(d.join(key))
-                .arg(format!("{}/attested@{digest}", r.host())),
-        )
-    };
-    let o = verify_attestation("n.pub");
-    assert!(o.status.success(), "cosign refused nix-layer's attestation: {}", stderr(&o));
-    let envelope: Value = serde_json::from_slice(o.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
-    let statement = statement_of(&serde_json::to_vec(&envelope).unwrap());
-    assert_eq!(statement["subject"][0]["digest"]["sha256"], digest.hex(), "{statement}");
-    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
-    let o = verify_attestation("cosign.pub");
-    assert!(!o.status.success() && stderr(&o).contains("no matching attestations"), "{}", stderr(&o));
-}
-
-/// The keyless workflow's path with a key standing in for Fulcio: `push
-/// --provenance-predicate F` (no key) writes the predicate `--provenance` signs, once the
-/// push is done; `cosign sign` and `cosign attest --type slsaprovenance1 --predicate F`
-/// put it under the `.att` tag; `cosign verify-attestation` shows that predicate and
-/// `nix-layer verify --attestations` accepts cosign's attestation, both with that key only.
-#[test]
-fn cosign_attests_the_provenance_predicate_nix_layer_wrote() {
-    let r = registry();
-    let client = r.client(None);
-    let f = fixtures();
-    let dir = scratch();
-    let d = dir.path();
-    require_trixie_tools(d);
-    keygen(d, "n", "pw-n");
-    keygen(d, "o", "pw-o");
-    let cosign = |password: &str| {
-        let mut cmd = trixie("cosign", d);
-        cmd.env("COSIGN_PASSWORD", password).env("HOME", d.join("home"));
-        cmd
-    };
-    let lock = json!({ "version": 7, "root": "root", "nodes": {
-        "root": { "inputs": { "nixpkgs": "nixpkgs" } },
-        "nixpkgs": { "locked": { "type": "github", "owner": "NixOS", "repo": "nixpkgs",
-            "rev": "a".repeat(40), "narHash": "sha256-AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" } },
-    }});
-    std::fs::write(d.join("flake.lock"), serde_json::to_vec(&lock).unwrap()).unwrap();
-    std::fs::write(d.join("bad.lock"), b"{}").unwrap();
-    let predicate = d.join("provenance.json");
-    let dest = format!("{}/e2e/keyless:1", r.host());
-    let (good, bad) = (d.join("flake.lock"), d.join("bad.lock"));
-    fn args<'a>(predicate: &'a Path, lock: &'a Path) -> [&'a std::ffi::OsStr; 4] {
-        [os("--provenance-predicate"), predicate.as_os_str(), os("--flake-lock"), lock.as_os_str()]
-    }
-
-    // A failed push writes no predicate.
-    let o = push_signed(&dest, &[&f.app], "", &args(&predicate, &bad));
-    assert!(!o.status.success() && stderr(&o).contains("bad.lock"), "{}", stderr(&o));
-    assert!(!predicate.exists());
-    let o = push_signed(&dest, &[&f.app], "", &args(&predicate, &good));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
-    let written = std::fs::read(&predicate).unwrap();
-    let p: Value = serde_json::from_slice(&written).unwrap();
-    let deps = p["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
-    assert_eq!(deps.len(), f.closure(&[&f.app]).len() + 1, "{p}");
-    assert_eq!(deps.last().unwrap()["name"], "nixpkgs");
-    // The same bytes as the predicate of the statement `--provenance` signs.
-    let o = push_signed(
-        &dest,
-        &[&f.app],
-        "pw-o",
-        &[
-            os("--sign"),
-            d.join("o.key").as_os_str(),
-            os("--provenance"),
-            os("--flake-lock"),
-            good.as_os_str(),
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let envs = envelopes(&client, &Reference::parse(&dest).unwrap(), &digest);
-    let e: Value = serde_json::from_slice(&envs[0]).unwrap();
-    let signed = String::from_utf8(B64.decode(e["payload"].as_str().unwrap()).unwrap()).unwrap();
-    let written = String::from_utf8(written).unwrap();
-    assert!(signed.contains(&format!(r#""predicate":{written},"predicateType""#)), "{signed}\n{written}");
-
-    // Signed and attested by cosign, by digest (the other key's signature and attestation
-    // from the push above are on a copy elsewhere: a fresh repository holds only cosign's).
-    let image = format!("{}/e2e/keyless-cosign:1", r.host());
-    let o = push_signed(&image, &[&f.app], "", &[os("--provenance-predicate"), predicate.as_os_str()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
-    let pinned = format!("{}/e2e/keyless-cosign@{digest}", r.host());
-    // Both keys sign the image (so `nix-layer verify` reaches the attestations with
-    // either); only n attests.
-    for (k, pw) in [("n.key", "pw-n"), ("o.key", "pw-o")] {
-        let o = output(
-            cosign(pw)
-                .args(["sign", "--yes", "--tlog-upload=false", "--allow-http-registry", "--key"])
-                .arg(d.join(k))
-                .arg(&pinned),
-        );
-        assert!(o.status.success(), "cosign sign: {}", stderr(&o));
-    }
-    let o = output(
-        cosign("pw-n")
-            .args([
-                "attest",
-                "--yes",
-                "--tlog-upload=false",
-                "--allow-http-registry",
-                "--type",
-                "slsaprovenance1",
-            ])
-            .arg("--predicate")
-            .arg(&predicate)
-            .arg("--key")
-            .arg(d.join("n.key"))
-            .arg(&pinned),
-    );
-    assert!(o.status.success(), "cosign attest: {}", stderr(&o));
-
-    let cosign_verify = |key: &str| {
-        output(
-            cosign("")
-                .args(["verify-attestation", "--insecure-ignore-tlog=true", "--allow-http-registry"])
-                .args(["--type", "slsaprovenance1", "--key"])
-                .arg(d.join(key))
-                .arg(&pinned),
-        )
-    };
-    let o = cosign_verify("n.pub");
-    assert!(o.status.success(), "cosign verify-attestation: {}", stderr(&o));
-    let envelope = o.stdout.split(|b| *b == b'\n').next().unwrap();
-    let statement = statement_of(envelope);
-    assert_eq!(statement["subject"][0]["digest"]["sha256"], digest.hex(), "{statement}");
-    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
-    // An in-toto v0.1 statement (the same fields as v1): nix-layer reads both.
-    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
-    // cosign rebuilds the predicate through in-toto-golang's SLSA v1 type: trixie's build
-    // names `runDetails.metadata.invocationId` `invocationID` (that type's JSON name in the
-    // in-toto-golang it was built with). Everything else is the file's, as it is.
-    let file: Value = serde_json::from_slice(&std::fs::read(&predicate).unwrap()).unwrap();
-    assert!(file["runDetails"]["metadata"]["invocationId"].is_string(), "{file}");
-    let mut shown = statement["predicate"].clone();
-    let metadata = shown["runDetails"]["metadata"].as_object_mut().unwrap();
-    if let Some(id) = metadata.remove("invocationID") {
-        metadata.insert("invocationId".into(), id);
-    }
-    assert_eq!(shown, file);
-    let o = cosign_verify("o.pub");
-    assert!(!o.status.success() && stderr(&o).contains("no matching attestations"), "{}", stderr(&o));
-
-    let verify = |key: &str| {
-        output(
-            nix_layer().args(["verify", "--plain-http", &image, "--attestations", "--key"]).arg(d.join(key)),
-        )
-    };
-    let o = verify("n.pub");
-    assert!(o.status.success(), "nix-layer refused cosign's attestation: {}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let att = format!("sha256-{}.att layer 0) verified: https://slsa.dev/provenance/v1", digest.hex());
-    assert_eq!(out.matches(&att).count(), 1, "{out}");
-    let o = verify("o.pub");
-    let refused = format!("sha256-{}.att layer 0: the signature does not verify with this key", digest.hex());
-    assert!(!o.status.success() && stderr(&o).contains(&refused), "{}", stderr(&o));
-}
-
-/// `push --closure … --plain-http` plus `extra`, the key's password in COSIGN_PASSWORD and
-/// GitHub's workflow variables set (fixed, so the provenance's builder is known).
-fn push_signed(dest: &str, roots: &[&str], password: &str, extra: &[&std::ffi::OsStr]) -> Output {
-    let f = fixtures();
-    output(
-        nix_layer()
-            .args(["push", dest, "--plain-http", "--closure"])
-            .args(f.closure(roots))
-            .args(extra)
-            .env("COSIGN_PASSWORD", password)
-            .env("GITHUB_SERVER_URL", "https://github.com")
-            .env("GITHUB_REPOSITORY", "org/app")
-            .env("GITHUB_WORKFLOW_REF", "org/app/.github/workflows/build.yml@refs/heads/main")
-            .env("GITHUB_RUN_ID", "7")
-            .env("GITHUB_RUN_ATTEMPT", "1"),
-    )
-}
-
-fn os(s: &str) -> &std::ffi::OsStr {
-    s.as_ref()
-}
-
-/// The envelope bytes of each in-toto referrer of `digest` in `repo`.
-fn envelopes(client: &Client, repo: &Reference, digest: &Digest) -> Vec<Vec<u8>> {
-    let list = client.list_referrers(repo, digest, Some("application/vnd.in-toto+json")).unwrap();
-    list.iter()
-        .map(|r| {
-            let m: Value = serde_json::from_slice(
-                &client
-                    .get_manifest(&repo.with_digest(nix_layer_registry::blob_digest(r.digest()).unwrap()))
-                    .unwrap()
-                    .bytes,
-            )
-            .unwrap();
-            assert_eq!(m["layers"][0]["mediaType"], "application/vnd.dsse.envelope.v1+json");
-            let mut bytes = Vec::new();
-            client
-                .fetch_blob(repo, &m["layers"][0]["digest"].as_str().unwrap().parse().unwrap(), &mut bytes)
-                .unwrap();
-            bytes
-        })
-        .collect()
-}
-
 /// Stores `envelope` as an in-toto referrer of `digest` (what an attacker or a broken
 /// tool could put there).
 fn attach_envelope(client: &Client, repo: &Reference, digest: Digest, envelope: &[u8]) {
@@ -776,35 +344,18 @@ fn attach_envelope(client: &Client, repo: &Reference, digest: Digest, envelope: 
         .unwrap();
 }
 
-fn statement_of(envelope: &[u8]) -> Value {
-    let e: Value = serde_json::from_slice(envelope).unwrap();
-    assert_eq!(e["payloadType"], "application/vnd.in-toto+json");
-    serde_json::from_slice(&B64.decode(e["payload"].as_str().unwrap()).unwrap()).unwrap()
-}
-
 /// `push --sign` opens the key before sending anything and signs the digest it pushed;
 /// `--provenance` attaches signed SLSA provenance naming every store path with its NAR
 /// hash; `verify --attestations` accepts it and refuses a tampered envelope, one about
 /// another manifest and one signed by another key.
 #[test]
 fn push_sign_with_provenance_and_verify_attestations() {
-    let r = registry();
-    let client = r.client(None);
-    let f = fixtures();
-    let dir = scratch();
-    let d = dir.path();
-    keygen(d, "a", "pw-a");
-    keygen(d, "b", "pw-b");
+    let s = Signing::new(&[("a", "pw-a"), ("b", "pw-b")]);
+    let (client, d, f) = (&s.client, s.d(), fixtures());
     let key = |k: &str| d.join(k).into_os_string();
-    let verify = |reference: &str, pubkey: &str, attestations: bool| {
-        let mut cmd = nix_layer();
-        cmd.args(["verify", "--plain-http", reference, "--key"]).arg(d.join(pubkey));
-        if attestations {
-            cmd.arg("--attestations");
-        }
-        output(&mut cmd)
-    };
-    let at = |name: &str| format!("{}/{name}", r.host());
+    let verify =
+        |reference: &str, pubkey: &str, attestations: bool| s.verify(reference, pubkey, attestations);
+    let at = |name: &str| s.at(name);
 
     // A wrong password: refused before the push, so the registry holds nothing.
     let dest = at("e2e/prov:1");
@@ -857,13 +408,13 @@ fn push_sign_with_provenance_and_verify_attestations() {
     assert!(o.status.success(), "the SBOM referrer is not signed: {}", stderr(&o));
 
     // The statement: subject, builder, every store path of the closure with its NAR hash.
-    let envs = envelopes(&client, &repo, &digest);
+    let envs = envelopes(client, &repo, &digest);
     assert_eq!(envs.len(), 1);
-    let s = statement_of(&envs[0]);
-    assert_eq!(s["_type"], "https://in-toto.io/Statement/v1");
-    assert_eq!(s["predicateType"], "https://slsa.dev/provenance/v1");
-    assert_eq!(s["subject"], json!([{"name": at("e2e/prov"), "digest": {"sha256": digest.hex()}}]));
-    let p = &s["predicate"];
+    let statement = statement_of(&envs[0]);
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(statement["subject"], json!([{"name": at("e2e/prov"), "digest": {"sha256": digest.hex()}}]));
+    let p = &statement["predicate"];
     assert_eq!(
         p["runDetails"]["builder"]["id"],
         "https://github.com/org/app/.github/workflows/build.yml@refs/heads/main"
@@ -894,7 +445,7 @@ fn push_sign_with_provenance_and_verify_attestations() {
     expected.sort();
     assert_eq!(deps, expected);
     // The statement as pushed validates against the in-toto Statement / SLSA v1 schema.
-    std::fs::write(d.join("statement.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+    std::fs::write(d.join("statement.json"), serde_json::to_vec(&statement).unwrap()).unwrap();
     let schema_dir = repo_root().join("crates/sign/tests");
     let o = output(
         Command::new(schema_dir.join("validate.sh"))
@@ -908,7 +459,7 @@ fn push_sign_with_provenance_and_verify_attestations() {
     // ECDSA signatures differ, the statements do not).
     let o = push_signed(&dest, &[&f.app], "pw-a", &[os("--sign"), &key("a.key"), os("--provenance")]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let envs = envelopes(&client, &repo, &digest);
+    let envs = envelopes(client, &repo, &digest);
     assert_eq!(envs.len(), 2);
     let payload = |e: &[u8]| serde_json::from_slice::<Value>(e).unwrap()["payload"].clone();
     assert_eq!(payload(&envs[0]), payload(&envs[1]));
@@ -919,9 +470,9 @@ fn push_sign_with_provenance_and_verify_attestations() {
     let o = push_signed(&other, &[&f.hello], "pw-a", &[os("--sign"), &key("a.key"), os("--provenance")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let other_digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
-    let other_env = envelopes(&client, &Reference::parse(&other).unwrap(), &other_digest).remove(0);
+    let other_env = envelopes(client, &Reference::parse(&other).unwrap(), &other_digest).remove(0);
     let mut tampered: Value = serde_json::from_slice(&envs[0]).unwrap();
-    let mut s2 = s.clone();
+    let mut s2 = statement.clone();
     s2["predicate"]["runDetails"]["builder"]["id"] = json!("https://evil.example/builder");
     tampered["payload"] = json!(B64.encode(serde_json::to_vec(&s2).unwrap()));
     let tampered = serde_json::to_vec(&tampered).unwrap();
@@ -935,7 +486,7 @@ fn push_sign_with_provenance_and_verify_attestations() {
         assert!(o.status.success(), "{}", stderr(&o));
         let t = Reference::parse(&target).unwrap();
         match envelope {
-            Some(e) => attach_envelope(&client, &t, digest, &e),
+            Some(e) => attach_envelope(client, &t, digest, &e),
             None => {
                 let o = push_signed(
                     &target,
@@ -979,12 +530,8 @@ fn push_sign_with_provenance_and_verify_attestations() {
 /// stops the push before anything is sent, and `--flake-lock` needs `--provenance`.
 #[test]
 fn push_provenance_lists_the_flake_lock_inputs() {
-    let r = registry();
-    let client = r.client(None);
-    let f = fixtures();
-    let dir = scratch();
-    let d = dir.path();
-    keygen(d, "a", "pw");
+    let s = Signing::new(&[("a", "pw")]);
+    let (client, d, f) = (&s.client, s.d(), fixtures());
     let nar = "sha256-AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     let gh = |owner: &str, repo: &str, rev: &str| json!({ "locked": { "type": "github", "owner": owner, "repo": repo, "rev": rev, "narHash": nar } });
@@ -999,7 +546,7 @@ fn push_provenance_lists_the_flake_lock_inputs() {
     std::fs::write(d.join("flake.lock"), serde_json::to_vec(&lock).unwrap()).unwrap();
     std::fs::write(d.join("bad.lock"), br#"{"version": 3, "nodes": {}, "root": "root"}"#).unwrap();
     let key = d.join("a.key").into_os_string();
-    let dest = format!("{}/e2e/flake:1", r.host());
+    let dest = s.at("e2e/flake:1");
     let repo = Reference::parse(&dest).unwrap();
 
     let o = push_signed(
@@ -1026,12 +573,10 @@ fn push_provenance_lists_the_flake_lock_inputs() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let digest: Digest = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
-    let o = output(
-        nix_layer().args(["verify", "--plain-http", &dest, "--attestations", "--key"]).arg(d.join("a.pub")),
-    );
+    let o = s.verify(&dest, "a.pub", true);
     assert!(o.status.success(), "{}", stderr(&o));
-    let s = statement_of(&envelopes(&client, &repo, &digest)[0]);
-    let deps = s["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap().clone();
+    let statement = statement_of(&envelopes(client, &repo, &digest)[0]);
+    let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap().clone();
     let store = f.closure(&[&f.app]).len();
     assert_eq!(deps.len(), store + 3, "{deps:?}");
     assert_eq!(
@@ -1052,28 +597,11 @@ fn push_provenance_lists_the_flake_lock_inputs() {
 /// manifest, by digest; `push --archive --sign` the manifest it pushed.
 #[test]
 fn push_layout_and_archive_sign_what_they_pushed() {
-    let r = registry();
-    let client = r.client(None);
-    let f = fixtures();
-    let dir = scratch();
-    let d = dir.path();
-    keygen(d, "a", "pw");
+    let s = Signing::new(&[("a", "pw")]);
+    let (client, d) = (&s.client, s.d());
     let layout = d.join("L");
-    for arch in ["amd64", "arm64"] {
-        run(nix_layer()
-            .arg("build")
-            .arg("--closure")
-            .args(f.closure(&[&f.app]))
-            .args(["--name", &format!("multi:{arch}"), "--arch", arch, "--format", "oci", "--quiet", "-o"])
-            .arg(&layout));
-    }
-    run(nix_layer().args(["index", "--layout"]).arg(&layout).args([
-        "--name",
-        "multi:1",
-        "multi:amd64",
-        "multi:arm64",
-    ]));
-    let dest = format!("{}/e2e/signed-multi:1", r.host());
+    multi_platform_layout(&layout);
+    let dest = s.at("e2e/signed-multi:1");
     let o = output(
         nix_layer()
             .args(["push", &dest, "--layout"])
@@ -1088,19 +616,14 @@ fn push_layout_and_archive_sign_what_they_pushed() {
             .unwrap();
     let mut refs = vec![dest.clone()];
     for m in index["manifests"].as_array().unwrap() {
-        refs.push(format!("{}/e2e/signed-multi@{}", r.host(), m["digest"].as_str().unwrap()));
+        refs.push(s.at(&format!("e2e/signed-multi@{}", m["digest"].as_str().unwrap())));
     }
     assert_eq!(refs.len(), 3);
 
     // A docker-archive: its pushed manifest, signed by digest.
     let archive = d.join("app.tar");
-    run(nix_layer()
-        .arg("build")
-        .arg("--closure")
-        .args(f.closure(&[&f.app]))
-        .args(["--name", "arch:1", "--quiet", "-o"])
-        .arg(&archive));
-    let dest = format!("{}/e2e/signed-archive:1", r.host());
+    app_archive(&archive);
+    let dest = s.at("e2e/signed-archive:1");
     let o = output(
         nix_layer()
             .args(["push", &dest, "--plain-http", "--archive"])
@@ -1111,10 +634,9 @@ fn push_layout_and_archive_sign_what_they_pushed() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let digest = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-    refs.push(format!("{}/e2e/signed-archive@{digest}", r.host()));
+    refs.push(s.at(&format!("e2e/signed-archive@{digest}")));
     for reference in refs {
-        let o =
-            output(nix_layer().args(["verify", "--plain-http", &reference, "--key"]).arg(d.join("a.pub")));
+        let o = s.verify(&reference, "a.pub", false);
         assert!(o.status.success(), "{reference}: {}", stderr(&o));
     }
 }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use nix_layer_registry_testkit::TestRegistry;
+
 pub fn nix_layer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nix-layer"))
 }
@@ -31,6 +33,42 @@ pub fn run(cmd: &mut Command) -> Output {
 
 pub fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(run(cmd).stdout).unwrap()
+}
+
+/// Debian's docker-registry on 127.0.0.1, stopped when dropped.
+pub fn registry() -> TestRegistry {
+    TestRegistry::start_or_skip().expect("docker-registry is not installed; scripts/setup.sh installs it")
+}
+
+/// The app fixture as a docker-archive `arch:1` at `archive`.
+pub fn app_archive(archive: &Path) {
+    let f = fixtures();
+    run(nix_layer()
+        .arg("build")
+        .arg("--closure")
+        .args(f.closure(&[&f.app]))
+        .args(["--name", "arch:1", "--quiet", "-o"])
+        .arg(archive));
+}
+
+/// An OCI layout at `layout` holding the app fixture built for amd64 and for arm64, and
+/// `multi:1`, the index of both.
+pub fn multi_platform_layout(layout: &Path) {
+    let f = fixtures();
+    for arch in ["amd64", "arm64"] {
+        run(nix_layer()
+            .arg("build")
+            .arg("--closure")
+            .args(f.closure(&[&f.app]))
+            .args(["--name", &format!("multi:{arch}"), "--arch", arch, "--format", "oci", "--quiet", "-o"])
+            .arg(layout));
+    }
+    run(nix_layer().args(["index", "--layout"]).arg(layout).args([
+        "--name",
+        "multi:1",
+        "multi:amd64",
+        "multi:arm64",
+    ]));
 }
 
 /// Store paths built once per test run (see fixtures.nix).
