@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a Debian trixie root holding skopeo, podman and cosign as Debian builds
 # them there, skopeo and podman WITH sigstore support (bookworm's skopeo 1.9 and podman 4.3 carry a
-# Debian patch that disables it), for tests/e2e/sign.rs's interoperability
+# Debian patch that disables it), for tests/e2e/interop.rs's interoperability
 # tests; scripts/sigstore-run runs them. Trixie's binaries need glibc 2.38, so
 # they run in their own root (chroot), never on the host's libraries.
 # Idempotent: an existing, checked root is kept. The host's apt sources are not

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Debian trixie's skopeo, podman and cosign (built with sigstore) in a root of
-# their own, for tests/e2e/sign.rs's interoperability tests.
+# their own, for the interoperability tests in tests/e2e/interop.rs.
 bash scripts/sigstore-tools.sh
 
 # No binary cache is needed (nor reachable on the development machines).

@@ -6,7 +6,7 @@
 //!
 //! The signature layout is the one cosign and containers/image (podman, skopeo, CRI-O with
 //! `use-sigstore-attachments`) read, so a deployment can enforce it with a policy that
-//! nix-layer did not write (tests/e2e/sign.rs enforces it with Debian trixie's podman and
+//! nix-layer did not write (tests/e2e/interop.rs enforces it with Debian trixie's podman and
 //! skopeo, and checks keys and signatures against theirs and cosign's, both ways).
 //!
 //! Crates: `ring` for ECDSA P-256 and randomness (already built for rustls), `scrypt` and
