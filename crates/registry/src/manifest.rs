@@ -99,7 +99,7 @@ impl PlatformExt for Platform {
 }
 
 /// A manifest (or index) as fetched: the exact bytes, their media type and digest. Not an
-/// OCI type but a document in transit; [`Manifest::blobs`] and [`Manifest::index`] read it
+/// OCI type but a document in transit; [`Manifest::image`], [`Manifest::blobs`] and [`Manifest::index`] read it
 /// as oci-spec types.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
@@ -113,9 +113,14 @@ impl Manifest {
         is_index(&self.media_type)
     }
 
+    /// The document as an image manifest (not an index).
+    pub fn image(&self) -> Result<ImageManifest, serde_json::Error> {
+        serde_json::from_slice(&self.bytes)
+    }
+
     /// The config and layer descriptors of an image manifest (not an index).
     pub fn blobs(&self) -> Result<(Descriptor, Vec<Descriptor>), serde_json::Error> {
-        let doc: ImageManifest = serde_json::from_slice(&self.bytes)?;
+        let doc = self.image()?;
         Ok((doc.config().clone(), doc.layers().clone()))
     }
 

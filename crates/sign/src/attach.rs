@@ -7,12 +7,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use nix_layer_blob::Digest;
 use nix_layer_registry::{
-    annotations as annotation_map, blob_digest, descriptor_of, BlobSource, BytesBlob, Client,
+    annotations as annotation_map, blob_digest, descriptor_of, document_bytes, BlobSource, BytesBlob, Client,
     Error as RegistryError, Reference, ReferrersVia, OCI_MANIFEST,
 };
-use oci_spec::image::Descriptor;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use serde_json::json;
 
 use crate::payload::{payload, SIMPLE_SIGNING};
 use crate::signer::{Signer, SIGNATURE_ANNOTATION};
@@ -51,12 +50,6 @@ pub struct Signed {
     pub referrer: Option<ReferrersVia>,
 }
 
-#[derive(Deserialize)]
-struct Layers {
-    #[serde(default)]
-    layers: Vec<Value>,
-}
-
 /// Signs the manifest `image` names (by tag or digest) and, if it is an index, each
 /// manifest it lists. Existing signatures under each `.sig` tag are kept. A reference
 /// with both a tag and a digest signs that digest under the tag's name: what a push
@@ -91,9 +84,10 @@ pub fn sign_manifest(
     let existing = tag_layers(client, image, &tag)?;
     let payload_digest = Digest::of(&payload).to_string();
     let mine = existing.iter().any(|l| {
-        l["digest"] == payload_digest.as_str()
-            && l["annotations"][SIGNATURE_ANNOTATION]
-                .as_str()
+        l.digest().as_ref() == payload_digest
+            && l.annotations()
+                .as_ref()
+                .and_then(|a| a.get(SIGNATURE_ANNOTATION))
                 .and_then(|s| B64.decode(s).ok())
                 .is_some_and(|sig| signer.already_signed(&payload, &sig))
     });
@@ -113,14 +107,16 @@ pub fn sign_manifest(
     Ok(Signed { digest, added: true, referrer: Some(referrer.via) })
 }
 
-/// The layers of the manifest under `tag` (cosign's `.sig` or `.att`), kept as they are so
-/// that other tools' entries survive; none when the tag does not exist.
-pub(crate) fn tag_layers(client: &Client, image: &Reference, tag: &str) -> Result<Vec<Value>, Error> {
+/// The layers of the manifest under `tag` (cosign's `.sig` or `.att`), to be kept when one
+/// is appended; none when the tag does not exist.
+pub(crate) fn tag_layers(client: &Client, image: &Reference, tag: &str) -> Result<Vec<Descriptor>, Error> {
     let tagged = image.with_tag(tag)?;
     match client.get_manifest(&tagged) {
-        Ok(m) => Ok(serde_json::from_slice::<Layers>(&m.bytes)
+        Ok(m) => Ok(m
+            .image()
             .map_err(|e| Error::Format { what: format!("the manifest {tagged}"), reason: e.to_string() })?
-            .layers),
+            .layers()
+            .clone()),
         Err(RegistryError::NotFound { .. }) => Ok(Vec::new()),
         Err(e) => Err(e.into()),
     }
@@ -133,29 +129,27 @@ pub(crate) fn append_to_tag(
     client: &Client,
     image: &Reference,
     tag: &str,
-    mut layers: Vec<Value>,
+    mut layers: Vec<Descriptor>,
     blob: &BytesBlob,
     layer: &Descriptor,
 ) -> Result<(), Error> {
-    layers.push(serde_json::to_value(layer).expect("a descriptor serialises"));
-    let diff_ids: Vec<&Value> = layers.iter().map(|l| &l["digest"]).collect();
-    let config = BytesBlob::new(
-        serde_json::to_vec(&json!({
-            "architecture": "",
-            "config": {},
-            "os": "",
-            "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        }))
-        .expect("a config serialises"),
-    );
+    layers.push(layer.clone());
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.digest().to_string()).collect();
+    // cosign's config: an image config with no platform (oci-spec's type has no empty os).
+    let config = BytesBlob::new(document_bytes(&json!({
+        "architecture": "",
+        "config": {},
+        "os": "",
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    })));
     client.push_blobs(image, &[&config as &dyn BlobSource, blob], &[])?;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor_of("application/vnd.oci.image.config.v1+json", &config.bytes),
-        "layers": layers,
-    }))
-    .expect("a manifest serialises");
-    client.push_manifest(image, &[tag], &manifest, OCI_MANIFEST)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor_of(MediaType::ImageConfig.as_ref(), &config.bytes))
+        .layers(layers)
+        .build()
+        .expect("every required manifest field is set");
+    client.push_manifest(image, &[tag], &document_bytes(&manifest), OCI_MANIFEST)?;
     Ok(())
 }

@@ -10,14 +10,13 @@ use nix_layer_registry::{
     Reference, ReferrerPush,
 };
 use oci_spec::image::Descriptor;
-use serde::Deserialize;
 
 use crate::attach::{append_to_tag, attestation_tag, tag_layers};
 use crate::dsse::{self, Envelope, IN_TOTO};
 use crate::keys::PublicKey;
 use crate::provenance::subjects;
 use crate::signer::{Signer, SIGNATURE_ANNOTATION};
-use crate::verify::{Rejection, VerifyError};
+use crate::verify::{expect_media_type, fetch_layer, referrer_manifest, Rejection, VerifyError};
 use crate::Error;
 
 /// The envelope's media type (the artifact's layer); the artifact type is [`IN_TOTO`].
@@ -76,20 +75,6 @@ pub struct Attestation {
     pub predicate_type: String,
 }
 
-#[derive(Deserialize)]
-struct Artifact {
-    #[serde(default)]
-    layers: Vec<Layer>,
-}
-
-#[derive(Deserialize)]
-struct Layer {
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    digest: Digest,
-    size: u64,
-}
-
 /// Checks every in-toto attestation of the manifest `image` names, stored as referrers
 /// (nix-layer) or as layers of the `sha256-<hex>.att` tag (cosign, and nix-layer too):
 /// each must be an envelope signed by `key` over a statement whose subject is that
@@ -101,12 +86,15 @@ pub fn verify_attestations(
     key: &PublicKey,
 ) -> Result<Vec<Attestation>, VerifyError> {
     let digest = client.get_manifest(image)?.digest;
-    let mut found: Vec<(String, Layer)> = Vec::new();
+    let mut found: Vec<(String, Descriptor)> = Vec::new();
     let mut rejections = Vec::new();
     for r in client.list_referrers(image, &digest, Some(IN_TOTO))? {
         let what = format!("referrer {}", r.digest());
-        match referrer_envelope(client, image, r.digest()) {
-            Ok(layer) => found.push((what, layer)),
+        match referrer_manifest(client, image, r.digest()) {
+            Ok(m) => match m.layers().first() {
+                Some(layer) => found.push((what, layer.clone())),
+                None => rejections.push((what, Rejection::Garbled("no envelope layer".into()))),
+            },
             Err(Ok(why)) => rejections.push((what, why)),
             Err(Err(e)) => return Err(e.into()),
         }
@@ -114,13 +102,13 @@ pub fn verify_attestations(
     let tag = attestation_tag(&digest);
     match client.get_manifest(&image.with_tag(&tag)?) {
         // Every envelope layer is one attestation; cosign writes nothing else there.
-        Ok(m) => match serde_json::from_slice::<Artifact>(&m.bytes) {
+        Ok(m) => match m.image() {
             Ok(a) => found.extend(
-                a.layers
-                    .into_iter()
+                a.layers()
+                    .iter()
                     .enumerate()
-                    .filter(|(_, l)| l.media_type == DSSE_ENVELOPE)
-                    .map(|(i, l)| (format!("{tag} layer {i}"), l)),
+                    .filter(|(_, l)| l.media_type().as_ref() == DSSE_ENVELOPE)
+                    .map(|(i, l)| (format!("{tag} layer {i}"), l.clone())),
             ),
             Err(e) => rejections.push((tag.clone(), Rejection::Garbled(format!("not a manifest: {e}")))),
         },
@@ -133,12 +121,12 @@ pub fn verify_attestations(
     let mut good = Vec::new();
     let mut seen = HashSet::new();
     for (what, layer) in found {
-        if !seen.insert(layer.digest) {
+        if !seen.insert(layer.digest().to_string()) {
             continue;
         }
         match check(client, image, key, &digest, &layer) {
-            Ok(predicate_type) => {
-                good.push(Attestation { envelope: layer.digest, source: what, predicate_type })
+            Ok((envelope, predicate_type)) => {
+                good.push(Attestation { envelope, source: what, predicate_type })
             }
             Err(why) => rejections.push((what, why)),
         }
@@ -149,44 +137,17 @@ pub fn verify_attestations(
     Ok(good)
 }
 
-/// The envelope layer of one attestation referrer, or why it is refused (or a registry
-/// failure, which is not a verdict on the attestation).
-fn referrer_envelope(
-    client: &Client,
-    image: &Reference,
-    referrer: &oci_spec::image::Digest,
-) -> Result<Layer, Result<Rejection, RegistryError>> {
-    let garbled = |s: String| Ok(Rejection::Garbled(s));
-    let referrer = blob_digest(referrer).map_err(|e| garbled(e.to_string()))?;
-    let m = match client.get_manifest(&image.with_digest(referrer)) {
-        Ok(m) => m,
-        Err(RegistryError::NotFound { .. }) => return Err(garbled("listed but absent".into())),
-        Err(e) => return Err(Err(e)),
-    };
-    let a: Artifact =
-        serde_json::from_slice(&m.bytes).map_err(|e| garbled(format!("not a manifest: {e}")))?;
-    a.layers.into_iter().next().ok_or_else(|| garbled("no envelope layer".into()))
-}
-
-/// One envelope: its statement's predicate type, or why it is refused.
+/// One envelope: its digest and its statement's predicate type, or why it is refused.
 fn check(
     client: &Client,
     image: &Reference,
     key: &PublicKey,
     digest: &Digest,
-    layer: &Layer,
-) -> Result<String, Rejection> {
+    layer: &Descriptor,
+) -> Result<(Digest, String), Rejection> {
     let garbled = Rejection::Garbled;
-    if layer.media_type != DSSE_ENVELOPE {
-        return Err(garbled(format!("media type `{}`, not `{DSSE_ENVELOPE}`", layer.media_type)));
-    }
-    if layer.size > ENVELOPE_LIMIT {
-        return Err(garbled(format!("a {}-byte envelope (the limit is {ENVELOPE_LIMIT})", layer.size)));
-    }
-    let mut bytes = Vec::new();
-    client
-        .fetch_blob_sized(image, &layer.digest, layer.size, &mut bytes)
-        .map_err(|e| garbled(format!("the envelope blob: {e}")))?;
+    expect_media_type(layer, DSSE_ENVELOPE)?;
+    let bytes = fetch_layer(client, image, layer, "envelope", ENVELOPE_LIMIT)?;
     let envelope: Envelope =
         serde_json::from_slice(&bytes).map_err(|e| garbled(format!("not a DSSE envelope: {e}")))?;
     let statement = dsse::open(&envelope, IN_TOTO, key).map_err(|why| {
@@ -202,7 +163,7 @@ fn check(
         return Err(Rejection::OtherDigest { signed });
     }
     let v: serde_json::Value = serde_json::from_slice(&statement).expect("parsed by subjects");
-    Ok(v["predicateType"].as_str().unwrap_or_default().to_owned())
+    Ok((Digest::of(&bytes), v["predicateType"].as_str().unwrap_or_default().to_owned()))
 }
 
 /// Checks that every referrer of the manifest `image` names whose artifact type is one of

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use nix_layer_blob::Digest;
 use nix_layer_registry::{blob_digest, Client, Error as RegistryError, Reference};
-use serde::Deserialize;
+use oci_spec::image::{Descriptor, ImageManifest};
 
 use crate::attach::{signature_tag, SIGNATURE_ARTIFACT_TYPE};
 use crate::keys::PublicKey;
@@ -71,22 +71,59 @@ pub struct Verified {
     pub source: String,
 }
 
-#[derive(Deserialize)]
-struct Doc {
-    #[serde(default)]
-    layers: Vec<Layer>,
-    #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
+/// `Err(Ok(_))` refuses one stored entry; `Err(Err(_))` is a registry failure, which is no
+/// verdict on what is stored and stops verification.
+pub(crate) type Verdict<T> = Result<T, Result<Rejection, RegistryError>>;
+
+/// The image manifest of a listed referrer.
+pub(crate) fn referrer_manifest(
+    client: &Client,
+    image: &Reference,
+    referrer: &oci_spec::image::Digest,
+) -> Verdict<ImageManifest> {
+    let garbled = |s: String| Ok(Rejection::Garbled(s));
+    let referrer = blob_digest(referrer).map_err(|e| garbled(e.to_string()))?;
+    let m = match client.get_manifest(&image.with_digest(referrer)) {
+        Ok(m) => m,
+        Err(RegistryError::NotFound { .. }) => return Err(garbled("listed but absent".into())),
+        Err(e) => return Err(Err(e)),
+    };
+    m.image().map_err(|e| garbled(format!("not a manifest: {e}")))
 }
 
-#[derive(Deserialize)]
-struct Layer {
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    digest: Digest,
-    size: u64,
-    #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
+/// Refuses a stored layer of another media type than `expected`.
+pub(crate) fn expect_media_type(layer: &Descriptor, expected: &str) -> Result<(), Rejection> {
+    match layer.media_type().as_ref() {
+        m if m == expected => Ok(()),
+        m => Err(Rejection::Garbled(format!("media type `{m}`, not `{expected}`"))),
+    }
+}
+
+/// The bytes of a stored `what` (payload, envelope): refused before it is fetched when its
+/// descriptor says more than `limit` bytes, and checked against its digest and size.
+pub(crate) fn fetch_layer(
+    client: &Client,
+    image: &Reference,
+    layer: &Descriptor,
+    what: &str,
+    limit: u64,
+) -> Result<Vec<u8>, Rejection> {
+    if layer.size() > limit {
+        return Err(Rejection::Garbled(format!("a {}-byte {what} (the limit is {limit})", layer.size())));
+    }
+    let digest = blob_digest(layer.digest()).map_err(|e| Rejection::Garbled(e.to_string()))?;
+    let mut bytes = Vec::new();
+    client
+        .fetch_blob_sized(image, &digest, layer.size(), &mut bytes)
+        .map_err(|e| Rejection::Garbled(format!("the {what} blob: {e}")))?;
+    Ok(bytes)
+}
+
+/// The signature annotation of a layer (or, for a referrer, of its manifest).
+fn signature_of<'a>(layer: &'a Descriptor, manifest: Option<&'a ImageManifest>) -> Option<&'a String> {
+    let get =
+        |a: &'a Option<std::collections::HashMap<String, String>>| a.as_ref()?.get(SIGNATURE_ANNOTATION);
+    get(layer.annotations()).or_else(|| manifest.and_then(|m| get(m.annotations())))
 }
 
 /// Verifies that the manifest `image` names (its exact digest) is signed by `key`.
@@ -101,12 +138,11 @@ pub fn verify_image(client: &Client, image: &Reference, key: &PublicKey) -> Resu
     match client.get_manifest(&sig_ref) {
         Ok(m) => {
             found_any = true;
-            match serde_json::from_slice::<Doc>(&m.bytes) {
+            match m.image() {
                 Ok(doc) => {
-                    for (i, layer) in doc.layers.iter().enumerate() {
+                    for (i, layer) in doc.layers().iter().enumerate() {
                         let what = format!("{sig_tag} layer {i}");
-                        let sig = layer.annotations.get(SIGNATURE_ANNOTATION);
-                        match check(client, image, key, &digest, layer, sig) {
+                        match check(client, image, key, &digest, layer, signature_of(layer, None)) {
                             Ok(identity) => {
                                 return Ok(Verified { digest, docker_reference: identity, source: sig_tag });
                             }
@@ -126,34 +162,19 @@ pub fn verify_image(client: &Client, image: &Reference, key: &PublicKey) -> Resu
     for referrer in client.list_referrers(image, &digest, Some(SIGNATURE_ARTIFACT_TYPE))? {
         found_any = true;
         let what = format!("referrer {}", referrer.digest());
-        let referrer = match blob_digest(referrer.digest()) {
-            Ok(d) => d,
-            Err(e) => {
-                rejections.push((what, Rejection::Garbled(e.to_string())));
+        let doc = match referrer_manifest(client, image, referrer.digest()) {
+            Ok(doc) => doc,
+            Err(Ok(why)) => {
+                rejections.push((what, why));
                 continue;
             }
+            Err(Err(e)) => return Err(e.into()),
         };
-        let m = match client.get_manifest(&image.with_digest(referrer)) {
-            Ok(m) => m,
-            Err(RegistryError::NotFound { .. }) => {
-                rejections.push((what, Rejection::Garbled("listed but absent".into())));
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let doc = match serde_json::from_slice::<Doc>(&m.bytes) {
-            Ok(d) => d,
-            Err(e) => {
-                rejections.push((what, Rejection::Garbled(format!("not a manifest: {e}"))));
-                continue;
-            }
-        };
-        let Some(layer) = doc.layers.first() else {
+        let Some(layer) = doc.layers().first() else {
             rejections.push((what, Rejection::Garbled("no payload layer".into())));
             continue;
         };
-        let sig = layer.annotations.get(SIGNATURE_ANNOTATION).or(doc.annotations.get(SIGNATURE_ANNOTATION));
-        match check(client, image, key, &digest, layer, sig) {
+        match check(client, image, key, &digest, layer, signature_of(layer, Some(&doc))) {
             Ok(identity) => return Ok(Verified { digest, docker_reference: identity, source: what }),
             Err(r) => rejections.push((what, r)),
         }
@@ -171,27 +192,16 @@ fn check(
     image: &Reference,
     key: &PublicKey,
     digest: &Digest,
-    layer: &Layer,
+    layer: &Descriptor,
     signature: Option<&String>,
 ) -> Result<String, Rejection> {
-    if layer.media_type != SIMPLE_SIGNING {
-        return Err(Rejection::Garbled(format!("media type `{}`, not `{SIMPLE_SIGNING}`", layer.media_type)));
-    }
+    expect_media_type(layer, SIMPLE_SIGNING)?;
     let signature =
         signature.ok_or_else(|| Rejection::Garbled(format!("no `{SIGNATURE_ANNOTATION}` annotation")))?;
     let signature = B64
         .decode(signature.trim())
         .map_err(|e| Rejection::Garbled(format!("the signature is not base64: {e}")))?;
-    if layer.size > PAYLOAD_LIMIT {
-        return Err(Rejection::Garbled(format!(
-            "a {}-byte payload (the limit is {PAYLOAD_LIMIT})",
-            layer.size
-        )));
-    }
-    let mut payload = Vec::new();
-    client
-        .fetch_blob_sized(image, &layer.digest, layer.size, &mut payload)
-        .map_err(|e| Rejection::Garbled(format!("the payload blob: {e}")))?;
+    let payload = fetch_layer(client, image, layer, "payload", PAYLOAD_LIMIT)?;
     if !key.verifies(&payload, &signature) {
         return Err(Rejection::BadSignature);
     }
