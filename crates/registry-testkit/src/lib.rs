@@ -278,20 +278,7 @@ struct TokenServer {
 impl TokenServer {
     fn start(dir: &Path, user: &str, password: &str) -> io::Result<TokenServer> {
         let (key, crt) = (dir.join("token.key"), dir.join("token.crt"));
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=nix-layer-test-token",
-        ])
-        .args([OsStr::new("-keyout"), key.as_os_str(), OsStr::new("-out"), crt.as_os_str()])
-        .output()
-        .and_then(check_output)?;
+        self_signed("/CN=nix-layer-test-token", &key, &crt)?;
         let der = openssl(&["x509", "-outform", "DER", "-in"]).arg(&crt).output().and_then(check_output)?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
@@ -343,6 +330,15 @@ pub(crate) fn openssl(args: &[&str]) -> Command {
     let mut c = Command::new("openssl");
     c.args(args).stdin(Stdio::null());
     c
+}
+
+/// A self-signed RSA certificate (`subject`, valid two days) and its key, unencrypted.
+pub(crate) fn self_signed(subject: &str, key: &Path, crt: &Path) -> io::Result<()> {
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject])
+        .args([OsStr::new("-keyout"), key.as_os_str(), OsStr::new("-out"), crt.as_os_str()])
+        .output()
+        .and_then(check_output)
+        .map(drop)
 }
 
 pub(crate) fn check_output(out: std::process::Output) -> io::Result<Vec<u8>> {

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::{check_output, openssl};
+use crate::{check_output, openssl, self_signed};
 
 /// A CA and a server certificate for `127.0.0.1`, in a temporary directory.
 pub struct PrivateCa {
@@ -23,20 +23,7 @@ impl PrivateCa {
             }
             c.output().and_then(check_output)
         };
-        run(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=nix-layer test CA",
-            ],
-            &[("-keyout", p("ca.key")), ("-out", p("ca.pem"))],
-        )?;
+        self_signed("/CN=nix-layer test CA", &p("ca.key"), &p("ca.pem"))?;
         run(
             &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"],
             &[("-keyout", p("server.key")), ("-out", p("server.csr"))],
