@@ -37,10 +37,11 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
+
+from common import ensure_corpus, timed_rss as timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "nix-layer")
@@ -51,18 +52,6 @@ UPDATES = {"openssl": "v2", "zlib": "v2z", "curl": "v2c", "xz": "v2x"}
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, **kw)
-
-
-def timed(argv, stdout=subprocess.DEVNULL, shell=False, env=None):
-    """Wall seconds and peak RSS (MiB) of one process tree's main process."""
-    start = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, shell=shell, env=env)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - start
-    err = p.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {argv}\n{err}")
-    return wall, usage.ru_maxrss / 1024
 
 
 def best(n, fn):
@@ -83,15 +72,6 @@ def closure_stats(paths):
                     files += 1
                     size += st.st_size
     return files, size
-
-
-def ensure_corpus(corpus):
-    variants = ["v1", *UPDATES.values()]
-    if all(os.path.exists(f"{corpus}/{p}-{v}.closure-graph.json") for p in PROFILES for v in variants):
-        return
-    build = os.path.join(ROOT, "benches", "corpus", "build.py")
-    print(f"building the corpus with {build} (about a minute) …", file=sys.stderr)
-    sh(f"python3 {build} {corpus}")
 
 
 def nix_layer(*args, **kw):
@@ -131,7 +111,7 @@ def throughput(corpus, profile, tmp, baseline):
         plan = json.loads(nix_layer("plan", "--graph", graph, "--json"))
         cust = os.path.join(tmp, "cust")
         os.makedirs(cust, exist_ok=True)
-        with tarfile.open(os.path.join(cust, "layer.tar"), "w") as t:
+        with tarfile.open(os.path.join(cust, "layer.tar"), "w"):
             pass
         with open(os.path.join(cust, "layer.tar"), "rb") as f:
             open(os.path.join(cust, "checksum"), "w").write(hashlib.sha256(f.read()).hexdigest())
@@ -329,7 +309,7 @@ def main():
     ap.add_argument("--only", choices=["sharing"], help="only the sharing table (plans, no image writing)")
     args = ap.parse_args()
     os.environ.setdefault("NIX_CONFIG", "substituters =\nsandbox = false")
-    ensure_corpus(args.corpus)
+    ensure_corpus(args.corpus, PROFILES, ["v1", *UPDATES.values()])
     sh(f"cd {ROOT} && cargo build --release --locked -q -p nix-layer")
     if args.only != "sharing":
         speed(args)

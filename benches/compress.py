@@ -33,31 +33,20 @@ import sys
 import tempfile
 import time
 
+from common import ensure_corpus, timed_cpu
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 
 
 def timed(cmd, stdout_path=None):
-    """Runs a shell pipeline under /usr/bin/time; returns (wall s, cpu s, peak MiB).
-    Time and memory cover the whole pipeline's processes."""
-    fmt = "%e %U %S %M"
-    with tempfile.NamedTemporaryFile("r") as t:
-        out = f"> {stdout_path}" if stdout_path else "> /dev/null"
-        subprocess.run(["/usr/bin/time", "-f", fmt, "-o", t.name, "sh", "-c", f"{cmd} {out}"], check=True)
-        wall, user, sys_, rss = t.read().split()[-4:]
-    return float(wall), float(user) + float(sys_), int(rss) / 1024
+    """A shell pipeline's (wall s, cpu s, peak MiB), its output to `stdout_path` or dropped."""
+    return timed_cpu(["sh", "-c", f"{cmd} > {stdout_path or '/dev/null'}"])
 
 
 def best(n, fn):
     runs = [fn() for _ in range(n)]
     return min(runs, key=lambda r: r[1])
-
-
-def ensure_corpus(corpus, profiles):
-    if all(os.path.exists(f"{corpus}/{p}-v1.closure-graph.json") for p in profiles):
-        return
-    build = os.path.join(ROOT, "benches", "corpus", "build.py")
-    subprocess.run(["python3", build, corpus, "--profiles", ",".join(profiles), "--variants", "v1"], check=True)
 
 
 def encoders(compress):
@@ -138,7 +127,6 @@ def part2(profile, graph, tmp, binary, runs):
 
 def part3(profile, graph, tmp, binary, runs):
     """First pushes to a fresh registry each time, interleaved old/new."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from push import Registry  # the same registry launcher as benches/push.py
 
     results = {}

@@ -43,22 +43,18 @@ import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+
+from common import timed_cpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 
 
 def timed(argv):
-    """Runs argv under /usr/bin/time; returns (wall s, user+sys s) of the whole tree."""
-    with tempfile.NamedTemporaryFile("r") as t:
-        subprocess.run(["/usr/bin/time", "-f", "%e %U %S", "-o", t.name] + argv,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wall, user, sys_ = t.read().split()[-3:]
-    return float(wall), float(user) + float(sys_)
+    """(wall s, user+sys s) of argv's whole process tree."""
+    return timed_cpu(argv)[:2]
 
 
 def in_root(root, work, script):

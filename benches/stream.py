@@ -25,30 +25,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+
+from common import ensure_corpus, timed_rss as timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "nix-layer")
-
-
-def timed(argv, shell=False):
-    """Wall seconds and peak RSS (MiB) of the main process (the shell, for a pipeline)."""
-    start = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, shell=shell)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - start
-    err = p.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {argv}\n{err}")
-    return wall, usage.ru_maxrss / 1024
-
-
-def ensure_corpus(corpus, profiles):
-    if all(os.path.exists(f"{corpus}/{p}-v1.closure-graph.json") for p in profiles):
-        return
-    build = os.path.join(ROOT, "benches", "corpus", "build.py")
-    print(f"building the corpus with {build} …", file=sys.stderr)
-    subprocess.run([sys.executable, build, corpus], check=True)
 
 
 def measure(profile, graph, tmp, runs, before):
